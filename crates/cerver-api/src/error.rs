@@ -1,0 +1,75 @@
+//! The one place where errors become HTTP responses: `{"error": "...", "code": "..."}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use cerver_control::ControlError;
+use cerver_runtime::{FileErrorKind, RuntimeError};
+use cerver_types::ErrorBody;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "sandbox not found")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
+            ControlError::NotFound => ApiError::not_found(),
+            ControlError::Limit(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m),
+            ControlError::Runtime(e) => e.into(),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        use StatusCode as S;
+        match e {
+            RuntimeError::BadPath(m) => ApiError::bad_request("invalid_path", m),
+            RuntimeError::File { kind, message } => {
+                let (status, code) = match kind {
+                    FileErrorKind::NotFound => (S::NOT_FOUND, "file_not_found"),
+                    FileErrorKind::IsDirectory => (S::BAD_REQUEST, "is_a_directory"),
+                    FileErrorKind::NotADirectory => (S::BAD_REQUEST, "not_a_directory"),
+                    FileErrorKind::TooLarge => (S::PAYLOAD_TOO_LARGE, "file_too_large"),
+                    FileErrorKind::Permission => (S::FORBIDDEN, "permission_denied"),
+                    FileErrorKind::NoSpace => (S::PAYLOAD_TOO_LARGE, "no_space"),
+                    FileErrorKind::Other => (S::BAD_REQUEST, "file_error"),
+                };
+                ApiError::new(status, code, message)
+            }
+            RuntimeError::Gone => ApiError::new(S::NOT_FOUND, "not_found", "the sandbox is no longer running"),
+            RuntimeError::Create(m) => {
+                tracing::error!("sandbox creation failed: {m}");
+                ApiError::new(S::SERVICE_UNAVAILABLE, "sandbox_unavailable", "could not create a sandbox right now; retry shortly")
+            }
+            RuntimeError::Unsupported(m) | RuntimeError::Internal(m) => {
+                tracing::error!("internal error: {m}");
+                ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+            }
+        }
+    }
+}

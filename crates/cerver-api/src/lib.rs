@@ -1,0 +1,30 @@
+//! Cerver's HTTP API. Requests are parsed into calls on [`cerver_control::Control`] at the
+//! edge; errors become HTTP in exactly one place ([`error`]).
+//!
+//! # Layout
+//! - [`routes`]: the router (every documented route).
+//! - [`sandboxes`]: create / info / list / delete / timeout.
+//! - [`runs`]: synchronous and SSE runs.
+//! - [`files`]: the files API.
+//! - [`extract`]: JSON/query extractors with JSON errors.
+
+pub mod error;
+pub mod extract;
+pub mod files;
+pub mod routes;
+pub mod runs;
+pub mod sandboxes;
+
+use std::sync::Arc;
+
+use cerver_control::Control;
+
+/// Owner of every sandbox until accounts exist (control-plane issue).
+pub const LOCAL_OWNER: &str = "local";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub control: Arc<Control>,
+}
+
+pub use routes::router;

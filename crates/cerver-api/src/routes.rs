@@ -1,0 +1,42 @@
+//! Every route of the API.
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cerver_types::Health;
+
+use crate::error::ApiError;
+use crate::{files, runs, sandboxes, AppState};
+
+/// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
+/// escaping.
+const MAX_BODY: usize = 24 << 20;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/sandbox", post(sandboxes::create))
+        .route("/sandboxes", get(sandboxes::list))
+        .route("/sandbox/{id}", get(sandboxes::info).delete(sandboxes::delete))
+        .route("/sandbox/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandbox/{id}/run", post(runs::run))
+        .route("/sandbox/{id}/run/stream", post(runs::run_stream))
+        .route("/sandbox/{id}/files", get(files::get).post(files::write))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+}

@@ -1,0 +1,196 @@
+//! Running code: synchronously (`/run`) or as Server-Sent Events (`/run/stream`).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use cerver_control::RunParams;
+use cerver_runtime::{RunEvent, RunExit, RunHandle};
+use cerver_types::{RunRequest, RunResponse, StreamEvent};
+use futures::Stream;
+
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::{AppState, LOCAL_OWNER};
+
+const TRUNCATED: &str = "\n[output truncated: the run wrote more than the limit of";
+
+fn params(req: RunRequest) -> Result<RunParams, ApiError> {
+    let timeout_s = match &req.timeout {
+        None => None,
+        Some(n) => match n.as_f64() {
+            Some(t) if t.is_finite() && t > 0.0 => Some(t),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "timeout must be a positive number of seconds",
+                ))
+            }
+        },
+    };
+    Ok(RunParams { code: req.code, envs: req.envs.unwrap_or_default(), timeout_s })
+}
+
+async fn start(st: &AppState, id: &str, req: RunRequest) -> Result<RunHandle, ApiError> {
+    Ok(st.control.run(LOCAL_OWNER, id, params(req)?).await?)
+}
+
+/// As in the documented examples: one trailing newline is not part of the value.
+fn trim_one_newline(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+        if s.ends_with('\r') {
+            s.pop();
+        }
+    }
+    s
+}
+
+fn exit_message(exit: &RunExit) -> Option<&str> {
+    exit.error.as_deref()
+}
+
+pub async fn run(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RunRequest>,
+) -> Result<Json<RunResponse>, ApiError> {
+    let handle = start(&st, &id, req).await?;
+    let max = st.control.runtime().config().max_output_bytes;
+    let out = handle.collect(max).await;
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.stdout_truncated {
+        output.push_str(&format!("{TRUNCATED} {max} bytes]"));
+    }
+    let mut error = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.stderr_truncated {
+        error.push_str(&format!("{TRUNCATED} {max} bytes]"));
+    }
+    let mut error = trim_one_newline(error);
+    if let Some(msg) = exit_message(&out.exit) {
+        if !error.is_empty() {
+            error.push('\n');
+        }
+        error.push_str(msg);
+    }
+    Ok(Json(RunResponse {
+        output: trim_one_newline(output),
+        error,
+        exit_code: out.exit.exit_code,
+        duration: out.exit.duration.as_millis() as u64,
+    }))
+}
+
+/// Decodes a byte stream as UTF-8 across chunk boundaries (a multi-byte character may be split
+/// between two reads); invalid bytes become U+FFFD.
+#[derive(Default)]
+struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    fn push(&mut self, chunk: &[u8]) -> String {
+        self.pending.extend_from_slice(chunk);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    match e.error_len() {
+                        None => {
+                            self.pending.drain(..valid);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push('\u{FFFD}');
+                            self.pending.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        rest
+    }
+}
+
+fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
+    Ok(Event::default().data(serde_json::to_string(ev).expect("events serialize")))
+}
+
+pub async fn run_stream(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<RunRequest>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let handle = start(&st, &id, req).await?;
+    struct S {
+        handle: RunHandle,
+        out: Utf8Stream,
+        err: Utf8Stream,
+        done: bool,
+    }
+    let state = S { handle, out: Utf8Stream::default(), err: Utf8Stream::default(), done: false };
+    // Dropping the stream (client gone) drops the handle, which kills the run.
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let ev = match s.handle.next().await {
+                Some(RunEvent::Stdout(b)) => StreamEvent::Stdout { data: s.out.push(&b) },
+                Some(RunEvent::Stderr(b)) => StreamEvent::Stderr { data: s.err.push(&b) },
+                Some(RunEvent::Exit(exit)) => {
+                    s.done = true;
+                    StreamEvent::Exit {
+                        code: exit.exit_code,
+                        error: exit.error.clone(),
+                        duration: exit.duration.as_millis() as u64,
+                    }
+                }
+                None => return None,
+            };
+            let empty = matches!(&ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty());
+            if !empty {
+                return Some((sse(&ev), s));
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{trim_one_newline, Utf8Stream};
+
+    #[test]
+    fn trims_exactly_one_newline() {
+        assert_eq!(trim_one_newline("50\n".into()), "50");
+        assert_eq!(trim_one_newline("a\n\n".into()), "a\n");
+        assert_eq!(trim_one_newline("a\r\n".into()), "a");
+        assert_eq!(trim_one_newline("".into()), "");
+    }
+
+    #[test]
+    fn utf8_split_across_chunks() {
+        let mut d = Utf8Stream::default();
+        let euro = "€".as_bytes();
+        assert_eq!(d.push(&euro[..1]), "");
+        assert_eq!(d.push(&euro[1..]), "€");
+        assert_eq!(d.push(b"a\xffb"), "a\u{FFFD}b");
+        assert_eq!(d.push(&euro[..2]), "");
+        assert_eq!(d.finish(), "\u{FFFD}");
+    }
+}

@@ -1,0 +1,384 @@
+//! The control plane: which sandboxes exist, how long they live, what environment their code
+//! gets, and the limits on what callers ask for. It knows no HTTP: the API crate turns requests
+//! into calls here and [`ControlError`]s into responses.
+//!
+//! Accounts, keys, plans and quotas arrive with the control-plane issue; sandboxes already
+//! carry an `owner` so that every lookup is scoped to its caller.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use cerver_runtime::{Engine, FileList, RunHandle, Runtime, RuntimeError, Sandbox};
+
+/// Default sandbox lifetime (documented: 300000 ms).
+pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
+/// Default run timeout in seconds (documented: 30).
+pub const DEFAULT_RUN_TIMEOUT_S: f64 = 30.0;
+/// Environment limits: they end up in every process's environment block.
+const MAX_ENV_VARS: usize = 256;
+const MAX_ENV_NAME: usize = 256;
+const MAX_ENV_BYTES: usize = 64 * 1024;
+const MAX_METADATA: usize = 64;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Largest code accepted for one run.
+pub const MAX_CODE_BYTES: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed or out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such sandbox (or not the caller's).
+    #[error("sandbox not found")]
+    NotFound,
+    /// A limit was hit.
+    #[error("{0}")]
+    Limit(String),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+/// Settings of the control plane.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Longest sandbox lifetime a caller may ask for (ms).
+    pub max_timeout_ms: u64,
+    /// Most sandboxes alive at once on this server.
+    pub max_sandboxes: usize,
+    /// Most runs in flight per sandbox.
+    pub max_concurrent_runs: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            max_timeout_ms: 24 * 3600 * 1000,
+            max_sandboxes: 200,
+            max_concurrent_runs: 16,
+        }
+    }
+}
+
+/// What a caller may set when creating a sandbox.
+#[derive(Debug, Default, Clone)]
+pub struct CreateOptions {
+    pub engine: Option<String>,
+    pub envs: BTreeMap<String, String>,
+    pub timeout_ms: Option<u64>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A sandbox and what the control plane knows about it.
+pub struct Entry {
+    pub id: String,
+    pub owner: String,
+    pub engine: Engine,
+    pub sandbox: Arc<Sandbox>,
+    pub envs: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: SystemTime,
+    lifetime: Mutex<Lifetime>,
+    runs: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Clone, Copy)]
+struct Lifetime {
+    timeout_ms: u64,
+    expires_at: SystemTime,
+}
+
+/// A snapshot of an entry's lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct LifetimeView {
+    pub timeout_ms: u64,
+    pub expires_at_unix: u64,
+    pub remaining_ms: u64,
+    /// The requested timeout was lowered to the maximum.
+    pub capped: bool,
+}
+
+impl Entry {
+    pub fn lifetime(&self) -> LifetimeView {
+        let l = *self.lifetime.lock().unwrap();
+        view(l, false)
+    }
+}
+
+fn view(l: Lifetime, capped: bool) -> LifetimeView {
+    let remaining = l
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    LifetimeView {
+        timeout_ms: l.timeout_ms,
+        expires_at_unix: unix(l.expires_at),
+        remaining_ms: remaining.as_millis() as u64,
+        capped,
+    }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+pub struct Control {
+    runtime: Arc<Runtime>,
+    cfg: ControlConfig,
+    sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+/// A run request after validation.
+pub struct RunParams {
+    pub code: String,
+    pub envs: BTreeMap<String, String>,
+    pub timeout_s: Option<f64>,
+}
+
+fn validate_env(envs: &BTreeMap<String, String>) -> Result<(), ControlError> {
+    if envs.len() > MAX_ENV_VARS {
+        return Err(ControlError::BadRequest(format!("at most {MAX_ENV_VARS} environment variables")));
+    }
+    let mut total = 0;
+    for (k, v) in envs {
+        let valid_name = !k.is_empty()
+            && k.len() <= MAX_ENV_NAME
+            && !k.contains(['=', '\0'])
+            && !k.starts_with(|c: char| c.is_ascii_digit());
+        if !valid_name {
+            return Err(ControlError::BadRequest(format!(
+                "invalid environment variable name {:?}",
+                k.chars().take(64).collect::<String>()
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ControlError::BadRequest(format!("environment variable {k} contains a NUL byte")));
+        }
+        total += k.len() + v.len() + 2;
+    }
+    if total > MAX_ENV_BYTES {
+        return Err(ControlError::BadRequest(format!("environment larger than {MAX_ENV_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn parse_engine(engine: Option<&str>) -> Result<Engine, ControlError> {
+    match engine.unwrap_or("workers") {
+        "workers" => Ok(Engine::Workers),
+        "containers" => Ok(Engine::Containers),
+        other => Err(ControlError::BadRequest(format!(
+            "unknown engine {:?}: use \"workers\" or \"containers\"",
+            other.chars().take(64).collect::<String>()
+        ))),
+    }
+}
+
+impl Control {
+    pub fn new(runtime: Arc<Runtime>, cfg: ControlConfig) -> Arc<Control> {
+        let control = Arc::new(Control {
+            runtime,
+            cfg,
+            sandboxes: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(reaper(Arc::downgrade(&control)));
+        control
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn max_timeout_ms(&self) -> u64 {
+        self.cfg.max_timeout_ms
+    }
+
+    fn timeout_ms(&self, requested: Option<u64>) -> Result<(u64, bool), ControlError> {
+        let ms = requested.unwrap_or(DEFAULT_TIMEOUT_MS);
+        if ms == 0 {
+            return Err(ControlError::BadRequest("timeout_ms must be positive".into()));
+        }
+        if ms > self.cfg.max_timeout_ms {
+            return Ok((self.cfg.max_timeout_ms, true));
+        }
+        Ok((ms, false))
+    }
+
+    pub async fn create(&self, owner: &str, opts: CreateOptions) -> Result<(Arc<Entry>, LifetimeView), ControlError> {
+        let engine = parse_engine(opts.engine.as_deref())?;
+        validate_env(&opts.envs)?;
+        if opts.metadata.len() > MAX_METADATA
+            || opts.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES
+        {
+            return Err(ControlError::BadRequest(format!(
+                "metadata is limited to {MAX_METADATA} pairs and {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+        let (timeout_ms, capped) = self.timeout_ms(opts.timeout_ms)?;
+        if self.sandboxes.lock().unwrap().len() >= self.cfg.max_sandboxes {
+            return Err(ControlError::Limit("this server runs its maximum number of sandboxes".into()));
+        }
+        let sandbox = self.runtime.create(engine).await?;
+        let now = SystemTime::now();
+        let lifetime = Lifetime {
+            timeout_ms,
+            expires_at: now + Duration::from_millis(timeout_ms),
+        };
+        let entry = Arc::new(Entry {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner: owner.to_string(),
+            engine,
+            sandbox,
+            envs: opts.envs,
+            metadata: opts.metadata,
+            created_at: now,
+            lifetime: Mutex::new(lifetime),
+            runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
+        });
+        tracing::info!(sandbox.id = %entry.id, engine = engine.as_str(), "sandbox created");
+        self.sandboxes.lock().unwrap().insert(entry.id.clone(), entry.clone());
+        Ok((entry, view(lifetime, capped)))
+    }
+
+    /// The caller's live sandbox `id`.
+    pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Entry>, ControlError> {
+        let entry = self.sandboxes.lock().unwrap().get(id).cloned();
+        match entry {
+            Some(e) if e.owner == owner && e.sandbox.is_alive() && e.lifetime().remaining_ms > 0 => Ok(e),
+            _ => Err(ControlError::NotFound),
+        }
+    }
+
+    pub fn list(&self, owner: &str) -> Vec<Arc<Entry>> {
+        let mut list: Vec<_> = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.owner == owner && e.sandbox.is_alive())
+            .cloned()
+            .collect();
+        list.sort_by_key(|e| e.created_at);
+        list
+    }
+
+    pub async fn delete(&self, owner: &str, id: &str) -> Result<(), ControlError> {
+        let entry = self.get(owner, id)?;
+        self.remove(&entry).await;
+        Ok(())
+    }
+
+    async fn remove(&self, entry: &Entry) {
+        self.sandboxes.lock().unwrap().remove(&entry.id);
+        entry.sandbox.destroy().await;
+        tracing::info!(sandbox.id = %entry.id, "sandbox destroyed");
+    }
+
+    /// Sets the remaining lifetime to `timeout_ms` from now (capped at the maximum).
+    pub fn set_timeout(&self, owner: &str, id: &str, timeout_ms: u64) -> Result<LifetimeView, ControlError> {
+        let entry = self.get(owner, id)?;
+        let (ms, capped) = self.timeout_ms(Some(timeout_ms))?;
+        let mut l = entry.lifetime.lock().unwrap();
+        *l = Lifetime {
+            timeout_ms: ms,
+            expires_at: SystemTime::now() + Duration::from_millis(ms),
+        };
+        Ok(view(*l, capped))
+    }
+
+    /// The environment code sees: defaults, then the sandbox's envs, then the run's overrides.
+    pub fn run_env(entry: &Entry, overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = [
+            ("CERVER_SANDBOX_ID", entry.id.as_str()),
+            ("CERVER_ENGINE", entry.engine.as_str()),
+            ("HOME", "/home/user"),
+            ("USER", "user"),
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("LANG", "C.UTF-8"),
+            ("PYTHONUNBUFFERED", "1"),
+            ("TMPDIR", "/tmp"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.extend(entry.envs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env
+    }
+
+    /// Starts a run; its timeout never goes past the sandbox's remaining lifetime.
+    pub async fn run(&self, owner: &str, id: &str, params: RunParams) -> Result<RunHandle, ControlError> {
+        let entry = self.get(owner, id)?;
+        if params.code.len() > MAX_CODE_BYTES {
+            return Err(ControlError::BadRequest(format!("code is larger than {MAX_CODE_BYTES} bytes")));
+        }
+        validate_env(&params.envs)?;
+        let timeout_s = params.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S);
+        if !(timeout_s.is_finite() && timeout_s > 0.0) {
+            return Err(ControlError::BadRequest("timeout must be a positive number of seconds".into()));
+        }
+        let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
+        let timeout = Duration::from_secs_f64(timeout_s.min(1e9)).min(remaining);
+        let permit = entry
+            .runs
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ControlError::Limit("too many runs in progress in this sandbox".into()))?;
+        let env = Self::run_env(&entry, &params.envs);
+        let spec = cerver_runtime::run::code_spec(params.code, env);
+        let handle = entry.sandbox.start(&spec, None, timeout).await?;
+        Ok(handle.with_permit(permit))
+    }
+
+    pub async fn write_file(&self, owner: &str, id: &str, path: &str, content: Bytes) -> Result<u64, ControlError> {
+        let entry = self.get(owner, id)?;
+        let max = self.runtime.config().max_file_bytes;
+        Ok(entry.sandbox.write_file(path, content, max).await?)
+    }
+
+    pub async fn read_file(&self, owner: &str, id: &str, path: &str) -> Result<Vec<u8>, ControlError> {
+        let entry = self.get(owner, id)?;
+        let max = self.runtime.config().max_file_bytes;
+        Ok(entry.sandbox.read_file(path, max).await?)
+    }
+
+    pub async fn list_files(&self, owner: &str, id: &str, path: &str) -> Result<FileList, ControlError> {
+        let entry = self.get(owner, id)?;
+        let max = self.runtime.config().max_list_entries;
+        Ok(entry.sandbox.list_files(path, max).await?)
+    }
+
+    /// Destroys every sandbox (server shutdown).
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = self.sandboxes.lock().unwrap().drain().map(|(_, e)| e).collect();
+        for e in all {
+            e.sandbox.destroy().await;
+        }
+        self.runtime.shutdown().await;
+    }
+
+    async fn reap_expired(&self) {
+        let now = SystemTime::now();
+        let expired: Vec<_> = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.lifetime.lock().unwrap().expires_at <= now || !e.sandbox.is_alive())
+            .cloned()
+            .collect();
+        for e in expired {
+            tracing::info!(sandbox.id = %e.id, "sandbox expired");
+            self.remove(&e).await;
+        }
+    }
+}
+
+async fn reaper(control: std::sync::Weak<Control>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(c) = control.upgrade() else { return };
+        c.reap_expired().await;
+    }
+}

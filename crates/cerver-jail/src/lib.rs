@@ -1,0 +1,34 @@
+//! The privileged, synchronous side of a Cerver sandbox. All `unsafe` code of the project lives
+//! in this crate; it depends on neither tokio nor any HTTP or database crate.
+//!
+//! # Layout
+//! - [`protocol`]: configuration and messages shared with the host-side runtime.
+//! - [`helper`]: the `cerver __jail` process (host namespaces, root): cgroup, namespaces, uid
+//!   maps, then supervises the sandbox and tears it down.
+//! - [`init`]: pid 1 inside the sandbox: builds the filesystem ([`rootfs`]), starts and restarts
+//!   the zygote, reaps orphans.
+//! - [`zygote`]: the warm Python interpreter (`zygote.py`) that forks one child per run.
+//! - [`harden`], [`seccomp`], [`net`], [`cgroup`]: the policy pieces.
+#![allow(unsafe_code)] // The one crate where it is allowed; every block carries a SAFETY note.
+
+pub mod cgroup;
+pub mod harden;
+pub mod helper;
+pub mod init;
+pub mod net;
+pub mod protocol;
+pub mod rootfs;
+pub mod seccomp;
+pub mod zygote;
+
+/// Errors of sandbox construction. Each becomes a line on the helper's stderr, which the
+/// runtime reports when creation fails.
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    /// a set-up step failed
+    #[error("sandbox set-up failed: {0}")]
+    Setup(String),
+    /// the cgroup could not be created or removed
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+}

@@ -1,0 +1,131 @@
+//! What the host side (`cerver-runtime`) and the sandbox side (helper, init, zygote) say to each
+//! other. These are internal messages, not the HTTP wire format (that lives in `cerver-types`).
+//!
+//! Flow: the runtime spawns `cerver __jail <JailConfig as JSON>` with the control socket on
+//! [`CONTROL_FD`] and a lifeline pipe on [`LIFELINE_FD`]. The zygote inside the sandbox announces
+//! itself with [`ZygoteEvent::Ready`]; the runtime then sends [`ZygoteRequest`]s, each `Run`
+//! carrying [`RUN_FDS`] file descriptors (SCM_RIGHTS) in this order: spec (a memfd holding a
+//! [`RunSpec`] as JSON), stdin, stdout, stderr, status. The run's leader writes one [`RunStatus`]
+//! line into the status pipe when the run's main process ends.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// File descriptor number of the control socket (SOCK_SEQPACKET) in the helper and the zygote.
+pub const CONTROL_FD: i32 = 3;
+/// File descriptor number of the lifeline pipe's read end in the helper: EOF means the server is
+/// gone and the sandbox must be torn down.
+pub const LIFELINE_FD: i32 = 4;
+/// Number of file descriptors attached to a `Run` request.
+pub const RUN_FDS: usize = 5;
+/// Largest control message, in bytes.
+pub const MAX_CONTROL_MESSAGE: usize = 4096;
+
+/// The workspace directory inside every sandbox (`__sandbox_dir__`).
+pub const WORKSPACE: &str = "/home/user";
+/// The uid and gid that user code runs as inside the sandbox.
+pub const SANDBOX_UID: u32 = 1000;
+/// Number of uids/gids mapped into each sandbox's user namespace (0..MAPPED_IDS).
+pub const MAPPED_IDS: u32 = 65536;
+
+/// Everything the helper needs to build one sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct JailConfig {
+    /// Host-side name of the sandbox (cgroup directory name); `[a-z0-9-]{1,64}`.
+    pub label: String,
+    /// Cgroup directory (relative to each hierarchy's root) under which `label` is created.
+    pub cgroup_parent: String,
+    /// Host uid/gid that the sandbox's root maps to; the sandbox's ids 0..MAPPED_IDS map to
+    /// uid_base..uid_base+MAPPED_IDS. Never 0.
+    pub uid_base: u32,
+    /// Root filesystem to take `/usr` (and the usr-merged `/bin`, `/lib`, ...) from.
+    pub rootfs: PathBuf,
+    /// Interpreter inside the sandbox.
+    pub python: String,
+    pub hostname: String,
+    pub limits: Limits,
+}
+
+/// Resource limits of one sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Memory cgroup limit for everything in the sandbox, including its tmpfs files.
+    pub memory_bytes: u64,
+    /// Maximum number of tasks (processes and threads) in the sandbox.
+    pub pids: u64,
+    /// Relative CPU weight (cgroup v1 `cpu.shares`; converted for v2).
+    pub cpu_shares: u64,
+    /// Hard CPU cap in cores (CFS quota); 0 = none.
+    pub cpu_cores: f64,
+    /// RLIMIT_NOFILE of every process in the sandbox.
+    pub open_files: u64,
+    /// Size of the workspace filesystem (writes past it fail with ENOSPC).
+    pub workspace_bytes: u64,
+    /// Size of `/tmp`.
+    pub tmp_bytes: u64,
+    /// Size of `/dev/shm`.
+    pub shm_bytes: u64,
+    /// RLIMIT_FSIZE: largest single file a process may write.
+    pub file_bytes: u64,
+}
+
+/// Runtime -> zygote.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ZygoteRequest {
+    /// Start a run; carries RUN_FDS descriptors.
+    Run { id: u64 },
+    /// Kill a run and everything it started (its whole pid namespace).
+    Kill { id: u64 },
+}
+
+/// Zygote -> runtime.
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ZygoteEvent {
+    /// The zygote is warm and accepts requests (sent again after a restart).
+    Ready { pid: i32 },
+}
+
+/// What a run executes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunSpec {
+    /// Python source, executed like `python -c`.
+    Code { code: String, env: BTreeMap<String, String> },
+    /// Write stdin to `path` (relative to the workspace), creating parent directories.
+    /// Prints `{"size": N}` on stdout.
+    WriteFile { path: String, max_bytes: u64 },
+    /// Copy the file at `path` to stdout; fails if larger than `max_bytes`.
+    ReadFile { path: String, max_bytes: u64 },
+    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`.
+    ListFiles { path: String, max_entries: u64 },
+}
+
+/// The end of a run, written by the run's leader.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct RunStatus {
+    /// Exit status of the main process, when it exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Signal that ended the main process, when it was killed.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// The run could not be started.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Exit codes of file operations (RunSpec other than Code), with a JSON `{"error": ...}` on
+/// stderr.
+pub mod file_exit {
+    pub const NOT_FOUND: i32 = 10;
+    pub const IS_DIRECTORY: i32 = 11;
+    pub const TOO_LARGE: i32 = 12;
+    pub const NOT_A_DIRECTORY: i32 = 13;
+    pub const PERMISSION: i32 = 14;
+    pub const NO_SPACE: i32 = 15;
+    pub const OTHER: i32 = 16;
+}

@@ -1,0 +1,251 @@
+//! The sandbox's filesystem view, built inside its fresh mount namespace and entered with
+//! `pivot_root`. Layout (the policy, as data):
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | small tmpfs, read-only once populated |
+//! | `/usr` | read-only bind of `<rootfs>/usr` |
+//! | `/bin /sbin /lib /lib64 ...` | symlinks when the rootfs is usr-merged, read-only binds otherwise |
+//! | `/etc` | synthesized: passwd, group, hosts, hostname, nsswitch.conf; CA bundle and ld.so.cache bound read-only |
+//! | `/proc` | fresh procfs of the sandbox's pid namespace |
+//! | `/dev` | tmpfs with null zero full random urandom tty bound from the host, `/dev/pts` (own instance), `/dev/shm` |
+//! | `/tmp` | private tmpfs (`tmp_bytes`) |
+//! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
+//!
+//! Nothing else of the host is reachable: the old root is detached after the pivot.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::protocol::{JailConfig, SANDBOX_UID, WORKSPACE};
+use crate::JailError;
+
+/// Host directories that are bound (or symlinked, when usr-merged) from the rootfs.
+const SYSTEM_DIRS: [&str; 5] = ["bin", "sbin", "lib", "lib64", "libx32"];
+/// Device nodes bound from the host's /dev (mknod is impossible in a user namespace).
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// Read-only files taken from `<rootfs>/etc` when present (nothing secret).
+const ETC_FILES: [&str; 3] = ["ssl/certs/ca-certificates.crt", "ld.so.cache", "localtime"];
+/// Staging mount point inside the new mount namespace (exists on every Linux system).
+const STAGING: &str = "/tmp";
+
+fn err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> JailError {
+    let what = what.into();
+    move |e| JailError::Setup(format!("{what}: {e}"))
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> JailError {
+    let what = what.into();
+    move |e| JailError::Setup(format!("{what}: {e}"))
+}
+
+fn tmpfs(target: &Path, size: u64, mode: &str, extra: &str) -> Result<(), JailError> {
+    let data = format!("size={size},mode={mode}{extra}");
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(data.as_str()),
+    )
+    .map_err(err(format!("mount tmpfs on {}", target.display())))
+}
+
+fn bind_ro(src: &Path, target: &Path, extra: MsFlags) -> Result<(), JailError> {
+    mount(
+        Some(src),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(err(format!("bind {} on {}", src.display(), target.display())))?;
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | extra,
+        None::<&str>,
+    )
+    .map_err(err(format!("remount {} read-only", target.display())))
+}
+
+fn write(path: &Path, content: &str) -> Result<(), JailError> {
+    fs::write(path, content).map_err(io_err(format!("write {}", path.display())))
+}
+
+fn mkdir(path: &Path) -> Result<(), JailError> {
+    fs::create_dir_all(path).map_err(io_err(format!("mkdir {}", path.display())))
+}
+
+/// Builds the new root and pivots into it. Runs as root of the sandbox's user namespace, in
+/// its own mount namespace.
+pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
+    // Our copy of the host's mounts must never propagate back.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(err("make / private"))?;
+    // Hold the rootfs open: the staging tmpfs may hide its path (e.g. a rootfs under /tmp).
+    let rootfs_dir = fs::File::open(&cfg.rootfs)
+        .map_err(io_err(format!("open rootfs {}", cfg.rootfs.display())))?;
+    let rootfs = PathBuf::from(format!("/proc/self/fd/{}", rootfs_dir.as_raw_fd()));
+    let root = Path::new(STAGING);
+    tmpfs(root, 16 << 20, "0755", "")?;
+    populate(cfg, &rootfs, root)?;
+    drop(rootfs_dir);
+
+    let old = root.join(".old");
+    mkdir(&old)?;
+    nix::unistd::pivot_root(root, &old).map_err(err("pivot_root"))?;
+    nix::unistd::chdir("/").map_err(err("chdir /"))?;
+    umount2("/.old", MntFlags::MNT_DETACH).map_err(err("detach old root"))?;
+    fs::remove_dir("/.old").map_err(io_err("remove /.old"))?;
+    // The root tmpfs itself is read-only from here on; only the tmpfs mounts below stay writable.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(err("remount / read-only"))?;
+    nix::unistd::chdir(WORKSPACE).map_err(err("chdir workspace"))?;
+    Ok(())
+}
+
+fn populate(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
+    let limits = &cfg.limits;
+
+    mkdir(&root.join("usr"))?;
+    bind_ro(&rootfs.join("usr"), &root.join("usr"), MsFlags::MS_NODEV)?;
+    for dir in SYSTEM_DIRS {
+        let src = rootfs.join(dir);
+        let Ok(meta) = fs::symlink_metadata(&src) else { continue };
+        let dst = root.join(dir);
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src).map_err(io_err(format!("readlink {}", src.display())))?;
+            symlink(&target, &dst).map_err(io_err(format!("symlink {}", dst.display())))?;
+        } else if meta.is_dir() {
+            mkdir(&dst)?;
+            bind_ro(&src, &dst, MsFlags::MS_NODEV)?;
+        }
+    }
+
+    etc(cfg, rootfs, root)?;
+
+    let proc_dir = root.join("proc");
+    mkdir(&proc_dir)?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(err("mount /proc"))?;
+
+    dev(root, limits.shm_bytes)?;
+
+    let tmp = root.join("tmp");
+    mkdir(&tmp)?;
+    tmpfs(&tmp, limits.tmp_bytes, "1777", "")?;
+
+    let home = root.join(WORKSPACE.trim_start_matches('/'));
+    mkdir(&home)?;
+    tmpfs(
+        &home,
+        limits.workspace_bytes,
+        "0755",
+        &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
+    )?;
+    Ok(())
+}
+
+fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
+    let etc = root.join("etc");
+    mkdir(&etc)?;
+    write(
+        &etc.join("passwd"),
+        &format!(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+             user:x:{SANDBOX_UID}:{SANDBOX_UID}:Sandbox user:{WORKSPACE}:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
+    )?;
+    write(
+        &etc.join("group"),
+        &format!("root:x:0:\ntty:x:5:\nuser:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"),
+    )?;
+    write(&etc.join("hostname"), &format!("{}\n", cfg.hostname))?;
+    write(
+        &etc.join("hosts"),
+        &format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost {0}\n", cfg.hostname),
+    )?;
+    write(&etc.join("nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n")?;
+    for rel in ETC_FILES {
+        let src = rootfs.join("etc").join(rel);
+        if !src.is_file() {
+            continue;
+        }
+        let dst = etc.join(rel);
+        if let Some(parent) = dst.parent() {
+            mkdir(parent)?;
+        }
+        fs::File::create(&dst).map_err(io_err(format!("create {}", dst.display())))?;
+        bind_ro(&src, &dst, MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+    }
+    Ok(())
+}
+
+fn dev(root: &Path, shm_bytes: u64) -> Result<(), JailError> {
+    let dev = root.join("dev");
+    mkdir(&dev)?;
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("size=64k,mode=0755"),
+    )
+    .map_err(err("mount /dev"))?;
+    for name in DEVICES {
+        let dst = dev.join(name);
+        fs::File::create(&dst).map_err(io_err(format!("create {}", dst.display())))?;
+        mount(
+            Some(&PathBuf::from("/dev").join(name)),
+            &dst,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(err(format!("bind /dev/{name}")))?;
+    }
+    let pts = dev.join("pts");
+    mkdir(&pts)?;
+    mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(err("mount /dev/pts"))?;
+    symlink("pts/ptmx", dev.join("ptmx")).map_err(io_err("symlink /dev/ptmx"))?;
+    let shm = dev.join("shm");
+    mkdir(&shm)?;
+    tmpfs(&shm, shm_bytes, "1777", "")?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(io_err(format!("symlink /dev/{name}")))?;
+    }
+    fs::set_permissions(&dev, fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod /dev"))?;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+# The Cerver zygote: a warm interpreter that forks one child per run.
+#
+# Started by the sandbox init as `python3 -I -S -c <this> <settings-json>`, as root of the
+# sandbox's user namespace with CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and CAP_SETPCAP only,
+# under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
+#
+# Per run:  zygote --unshare(CLONE_NEWPID)+fork--> leader (pid 1 of the run's pid namespace)
+#           leader --fork--> main (drops every privilege, stacks the run seccomp filter, runs code)
+# The leader reports the main process's status, then reaps whatever else the run started;
+# killing the leader kills the whole run (the kernel empties a pid namespace whose init dies).
+# User code therefore never sees the zygote: it cannot signal it, trace it or outlive a kill.
+
+import ctypes
+import gc
+import io
+import json
+import os
+import signal
+import socket
+import sys
+
+# Modules that most runs import: loaded once here, shared copy-on-write by every run.
+import array, base64, bisect, collections, contextlib, copy, csv, dataclasses, datetime  # noqa
+import decimal, enum, fractions, functools, glob, hashlib, heapq, itertools, math  # noqa
+import operator, pathlib, random, re, shutil, statistics, string, struct, subprocess  # noqa
+import tempfile, textwrap, threading, time, traceback, types, typing, urllib.parse, uuid  # noqa
+import atexit, builtins, site  # noqa
+
+# `python -c` has exit(), quit(), help() and copyright; we run with -S, so add them explicitly.
+site.setquit()
+site.setcopyright()
+site.sethelper()
+
+SETTINGS = json.loads(sys.argv[1])
+WORKSPACE = SETTINGS["workspace"]
+UID = SETTINGS["uid"]
+CONTROL_FD = 3
+RUN_FDS = 5
+MAX_MESSAGE = 4096
+
+CLONE_NEWPID = 0x20000000
+PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+SECCOMP_MODE_FILTER = 2
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+_RUN_FILTER = bytes.fromhex(SETTINGS["run_filter"])
+_RUN_FILTER_BUF = ctypes.create_string_buffer(_RUN_FILTER, len(_RUN_FILTER))
+RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.c_void_p))
+
+CTRL = socket.socket(fileno=CONTROL_FD)
+CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
+OWN_PIDNS = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+ZYGOTE_PID = os.getpid()
+
+runs = {}  # run id -> pid of its leader
+
+
+def check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def reap(*_):
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        for rid, leader in list(runs.items()):
+            if leader == pid:
+                del runs[rid]
+
+
+def send(obj):
+    CTRL.send(json.dumps(obj).encode())
+
+
+# ---------------------------------------------------------------- the run's leader (pid 1)
+
+def leader(fds):
+    spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = fds
+    try:
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        os.close(CONTROL_FD)
+        os.close(OWN_PIDNS)
+        # Die with the zygote: a restarted zygote would not know this run.
+        check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
+        # Under memory pressure the kernel kills run processes first, never the zygote.
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+        with os.fdopen(spec_fd, "rb", closefd=True) as f:
+            spec = json.loads(f.read())
+        main = os.fork()
+        if main == 0:
+            run_main(spec, stdin_fd, stdout_fd, stderr_fd, status_fd)
+        for fd in (stdin_fd, stdout_fd, stderr_fd):
+            os.close(fd)
+    except BaseException as e:  # report why the run could not start
+        _write_status(status_fd, {"error": f"{type(e).__name__}: {e}"})
+        os._exit(1)
+    reported = False
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == main and not reported:
+            if os.WIFSIGNALED(status):
+                _write_status(status_fd, {"signal": os.WTERMSIG(status)})
+            else:
+                _write_status(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
+            reported = True
+    os._exit(0)
+
+
+def _write_status(fd, obj):
+    try:
+        os.write(fd, (json.dumps(obj) + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+# ---------------------------------------------------------------- the run's main process
+
+def drop_privileges():
+    cap = 0
+    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    os.setgroups([])
+    os.setresgid(UID, UID, UID)
+    os.setresuid(UID, UID, UID)  # from root to non-root: clears every capability
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(RUN_PROG), 0, 0), "seccomp")
+
+
+def run_main(spec, stdin_fd, stdout_fd, stderr_fd, status_fd):
+    code = 1
+    try:
+        os.setsid()
+        drop_privileges()
+        os.dup2(stdin_fd, 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        os.closerange(3, 1 << 20)
+        os.chdir(WORKSPACE)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        set_stdio()
+        kind = spec["kind"]
+        if kind == "code":
+            code = run_code(spec)
+        else:
+            code = FILE_OPS[kind](spec)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+def set_stdio():
+    # Like PYTHONUNBUFFERED=1: every write reaches the pipe at once (for live streaming).
+    sys.stdin = sys.__stdin__ = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="strict")
+    sys.stdout = sys.__stdout__ = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+        write_through=True)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+        write_through=True)
+
+
+def run_code(spec):
+    os.environ.clear()
+    os.environ.update(spec["env"])
+    sys.argv = ["-c"]
+    sys.path.insert(0, "")
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    main.__dict__["__sandbox_dir__"] = WORKSPACE
+    sys.modules["__main__"] = main
+    status = 0
+    try:
+        exec(compile(spec["code"], "<string>", "exec"), main.__dict__)
+    except SystemExit as e:
+        status = exit_status(e)
+    except BaseException as e:
+        status = 130 if isinstance(e, KeyboardInterrupt) else 1
+        tb = e.__traceback__.tb_next if e.__traceback__ else None  # hide this frame
+        try:
+            sys.excepthook(type(e), e.with_traceback(tb), tb)
+        except BaseException:
+            pass
+    return shutdown(status)
+
+
+def exit_status(e):
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code & 0xFF
+    try:
+        print(e.code, file=sys.stderr)
+    except BaseException:
+        pass
+    return 1
+
+
+def shutdown(status):
+    # What the interpreter does at exit: join non-daemon threads, run atexit, flush.
+    try:
+        threading._shutdown()
+    except BaseException:
+        pass
+    try:
+        atexit._run_exitfuncs()
+    except SystemExit as e:
+        status = exit_status(e)
+    except BaseException:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    return status
+
+
+# ---------------------------------------------------------------- file operations
+# They run exactly like user code (same user, same filters, inside the sandbox's mount
+# namespace), so they can never reach more than the sandbox's own code could.
+
+FILE_EXIT = {"not_found": 10, "is_directory": 11, "too_large": 12, "not_a_directory": 13,
+             "permission": 14, "no_space": 15, "other": 16}
+
+
+def file_error(kind, message):
+    sys.stderr.write(json.dumps({"kind": kind, "error": message}))
+    sys.stderr.flush()
+    return FILE_EXIT[kind]
+
+
+def os_error(e, path):
+    import errno
+    kinds = {errno.ENOENT: "not_found", errno.EISDIR: "is_directory",
+             errno.ENOTDIR: "not_a_directory", errno.EACCES: "permission",
+             errno.EPERM: "permission", errno.ENOSPC: "no_space", errno.EFBIG: "too_large",
+             errno.EDQUOT: "no_space", errno.EROFS: "permission"}
+    return file_error(kinds.get(e.errno, "other"), f"{path}: {e.strerror}")
+
+
+def write_file(spec):
+    path = spec["path"]
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        size = 0
+        with open(path, "wb") as f:
+            while True:
+                chunk = os.read(0, 1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > spec["max_bytes"]:
+                    return file_error("too_large", f"{path}: more than {spec['max_bytes']} bytes")
+                f.write(chunk)
+    except OSError as e:
+        return os_error(e, path)
+    sys.stdout.write(json.dumps({"size": size}))
+    return 0
+
+
+def read_file(spec):
+    path = spec["path"]
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > spec["max_bytes"]:
+                return file_error("too_large", f"{path}: {size} bytes is over the limit of {spec['max_bytes']}")
+            remaining = spec["max_bytes"] + 1
+            while remaining > 0:
+                chunk = f.read(min(1 << 16, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                _write_all(chunk)
+            if remaining <= 0:
+                return file_error("too_large", f"{path}: over the limit of {spec['max_bytes']}")
+    except OSError as e:
+        return os_error(e, path)
+    return 0
+
+
+def _write_all(data):
+    view = memoryview(data)
+    while view:
+        n = os.write(1, view)
+        view = view[n:]
+
+
+def list_files(spec):
+    root = spec["path"] or "."
+    files, truncated = [], False
+    try:
+        if not os.path.isdir(root):
+            return file_error("not_a_directory" if os.path.exists(root) else "not_found",
+                              f"{root}: not a directory")
+        for dirpath, dirnames, filenames in os.walk(root, onerror=None, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                try:
+                    size = os.lstat(full).st_size
+                except OSError:
+                    continue
+                files.append({"path": os.path.normpath(os.path.relpath(full, ".")), "size": size})
+                if len(files) >= spec["max_entries"]:
+                    truncated = True
+                    break
+            if truncated:
+                break
+    except OSError as e:
+        return os_error(e, root)
+    sys.stdout.write(json.dumps({"files": files, "truncated": truncated}))
+    return 0
+
+
+FILE_OPS = {"write_file": write_file, "read_file": read_file, "list_files": list_files}
+
+
+# ---------------------------------------------------------------- the zygote loop
+
+def start_run(rid, fds):
+    check(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+    try:
+        pid = os.fork()
+    finally:
+        if os.getpid() == ZYGOTE_PID:
+            check(libc.setns(OWN_PIDNS, CLONE_NEWPID), "setns(own pid namespace)")
+    if pid == 0:
+        try:
+            leader(fds)
+        finally:
+            os._exit(1)
+    runs[rid] = pid
+
+
+def serve():
+    signal.signal(signal.SIGCHLD, reap)
+    gc.collect()
+    gc.freeze()  # the warm heap is shared copy-on-write; keep the collector off it
+    send({"op": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(CTRL, MAX_MESSAGE, RUN_FDS)
+        except ConnectionResetError:
+            return
+        if not msg:
+            return  # the server closed the control socket: the sandbox is going away
+        try:
+            req = json.loads(msg)
+            op = req.get("op")
+            if op == "run" and len(fds) == RUN_FDS:
+                try:
+                    start_run(int(req["id"]), fds)
+                except OSError as e:
+                    _write_status(fds[4], {"error": str(e)})
+            elif op == "kill":
+                leader_pid = runs.get(int(req["id"]))
+                if leader_pid:
+                    try:
+                        os.kill(leader_pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"zygote: bad request: {e}", file=sys.stderr)
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+serve()
+sys.exit(0)

@@ -1,0 +1,85 @@
+//! Starting the zygote: a warm Python interpreter (`zygote.py`) that forks one child per run,
+//! so a run costs a fork rather than an interpreter start.
+//!
+//! The zygote is exec'd as root of the sandbox's user namespace with only
+//! [`crate::harden::ZYGOTE_CAPS`], under Landlock, `no_new_privs` and the zygote seccomp filter.
+//! Each run child stacks the stricter run filter ([`crate::seccomp::RUN_FILTER`], handed over on
+//! the command line) and drops to the sandbox user before executing any user code.
+
+use std::ffi::CString;
+
+use nix::sys::signal::SigSet;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::protocol::{JailConfig, CONTROL_FD, SANDBOX_UID, WORKSPACE};
+use crate::JailError;
+
+/// The zygote program, run with `python3 -I -S -c`.
+pub const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
+
+/// Environment of the zygote itself; each run gets its own environment from the runtime.
+const ZYGOTE_ENV: [&str; 3] = ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/home/user"];
+
+fn cstring(s: &str) -> Result<CString, JailError> {
+    CString::new(s).map_err(|_| JailError::Setup("NUL byte in zygote argument".into()))
+}
+
+/// Forks and execs the zygote; returns its pid.
+pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
+    let settings = serde_json::json!({
+        "run_filter": hex(crate::seccomp::RUN_FILTER),
+        "workspace": WORKSPACE,
+        "uid": SANDBOX_UID,
+    })
+    .to_string();
+    let argv = [cfg.python.as_str(), "-I", "-S", "-c", ZYGOTE_SOURCE, settings.as_str()]
+        .iter()
+        .map(|s| cstring(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = ZYGOTE_ENV.iter().map(|s| cstring(s)).collect::<Result<Vec<_>, _>>()?;
+    let python = cstring(&cfg.python)?;
+
+    // SAFETY: the init is single-threaded; the child only makes syscalls and execs (or exits).
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => Ok(child),
+        Ok(ForkResult::Child) => {
+            let err = exec(cfg, &python, &argv, &env);
+            eprintln!("zygote: {err}");
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(127) }
+        }
+        Err(e) => Err(JailError::Setup(format!("fork zygote: {e}"))),
+    }
+}
+
+fn exec(cfg: &JailConfig, python: &CString, argv: &[CString], env: &[CString]) -> JailError {
+    let step = || -> Result<(), JailError> {
+        SigSet::empty()
+            .thread_set_mask()
+            .map_err(|e| JailError::Setup(format!("signal mask: {e}")))?;
+        nix::unistd::setsid().map_err(|e| JailError::Setup(format!("setsid: {e}")))?;
+        crate::harden::rlimits(&cfg.limits)?;
+        crate::harden::capabilities()?;
+        crate::harden::no_new_privs()?;
+        crate::harden::landlock()?;
+        // Only stdio and the control socket cross into the interpreter.
+        // SAFETY: close_range on descriptors above CONTROL_FD, none of which we use again.
+        if unsafe { libc::close_range(CONTROL_FD as u32 + 1, u32::MAX, 0) } != 0 {
+            return Err(JailError::Setup("close_range failed".into()));
+        }
+        crate::seccomp::install_zygote_filters()
+            .map_err(|e| JailError::Setup(format!("seccomp: {e}")))?;
+        Ok(())
+    };
+    if let Err(e) = step() {
+        return e;
+    }
+    match nix::unistd::execve(python, argv, env) {
+        Err(e) => JailError::Setup(format!("exec {}: {e}", cfg.python)),
+        Ok(never) => match never {},
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

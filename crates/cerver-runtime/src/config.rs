@@ -1,0 +1,101 @@
+//! Runtime settings: where things live and the per-engine sandbox policy (limits as data).
+
+use std::path::PathBuf;
+
+use cerver_jail::protocol::Limits;
+
+/// The two sandbox engines of the product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Engine {
+    /// Fast, Python standard library only, loopback-only network.
+    Workers,
+    /// Full environment: larger limits (network and pip arrive with the containers issue).
+    Containers,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Workers => "workers",
+            Engine::Containers => "containers",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Server data directory (the runtime keeps its instance id there).
+    pub data_dir: PathBuf,
+    /// The `cerver` binary, run as `cerver __jail` for each sandbox.
+    pub helper: PathBuf,
+    /// Root filesystem whose `/usr` sandboxes see (default `/`, the host's, read-only).
+    pub rootfs: PathBuf,
+    /// Interpreter path inside the sandbox.
+    pub python: String,
+    /// Warm sandboxes kept ready per engine (0 disables the pool).
+    pub pool_size: usize,
+    /// First host uid of the ranges that sandbox user namespaces map to.
+    pub uid_base: u32,
+    /// Directory for the uid-range lock files shared by every server on the host.
+    pub uid_lock_dir: PathBuf,
+    pub workers: Limits,
+    pub containers: Limits,
+    /// Largest stdout or stderr kept for a synchronous run (bytes); the rest is dropped and
+    /// a truncation marker added.
+    pub max_output_bytes: usize,
+    /// Largest file the files API reads or writes.
+    pub max_file_bytes: u64,
+    /// Most entries a file listing returns.
+    pub max_list_entries: u64,
+    /// How long creating a sandbox (outside the pool) may take.
+    pub create_timeout: std::time::Duration,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl RuntimeConfig {
+    pub fn new(data_dir: PathBuf, helper: PathBuf) -> Self {
+        RuntimeConfig {
+            data_dir,
+            helper,
+            rootfs: PathBuf::from("/"),
+            python: "/usr/bin/python3".into(),
+            pool_size: 2,
+            uid_base: 1 << 20,
+            uid_lock_dir: PathBuf::from("/run/cerver/uid-ranges"),
+            workers: Limits {
+                memory_bytes: 512 * MIB,
+                pids: 128,
+                cpu_shares: 1024,
+                cpu_cores: 1.0,
+                open_files: 1024,
+                workspace_bytes: 256 * MIB,
+                tmp_bytes: 64 * MIB,
+                shm_bytes: 16 * MIB,
+                file_bytes: 256 * MIB,
+            },
+            containers: Limits {
+                memory_bytes: 2048 * MIB,
+                pids: 512,
+                cpu_shares: 1024,
+                cpu_cores: 2.0,
+                open_files: 4096,
+                workspace_bytes: 2048 * MIB,
+                tmp_bytes: 512 * MIB,
+                shm_bytes: 64 * MIB,
+                file_bytes: 2048 * MIB,
+            },
+            max_output_bytes: MIB as usize,
+            max_file_bytes: 10 * MIB,
+            max_list_entries: 10_000,
+            create_timeout: std::time::Duration::from_secs(20),
+        }
+    }
+
+    pub fn limits(&self, engine: Engine) -> &Limits {
+        match engine {
+            Engine::Workers => &self.workers,
+            Engine::Containers => &self.containers,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Host side of Cerver sandboxes.
+//!
+//! # Layout
+//! - [`Runtime`]: start-up checks, crash recovery, the warm pool, creating sandboxes.
+//! - [`sandbox::Sandbox`]: one live sandbox (helper process + control socket); teardown.
+//! - [`run`]: executing code or file operations and streaming their output.
+//! - [`files`]: workspace path rules and the file operations.
+//! - [`config`]: settings and per-engine limits.
+//!
+//! The privileged set-up happens in `cerver __jail` (crate `cerver-jail`); this crate never
+//! forks the server process itself and contains no `unsafe`.
+
+pub mod config;
+pub mod files;
+pub mod preflight;
+pub mod run;
+pub mod sandbox;
+mod uids;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+pub use config::{Engine, RuntimeConfig};
+pub use files::{FileEntry, FileErrorKind, FileList};
+pub use run::{RunEvent, RunExit, RunHandle, RunOutput};
+pub use sandbox::Sandbox;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The host cannot isolate sandboxes.
+    #[error("this host cannot run isolated sandboxes: {0}")]
+    Unsupported(String),
+    /// Creating a sandbox failed.
+    #[error("could not create sandbox: {0}")]
+    Create(String),
+    /// The sandbox has been destroyed or died.
+    #[error("the sandbox is no longer running")]
+    Gone,
+    /// A path given to a file operation is not acceptable.
+    #[error("{0}")]
+    BadPath(String),
+    /// A file operation failed inside the sandbox.
+    #[error("{message}")]
+    File { kind: FileErrorKind, message: String },
+    /// Something unexpected on the host side.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+struct Pool {
+    engine: Engine,
+    ready: Mutex<VecDeque<Arc<Sandbox>>>,
+    wanted: Notify,
+}
+
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    cgroup_parent: String,
+    pools: Vec<Arc<Pool>>,
+}
+
+impl Runtime {
+    /// Checks the host, removes what a crashed predecessor left behind, and starts filling the
+    /// warm pools.
+    pub async fn start(cfg: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
+        preflight::check(&cfg)?;
+        let instance = preflight::instance_id(&cfg.data_dir)?;
+        let cgroup_parent = format!("cerver/{instance}");
+        let parent = cgroup_parent.clone();
+        let reaped = tokio::task::spawn_blocking(move || cerver_jail::cgroup::reap_stale(&parent))
+            .await
+            .unwrap_or(0);
+        if reaped > 0 {
+            tracing::warn!(reaped, "removed sandboxes left behind by a previous server");
+        }
+        let pools = [Engine::Workers, Engine::Containers]
+            .into_iter()
+            .map(|engine| {
+                Arc::new(Pool {
+                    engine,
+                    ready: Mutex::new(VecDeque::new()),
+                    wanted: Notify::new(),
+                })
+            })
+            .collect();
+        let rt = Arc::new(Runtime { cfg, cgroup_parent, pools });
+        if rt.cfg.pool_size > 0 {
+            for pool in &rt.pools {
+                tokio::spawn(refill(Arc::downgrade(&rt), pool.clone()));
+            }
+        }
+        Ok(rt)
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    fn pool(&self, engine: Engine) -> &Arc<Pool> {
+        self.pools.iter().find(|p| p.engine == engine).expect("a pool per engine")
+    }
+
+    /// A ready sandbox: taken from the warm pool when one is there, built otherwise.
+    pub async fn create(&self, engine: Engine) -> Result<Arc<Sandbox>, RuntimeError> {
+        let pool = self.pool(engine);
+        loop {
+            let taken = pool.ready.lock().unwrap().pop_front();
+            pool.wanted.notify_one();
+            match taken {
+                Some(sb) if sb.is_alive() => return Ok(sb),
+                Some(sb) => sb.destroy().await,
+                None => break,
+            }
+        }
+        Ok(Arc::new(Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine).await?))
+    }
+
+    /// Destroys the pooled sandboxes (live ones belong to their owners).
+    pub async fn shutdown(&self) {
+        for pool in &self.pools {
+            let drained: Vec<_> = pool.ready.lock().unwrap().drain(..).collect();
+            for sb in drained {
+                sb.destroy().await;
+            }
+        }
+    }
+}
+
+async fn refill(rt: std::sync::Weak<Runtime>, pool: Arc<Pool>) {
+    loop {
+        let Some(runtime) = rt.upgrade() else { return };
+        let have = pool.ready.lock().unwrap().len();
+        if have < runtime.cfg.pool_size {
+            match Sandbox::spawn(&runtime.cfg, &runtime.cgroup_parent, pool.engine).await {
+                Ok(sb) => pool.ready.lock().unwrap().push_back(Arc::new(sb)),
+                Err(e) => {
+                    tracing::error!(engine = pool.engine.as_str(), "warm pool: {e}");
+                    drop(runtime);
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            }
+            continue;
+        }
+        drop(runtime);
+        pool.wanted.notified().await;
+    }
+}

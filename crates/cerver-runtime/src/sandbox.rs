@@ -1,0 +1,251 @@
+//! One live sandbox, seen from the host: the helper process that owns it, the control socket
+//! to its zygote, and the lifeline whose closing tears it down.
+
+use std::io::IoSlice;
+use std::os::fd::OwnedFd;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cerver_jail::cgroup::SandboxCgroup;
+use cerver_jail::protocol::{
+    JailConfig, Limits, ZygoteEvent, ZygoteRequest, CONTROL_FD, LIFELINE_FD, MAX_CONTROL_MESSAGE,
+};
+use command_fds::{CommandFdExt, FdMapping};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::watch;
+use tokio_seqpacket::ancillary::AncillaryMessageWriter;
+use tokio_seqpacket::UnixSeqpacket;
+
+use crate::config::{Engine, RuntimeConfig};
+use crate::uids::UidRange;
+use crate::RuntimeError;
+
+/// Most helper stderr lines logged per sandbox (the helper and zygote are trusted, but a
+/// sandbox must never be able to flood the server's log).
+const MAX_LOG_LINES: usize = 200;
+const MAX_LOG_LINE: usize = 1000;
+/// How long teardown waits for the helper before killing it outright.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Sandbox {
+    label: String,
+    engine: Engine,
+    cgroup_parent: String,
+    control: Arc<UnixSeqpacket>,
+    /// Dropping the write end of the lifeline tells the helper to tear the sandbox down.
+    lifeline: Mutex<Option<OwnedFd>>,
+    /// Becomes true once the helper has exited.
+    exited: watch::Receiver<bool>,
+    kill_helper: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    next_run: AtomicU64,
+    destroyed: AtomicBool,
+    pub(crate) limits: Limits,
+    _uids: UidRange,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("label", &self.label).field("engine", &self.engine).finish()
+    }
+}
+
+impl Sandbox {
+    /// Spawns the helper and waits until the sandbox's zygote says it is ready.
+    pub(crate) async fn spawn(
+        cfg: &RuntimeConfig,
+        cgroup_parent: &str,
+        engine: Engine,
+    ) -> Result<Sandbox, RuntimeError> {
+        let uids = crate::uids::claim(&cfg.uid_lock_dir, cfg.uid_base)
+            .map_err(|e| RuntimeError::Create(format!("uid range: {e}")))?;
+        let label = format!("sb-{:016x}", rand::random::<u64>());
+        let limits = cfg.limits(engine).clone();
+        let jail = JailConfig {
+            label: label.clone(),
+            cgroup_parent: cgroup_parent.to_string(),
+            uid_base: uids.base,
+            rootfs: cfg.rootfs.clone(),
+            python: cfg.python.clone(),
+            hostname: "sandbox".into(),
+            limits: limits.clone(),
+        };
+        let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
+        let (life_read, life_write) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("lifeline")(e.into()))?;
+
+        let mut cmd = tokio::process::Command::new(&cfg.helper);
+        cmd.arg("__jail")
+            .arg(serde_json::to_string(&jail).expect("JailConfig serializes"))
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd.fd_mappings(vec![
+            FdMapping { parent_fd: OwnedFd::from(theirs), child_fd: CONTROL_FD },
+            FdMapping { parent_fd: life_read, child_fd: LIFELINE_FD },
+        ])
+        .map_err(|_| RuntimeError::Create("fd mapping collision".into()))?;
+        let mut child = cmd.spawn().map_err(io("spawn helper"))?;
+        drop(cmd); // closes our copies of the helper's ends
+
+        let stderr = child.stderr.take();
+        let log_label = label.clone();
+        let last_error = Arc::new(Mutex::new(String::new()));
+        let last_error_w = last_error.clone();
+        tokio::spawn(async move {
+            let Some(stderr) = stderr else { return };
+            let mut lines = BufReader::new(stderr).lines();
+            let mut logged = 0;
+            while let Ok(Some(mut line)) = lines.next_line().await {
+                line.truncate(MAX_LOG_LINE);
+                if logged < MAX_LOG_LINES {
+                    tracing::warn!(sandbox.label = %log_label, "sandbox: {line}");
+                    logged += 1;
+                }
+                *last_error_w.lock().unwrap() = line;
+            }
+        });
+
+        let (exited_tx, exited) = watch::channel(false);
+        let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let wait_label = label.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = kill_rx => { let _ = child.start_kill(); child.wait().await }
+            };
+            tracing::debug!(sandbox.label = %wait_label, ?status, "sandbox helper exited");
+            let _ = exited_tx.send(true);
+        });
+
+        let sandbox = Sandbox {
+            label,
+            engine,
+            cgroup_parent: cgroup_parent.to_string(),
+            control: Arc::new(control),
+            lifeline: Mutex::new(Some(life_write)),
+            exited,
+            kill_helper: Mutex::new(Some(kill_tx)),
+            next_run: AtomicU64::new(1),
+            destroyed: AtomicBool::new(false),
+            limits,
+            _uids: uids,
+        };
+        match tokio::time::timeout(cfg.create_timeout, sandbox.wait_ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                sandbox.destroy().await;
+                let detail = last_error.lock().unwrap().clone();
+                return Err(RuntimeError::Create(format!("{e}; {detail}")));
+            }
+            Err(_) => {
+                sandbox.destroy().await;
+                return Err(RuntimeError::Create("sandbox did not become ready in time".into()));
+            }
+        }
+        // Keep draining zygote events (it says `ready` again after a restart).
+        let control = sandbox.control.clone();
+        let label = sandbox.label.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_CONTROL_MESSAGE];
+            while let Ok(n) = control.recv(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                tracing::info!(sandbox.label = %label, "zygote restarted");
+            }
+        });
+        Ok(sandbox)
+    }
+
+    async fn wait_ready(&self) -> Result<(), RuntimeError> {
+        let mut buf = vec![0u8; MAX_CONTROL_MESSAGE];
+        let n = self.control.recv(&mut buf).await.map_err(io("control socket"))?;
+        if n == 0 {
+            return Err(RuntimeError::Create("sandbox exited during set-up".into()));
+        }
+        match serde_json::from_slice::<ZygoteEvent>(&buf[..n]) {
+            Ok(ZygoteEvent::Ready { .. }) => Ok(()),
+            Err(e) => Err(RuntimeError::Create(format!("unexpected zygote message: {e}"))),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether the sandbox can still run code.
+    pub fn is_alive(&self) -> bool {
+        !*self.exited.borrow() && !self.destroyed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn next_run_id(&self) -> u64 {
+        self.next_run.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn oom_kills(&self) -> u64 {
+        SandboxCgroup::load(&self.cgroup_parent, &self.label).oom_kills()
+    }
+
+    pub(crate) async fn send(&self, req: &ZygoteRequest, fds: &[&OwnedFd]) -> Result<(), RuntimeError> {
+        if !self.is_alive() {
+            return Err(RuntimeError::Gone);
+        }
+        let msg = serde_json::to_vec(req).expect("requests serialize");
+        let mut space = [0u8; 256];
+        let mut anc = AncillaryMessageWriter::new(&mut space);
+        if !fds.is_empty() {
+            anc.add_fds(fds).map_err(|_| RuntimeError::Internal("ancillary buffer too small".into()))?;
+        }
+        self.control
+            .send_vectored_with_ancillary(&[IoSlice::new(&msg)], &mut anc)
+            .await
+            .map_err(|_| RuntimeError::Gone)?;
+        Ok(())
+    }
+
+    /// Tears the sandbox down: every process in it is killed, its mounts vanish with its mount
+    /// namespace, its cgroup is removed. Idempotent.
+    pub async fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let lifeline = self.lifeline.lock().unwrap().take();
+        drop(lifeline);
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        let mut exited = self.exited.clone();
+        let graceful = tokio::time::timeout(TEARDOWN_GRACE, exited.wait_for(|e| *e))
+            .await
+            .is_ok();
+        if !graceful {
+            tracing::warn!(sandbox.label = %self.label, "helper did not exit; killing it");
+            if let Some(kill) = self.kill_helper.lock().unwrap().take() {
+                let _ = kill.send(());
+            }
+            let _ = exited.wait_for(|e| *e).await;
+            let (parent, label) = (self.cgroup_parent.clone(), self.label.clone());
+            let _ = tokio::task::spawn_blocking(move || SandboxCgroup::load(&parent, &label).destroy()).await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Without an explicit destroy, closing the lifeline still makes the helper tear down.
+        self.lifeline.lock().unwrap().take();
+    }
+}
+
+pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |e| RuntimeError::Internal(format!("{what}: {e}"))
+}

@@ -1,0 +1,39 @@
+//! Distinct host uid ranges per sandbox, across every Cerver server on the host.
+//!
+//! Range `n` maps the sandbox's ids 0..65536 to `base + n*65536 ..`. A range is held by an
+//! exclusive `flock` on `<lock_dir>/<n>`, which the kernel drops when the holder dies, so a
+//! crashed server never leaks ranges and two servers never share one.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
+
+use cerver_jail::protocol::MAPPED_IDS;
+use rustix::fs::{flock, FlockOperation};
+
+/// How many ranges exist: base + RANGES*65536 stays far below u32::MAX.
+const RANGES: u32 = 4096;
+
+pub struct UidRange {
+    pub base: u32,
+    _lock: File,
+}
+
+pub fn claim(lock_dir: &Path, first_uid: u32) -> std::io::Result<UidRange> {
+    fs::create_dir_all(lock_dir)?;
+    let start = rand::random::<u32>() % RANGES;
+    for i in 0..RANGES {
+        let n = (start + i) % RANGES;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_dir.join(n.to_string()))?;
+        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            return Ok(UidRange {
+                base: first_uid + n * MAPPED_IDS,
+                _lock: file,
+            });
+        }
+    }
+    Err(std::io::Error::other("every sandbox uid range is in use"))
+}
