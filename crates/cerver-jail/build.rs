@@ -164,6 +164,31 @@ impl Cond {
     }
 }
 
+impl std::fmt::Display for CheckedCond {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = match self.len {
+            ArgLen::Dword => "dword",
+            ArgLen::Qword => "qword",
+        };
+        write!(f, "arg{} ({len}) {:?} {:#x}", self.index, self.op, self.val)?;
+        if let Some(mask) = self.mask {
+            write!(f, " mask {mask:#x}")?;
+        }
+        Ok(())
+    }
+}
+
+fn show(conds: &[CheckedCond]) -> String {
+    if conds.is_empty() {
+        return "none".into();
+    }
+    conds
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
 impl CheckedCond {
     fn to_seccompiler(self) -> Result<SeccompCondition, String> {
         let len = match self.len {
@@ -185,9 +210,9 @@ impl CheckedCond {
 
 fn parse_table(table: &str) -> HashMap<&str, u32> {
     let words: Vec<&str> = table.split_whitespace().collect();
-    assert!(words.len() % 2 == 0, "malformed syscall table");
-    words
-        .chunks_exact(2)
+    let pairs = words.chunks_exact(2);
+    assert!(pairs.remainder().is_empty(), "malformed syscall table");
+    pairs
         .map(|pair| {
             (
                 pair[0],
@@ -344,8 +369,10 @@ fn compile(
                 )),
                 Some(exc) if !a.zygote_only || conds != *exc => errors.push(format!(
                     "syscalls: {name} is refused except `zygote_only` with exactly the conditions \
-                     {exc:?}; this entry has zygote_only={} and conditions {conds:?}",
-                    a.zygote_only
+                     [{}]; this entry has zygote_only={} and conditions [{}]",
+                    show(exc),
+                    a.zygote_only,
+                    show(&conds)
                 )),
                 Some(_) => {}
             }

@@ -25,11 +25,19 @@ fn body_error(e: BytesRejection) -> ApiError {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
         use serde_json::error::Category;
-        match e.classify() {
-            Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()),
-            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            Category::Data if field != "." => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("invalid field `{field}`: {inner}"),
+            ),
+            Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", inner.to_string()),
+            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}")),
         }
     })
 }

@@ -140,32 +140,41 @@ pub async fn run_stream(
         handle: RunHandle,
         out: Utf8Stream,
         err: Utf8Stream,
+        queued: std::collections::VecDeque<StreamEvent>,
         done: bool,
     }
-    let state = S { handle, out: Utf8Stream::default(), err: Utf8Stream::default(), done: false };
+    let state = S {
+        handle,
+        out: Utf8Stream::default(),
+        err: Utf8Stream::default(),
+        queued: Default::default(),
+        done: false,
+    };
     // Dropping the stream (client gone) drops the handle, which kills the run.
     let stream = futures::stream::unfold(state, |mut s| async move {
         loop {
+            if let Some(ev) = s.queued.pop_front() {
+                return Some((sse(&ev), s));
+            }
             if s.done {
                 return None;
             }
-            let ev = match s.handle.next().await {
-                Some(RunEvent::Stdout(b)) => StreamEvent::Stdout { data: s.out.push(&b) },
-                Some(RunEvent::Stderr(b)) => StreamEvent::Stderr { data: s.err.push(&b) },
+            match s.handle.next().await {
+                Some(RunEvent::Stdout(b)) => s.queued.push_back(StreamEvent::Stdout { data: s.out.push(&b) }),
+                Some(RunEvent::Stderr(b)) => s.queued.push_back(StreamEvent::Stderr { data: s.err.push(&b) }),
                 Some(RunEvent::Exit(exit)) => {
                     s.done = true;
-                    StreamEvent::Exit {
+                    s.queued.push_back(StreamEvent::Stdout { data: s.out.finish() });
+                    s.queued.push_back(StreamEvent::Stderr { data: s.err.finish() });
+                    s.queued.push_back(StreamEvent::Exit {
                         code: exit.exit_code,
                         error: exit.error.clone(),
                         duration: exit.duration.as_millis() as u64,
-                    }
+                    });
                 }
-                None => return None,
-            };
-            let empty = matches!(&ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty());
-            if !empty {
-                return Some((sse(&ev), s));
+                None => s.done = true,
             }
+            s.queued.retain(|ev| !matches!(ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty()));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))

@@ -65,13 +65,13 @@ pub enum SeccompError {
 /// If `bytes` is not a whole number of 8-byte instructions (never the case for the constants of
 /// this module).
 pub fn program(bytes: &[u8]) -> BpfProgram {
+    let insns = bytes.chunks_exact(INSN_LEN);
     assert!(
-        bytes.len() % INSN_LEN == 0,
+        insns.remainder().is_empty(),
         "a BPF program is a sequence of 8-byte instructions, got {} bytes",
         bytes.len()
     );
-    bytes
-        .chunks_exact(INSN_LEN)
+    insns
         .map(|insn| sock_filter {
             code: u16::from_ne_bytes([insn[0], insn[1]]),
             jt: insn[2],

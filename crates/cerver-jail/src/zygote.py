@@ -337,6 +337,7 @@ def list_files(spec):
                 break
     except OSError as e:
         return os_error(e, root)
+    files.sort(key=lambda f: f["path"])
     sys.stdout.write(json.dumps({"files": files, "truncated": truncated}))
     return 0
 
