@@ -4,6 +4,7 @@
 //! u16 code, u8 jt, u8 jf, u32 k = 8 bytes):
 //! - `seccomp_zygote.bpf`: every allow-list entry (including `zygote_only` ones);
 //! - `seccomp_run.bpf`: the entries without `zygote_only`;
+//!   (both also answer the `enosys` syscalls with ENOSYS, see `with_enosys_prologue`);
 //! - `seccomp_clone3.bpf`: the `enosys` list → `Errno(ENOSYS)`, everything else allowed;
 //! - `seccomp_syscalls.rs`: the target's syscall name → number table, as a Rust slice expression.
 //!

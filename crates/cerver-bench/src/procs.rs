@@ -13,15 +13,25 @@ const MEMORY_CGROUP_ROOT: &str = "/sys/fs/cgroup/memory";
 /// pid -> parent pid, for every process currently in /proc.
 fn parents() -> HashMap<u32, u32> {
     let mut map = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else { return map };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return map;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // `pid (comm) state ppid ...`; comm may hold spaces and parentheses, so cut after the
         // last ')'.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
         if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
             map.insert(pid, ppid);
         }
@@ -64,7 +74,10 @@ pub fn jail_trees(server_pid: u32) -> JailTrees {
             stack.extend(c);
         }
     }
-    JailTrees { helpers: helpers.len(), pids }
+    JailTrees {
+        helpers: helpers.len(),
+        pids,
+    }
 }
 
 /// Sum of `Pss:` (bytes) over `pids`, and how many pids could be read. Processes that exit
@@ -104,8 +117,7 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
 /// The memory cgroup directory holding a server's sandbox cgroups.
 pub fn cgroup_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let file = data_dir.join("instance-id");
-    let id = std::fs::read_to_string(&file)
-        .with_context(|| format!("read {}", file.display()))?;
+    let id = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
     Ok(Path::new(MEMORY_CGROUP_ROOT).join("cerver").join(id.trim()))
 }
 
@@ -124,7 +136,11 @@ pub fn cgroup_usage_sum(dir: &Path) -> Option<(u64, usize)> {
             read += 1;
         }
     }
-    if read == 0 && !dir.is_dir() { None } else { Some((total, read)) }
+    if read == 0 && !dir.is_dir() {
+        None
+    } else {
+        Some((total, read))
+    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! machine, and pure v2). Every sandbox process lives in it: memory, pids and CPU limits apply
 //! to the sandbox as a whole, and teardown can find every process.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::cgroup::Cgroup;
@@ -115,9 +116,12 @@ impl SandboxCgroup {
         self.cg.procs().into_iter().map(|p| p.pid as i32).collect()
     }
 
-    /// How many processes the kernel's OOM killer has killed in this cgroup so far.
-    pub fn oom_kills(&self) -> u64 {
-        oom_kills_of(&self.cg)
+    /// The file holding this cgroup's OOM-kill counter, to read with [`read_oom_kills`]
+    /// (resolved once: finding the hierarchy parses /proc/self/mountinfo).
+    pub fn oom_counter(&self) -> Option<PathBuf> {
+        let mem = self.cg.controller_of::<MemController>()?;
+        let file = if self.cg.v2() { "memory.events" } else { "memory.oom_control" };
+        Some(mem.path().join(file))
     }
 
     /// Kills every process left in the cgroup and removes it. Normally the sandbox's pid
@@ -144,20 +148,14 @@ impl SandboxCgroup {
     }
 }
 
-fn oom_kills_of(cg: &Cgroup) -> u64 {
-    let Some(mem) = cg.controller_of::<MemController>() else {
-        return 0;
-    };
-    // cgroups-rs exposes v1's memory.oom_control but not v2's memory.events, so read the file.
-    let (file, key) = if cg.v2() {
-        ("memory.events", "oom_kill")
-    } else {
-        ("memory.oom_control", "oom_kill")
-    };
-    let text = std::fs::read_to_string(mem.path().join(file)).unwrap_or_default();
+/// How many processes the kernel's OOM killer has killed in a cgroup so far, from the file
+/// [`SandboxCgroup::oom_counter`] names. cgroups-rs parses v1's `memory.oom_control` but not
+/// v2's `memory.events`; both are `key value` lines with an `oom_kill` key.
+pub fn read_oom_kills(counter: &Path) -> u64 {
+    let text = std::fs::read_to_string(counter).unwrap_or_default();
     text.lines()
         .filter_map(|l| l.split_once(' '))
-        .find(|(k, _)| *k == key)
+        .find(|(k, _)| *k == "oom_kill")
         .and_then(|(_, v)| v.trim().parse().ok())
         .unwrap_or(0)
 }

@@ -9,6 +9,12 @@
 # The leader reports the main process's status, then reaps whatever else the run started;
 # killing the leader kills the whole run (the kernel empties a pid namespace whose init dies).
 # User code therefore never sees the zygote: it cannot signal it, trace it or outlive a kill.
+#
+# Speed: the zygote keeps one such pair "armed" ahead of time (forked, privileges dropped,
+# filter installed, blocked on a socket). A request hands the pair its descriptors and the
+# zygote arms the next pair while the run executes, so no fork is on a run's critical path.
+# The main process reports its own exit status before it exits (the leader reports only what
+# main cannot: death by a signal, os._exit); the runtime takes the first status line.
 
 import ctypes
 import gc
@@ -74,12 +80,15 @@ def reap(*_):
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
         for rid, leader in list(runs.items()):
             if leader == pid:
                 del runs[rid]
+        for pair in [p for p in armed if p[0] == pid]:
+            pair[1].close()
+            armed.remove(pair)
 
 
 def send(obj):
@@ -88,27 +97,40 @@ def send(obj):
 
 # ---------------------------------------------------------------- the run's leader (pid 1)
 
-def leader(fds):
-    spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = fds
+def recv_run(sock):
+    """The run's spec and descriptors, as handed over by the zygote (each of leader and main
+    receives its own copy). Returns None if the zygote went away."""
+    msg, fds, _flags, _addr = socket.recv_fds(sock, 16, RUN_FDS)
+    if not msg or len(fds) != RUN_FDS:
+        os._exit(0)
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return fds
+
+
+def leader(sock):
     try:
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        os.close(CONTROL_FD)
-        os.close(OWN_PIDNS)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        # Keep only stdio and our socket: nothing of the zygote or of other runs.
+        keep = sock.fileno()
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
         # Die with the zygote: a restarted zygote would not know this run.
         check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         # Under memory pressure the kernel kills run processes first, never the zygote.
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")
-        with os.fdopen(spec_fd, "rb", closefd=True) as f:
-            spec = json.loads(f.read())
         main = os.fork()
         if main == 0:
-            run_main(spec, stdin_fd, stdout_fd, stderr_fd, status_fd)
-        for fd in (stdin_fd, stdout_fd, stderr_fd):
+            run_main(sock)
+        fds = recv_run(sock)
+        sock.close()
+        status_fd = fds[4]
+        for fd in fds[:4]:
             os.close(fd)
-    except BaseException as e:  # report why the run could not start
-        _write_status(status_fd, {"error": f"{type(e).__name__}: {e}"})
+    except BaseException:
         os._exit(1)
     reported = False
     while True:
@@ -121,6 +143,7 @@ def leader(fds):
                 _write_status(status_fd, {"signal": os.WTERMSIG(status)})
             else:
                 _write_status(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
+            os.close(status_fd)
             reported = True
     os._exit(0)
 
@@ -128,7 +151,6 @@ def leader(fds):
 def _write_status(fd, obj):
     try:
         os.write(fd, (json.dumps(obj) + "\n").encode())
-        os.close(fd)
     except OSError:
         pass
 
@@ -145,15 +167,21 @@ def drop_privileges():
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(RUN_PROG), 0, 0), "seccomp")
 
 
-def run_main(spec, stdin_fd, stdout_fd, stderr_fd, status_fd):
+def run_main(sock):
     code = 1
+    status_fd = -1
     try:
         os.setsid()
         drop_privileges()
+        spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = recv_run(sock)
+        sock.close()
+        with os.fdopen(spec_fd, "rb", closefd=True) as f:
+            spec = json.loads(f.read())
         os.dup2(stdin_fd, 0)
         os.dup2(stdout_fd, 1)
         os.dup2(stderr_fd, 2)
-        os.closerange(3, 1 << 20)
+        for fd in (stdin_fd, stdout_fd, stderr_fd):
+            os.close(fd)
         os.chdir(WORKSPACE)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -170,6 +198,8 @@ def run_main(spec, stdin_fd, stdout_fd, stderr_fd, status_fd):
         except BaseException:
             pass
     finally:
+        if status_fd >= 0:
+            _write_status(status_fd, {"exit_code": code})
         os._exit(code)
 
 
@@ -347,7 +377,15 @@ FILE_OPS = {"write_file": write_file, "read_file": read_file, "list_files": list
 
 # ---------------------------------------------------------------- the zygote loop
 
-def start_run(rid, fds):
+# Armed pairs, each (leader pid, zygote's end of the socket to the pair). Two are kept so that
+# the next request finds one ready even while the zygote is still arming after the last one.
+ARMED = 1
+armed = []
+
+
+def arm():
+    """Forks a run's leader (and through it, main) ahead of any request."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     check(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
     try:
         pid = os.fork()
@@ -356,16 +394,38 @@ def start_run(rid, fds):
             check(libc.setns(OWN_PIDNS, CLONE_NEWPID), "setns(own pid namespace)")
     if pid == 0:
         try:
-            leader(fds)
+            ours.close()
+            leader(theirs)
         finally:
             os._exit(1)
-    runs[rid] = pid
+    theirs.close()
+    armed.append((pid, ours))
+
+
+def start_run(rid, fds):
+    for _attempt in range(2):
+        if not armed:
+            arm()
+        pid, sock = armed.pop(0)
+        try:
+            # One copy for the leader, one for main: each takes one message.
+            socket.send_fds(sock, [b"run"], fds)
+            socket.send_fds(sock, [b"run"], fds)
+        except OSError:
+            sock.close()
+            continue  # that pair died (e.g. killed under memory pressure): use a fresh one
+        sock.close()
+        runs[rid] = pid
+        return
+    raise OSError("could not start a run process")
 
 
 def serve():
     signal.signal(signal.SIGCHLD, reap)
     gc.collect()
     gc.freeze()  # the warm heap is shared copy-on-write; keep the collector off it
+    while len(armed) < ARMED:
+        arm()
     send({"op": "ready", "pid": os.getpid()})
     while True:
         try:
@@ -382,6 +442,11 @@ def serve():
                     start_run(int(req["id"]), fds)
                 except OSError as e:
                     _write_status(fds[4], {"error": str(e)})
+                for fd in fds:
+                    os.close(fd)
+                fds = []
+                while len(armed) < ARMED:
+                    arm()
             elif op == "kill":
                 leader_pid = runs.get(int(req["id"]))
                 if leader_pid:

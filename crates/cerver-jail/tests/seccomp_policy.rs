@@ -729,17 +729,7 @@ fn assert_child_ok(status: WaitStatus, report: &str) {
 /// touch the test's terminal) and no core dumps.
 fn child_prelude() {
     let _ = nix::unistd::setsid();
-    let _ = sysn(
-        "prlimit64",
-        [
-            0,
-            libc::RLIMIT_CORE as u64,
-            &[0u64, 0u64] as *const _ as u64,
-            0,
-            0,
-            0,
-        ],
-    );
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
     let _ = sysn("prctl", [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0]);
 }
 

@@ -195,8 +195,15 @@ impl Pump {
                     Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stderr(Bytes::copy_from_slice(&buf_err[..n]))).await { break s },
                     _ => err_open = false,
                 },
+                // The first complete line is the status (main writes it just before exiting;
+                // the leader writes one too, for deaths main cannot report).
                 r = status.read(&mut status_chunk) => match r {
-                    Ok(n) if n > 0 && status_buf.len() < 4096 => status_buf.extend_from_slice(&status_chunk[..n]),
+                    Ok(n) if n > 0 && status_buf.len() < 4096 => {
+                        status_buf.extend_from_slice(&status_chunk[..n]);
+                        if status_buf.contains(&b'\n') {
+                            break Stop::Finished;
+                        }
+                    }
                     _ => break Stop::Finished,
                 },
                 _ = tokio::time::sleep_until(self.deadline) => break Stop::TimedOut,

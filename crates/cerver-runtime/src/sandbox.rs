@@ -42,6 +42,7 @@ pub struct Sandbox {
     next_run: AtomicU64,
     destroyed: AtomicBool,
     pub(crate) limits: Limits,
+    oom_counter: Option<std::path::PathBuf>,
     _uids: UidRange,
 }
 
@@ -120,6 +121,7 @@ impl Sandbox {
             let _ = exited_tx.send(true);
         });
 
+        let oom_counter = SandboxCgroup::load(cgroup_parent, &label).oom_counter();
         let sandbox = Sandbox {
             label,
             engine,
@@ -130,6 +132,7 @@ impl Sandbox {
             kill_helper: Mutex::new(Some(kill_tx)),
             next_run: AtomicU64::new(1),
             destroyed: AtomicBool::new(false),
+            oom_counter,
             limits,
             _uids: uids,
         };
@@ -194,7 +197,7 @@ impl Sandbox {
     }
 
     pub(crate) fn oom_kills(&self) -> u64 {
-        SandboxCgroup::load(&self.cgroup_parent, &self.label).oom_kills()
+        self.oom_counter.as_deref().map_or(0, cerver_jail::cgroup::read_oom_kills)
     }
 
     pub(crate) async fn send(&self, req: &ZygoteRequest, fds: &[&OwnedFd]) -> Result<(), RuntimeError> {

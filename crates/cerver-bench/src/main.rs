@@ -1,0 +1,439 @@
+//! `cerver-bench`: measures Cerver against the cost it is meant to beat, a bare
+//! `python3 -I -S -c 'print(1)'` spawn measured in the same run, and reports:
+//!
+//! - run latency: `print(1)` over HTTP in one warm sandbox;
+//! - create latency: `POST /sandbox` from a warm pool (paced so it can refill), and cold
+//!   (`--pool-size 0`);
+//! - host memory per idle sandbox (cgroup usage, PSS of the helper trees, MemAvailable).
+//!
+//! It talks only to servers it starts itself on 127.0.0.1, and exits 0 whether or not the
+//! targets are met (it is a report); non-zero only when something fails.
+
+mod procs;
+mod server;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use server::Server;
+use stats::Summary;
+
+const MIB: f64 = 1024.0 * 1024.0;
+/// Targets: run p50 and create p50 relative to the bare spawn p50; memory per idle sandbox.
+const RUN_RATIO_TARGET: f64 = 0.5;
+const CREATE_RATIO_TARGET: f64 = 1.0;
+const MEMORY_TARGET_MIB: f64 = 8.0;
+/// How long a server may take to fill its pool (or settle) before the benchmark gives up.
+const POOL_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Parser)]
+#[command(
+    name = "cerver-bench",
+    version,
+    about = "Benchmark a cerver release binary against a bare python3 spawn"
+)]
+struct Args {
+    /// The `cerver` binary to benchmark (build it with --release).
+    #[arg(long)]
+    server: PathBuf,
+    /// Timed iterations of the bare spawn, the run and the warm create.
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Untimed warm-up iterations before the bare spawn and run series.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// `--pool-size` of the server used for the run and warm-create figures.
+    #[arg(long, default_value_t = 4)]
+    pool_size: usize,
+    /// Pause between warm creates (outside the timed section), in ms, so the pool can refill
+    /// as a real client's pacing would allow.
+    #[arg(long, default_value_t = 100)]
+    create_gap_ms: u64,
+    /// Timed creates on the `--pool-size 0` server (cold creates).
+    #[arg(long, default_value_t = 20)]
+    cold_iterations: usize,
+    /// Idle sandboxes created for the memory measurement.
+    #[arg(long, default_value_t = 20)]
+    idle_sandboxes: usize,
+    /// Pause before each memory snapshot, in ms.
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
+    /// The interpreter of the bare-spawn baseline.
+    #[arg(long, default_value = "/usr/bin/python3")]
+    python: PathBuf,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = real_main(&args) {
+        eprintln!("cerver-bench: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main(args: &Args) -> anyhow::Result<()> {
+    if args.iterations == 0 || args.cold_iterations == 0 || args.idle_sandboxes == 0 {
+        bail!("--iterations, --cold-iterations and --idle-sandboxes must be at least 1");
+    }
+    if !args.server.is_file() {
+        bail!(
+            "--server {}: no such file (build it with `cargo build --release -p cerver`)",
+            args.server.display()
+        );
+    }
+    let started = Instant::now();
+
+    progress(&format!(
+        "bare spawn: {} x {} -I -S -c 'print(1)'",
+        args.iterations,
+        args.python.display()
+    ));
+    let bare = bare_spawn(&args.python, args.warmup, args.iterations)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(bench_server(args, bare))?;
+    report.print(args, started.elapsed());
+    Ok(())
+}
+
+fn progress(msg: &str) {
+    eprintln!("cerver-bench: {msg}");
+}
+
+/// Spawns `python -I -S -c 'print(1)'` and waits for it (output captured), `iterations`
+/// times after `warmup` untimed ones.
+fn bare_spawn(python: &Path, warmup: usize, iterations: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let start = Instant::now();
+        let out = Command::new(python)
+            .args(["-I", "-S", "-c", "print(1)"])
+            .output()
+            .with_context(|| format!("spawn {}", python.display()))?;
+        let elapsed = start.elapsed();
+        if !out.status.success() || out.stdout != b"1\n" {
+            bail!(
+                "{} -I -S -c 'print(1)': {} stdout {:?} stderr {:?}",
+                python.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if i >= warmup {
+            samples.push(elapsed);
+        }
+    }
+    Ok(samples)
+}
+
+struct Memory {
+    sandboxes: usize,
+    helpers_seen: usize,
+    /// Per sandbox, MiB: drop of MemAvailable (system-wide).
+    mem_available: f64,
+    /// Per sandbox, MiB: growth of the summed sandbox-cgroup `memory.usage_in_bytes`, and the
+    /// number of cgroups read after; `None` when unreadable.
+    cgroup: Option<(f64, usize)>,
+    /// Per sandbox, MiB: growth of the summed PSS of the `__jail` trees, and the number of
+    /// processes read after; `None` when none could be read.
+    pss: Option<(f64, usize)>,
+}
+
+impl Memory {
+    /// The figure judged against the target: the larger of the two per-sandbox attributions
+    /// (cgroup counts kernel memory charged to the sandbox, PSS counts the helper outside the
+    /// cgroup); MemAvailable only when neither could be read, as it is system-wide and noisy.
+    fn judged(&self) -> (f64, &'static str) {
+        match (self.cgroup, self.pss) {
+            (Some((c, _)), Some((p, _))) if c >= p => (c, "cgroup"),
+            (Some(_), Some((p, _))) => (p, "PSS"),
+            (Some((c, _)), None) => (c, "cgroup"),
+            (None, Some((p, _))) => (p, "PSS"),
+            (None, None) => (self.mem_available, "MemAvailable"),
+        }
+    }
+}
+
+struct Report {
+    bare: Summary,
+    run: Summary,
+    create_warm: Summary,
+    create_cold: Summary,
+    pool_fill: Duration,
+    memory: Memory,
+}
+
+async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report> {
+    let bare = Summary::of(&bare).expect("at least one iteration");
+
+    // Warm server: run and warm-create figures.
+    progress(&format!(
+        "starting {} --pool-size {}",
+        args.server.display(),
+        args.pool_size
+    ));
+    let mut warm = Server::start(&args.server, args.pool_size, "warm")?;
+    let pool_fill = warm.wait_for_helpers(args.pool_size, POOL_TIMEOUT).await?;
+
+    progress(&format!(
+        "run: {} warm-up + {} x print(1) over HTTP in one sandbox",
+        args.warmup, args.iterations
+    ));
+    let id = warm.create().await?;
+    let mut run = Vec::with_capacity(args.iterations);
+    for i in 0..args.warmup + args.iterations {
+        let start = Instant::now();
+        warm.run(&id, "print(1)", "1").await?;
+        if i >= args.warmup {
+            run.push(start.elapsed());
+        }
+    }
+    warm.delete(&id).await?;
+
+    progress(&format!(
+        "create: {} x create+delete, {} ms apart (pool {})",
+        args.iterations, args.create_gap_ms, args.pool_size
+    ));
+    warm.wait_for_helpers(args.pool_size, POOL_TIMEOUT).await?;
+    let create_warm = create_series(
+        &warm,
+        args.iterations,
+        Duration::from_millis(args.create_gap_ms),
+    )
+    .await?;
+    if !warm.stop() {
+        bail!(
+            "the --pool-size {} server did not exit on SIGTERM",
+            args.pool_size
+        );
+    }
+
+    // Cold server: cold-create and memory figures.
+    progress(&format!("starting {} --pool-size 0", args.server.display()));
+    let mut cold = Server::start(&args.server, 0, "cold")?;
+    progress(&format!(
+        "cold create: 1 warm-up + {} x create+delete",
+        args.cold_iterations
+    ));
+    create_series(&cold, 1, Duration::from_millis(args.create_gap_ms)).await?;
+    let create_cold = create_series(
+        &cold,
+        args.cold_iterations,
+        Duration::from_millis(args.create_gap_ms),
+    )
+    .await?;
+
+    progress(&format!("memory: {} idle sandboxes", args.idle_sandboxes));
+    let memory = measure_memory(
+        &cold,
+        args.idle_sandboxes,
+        Duration::from_millis(args.settle_ms),
+    )
+    .await?;
+    if !cold.stop() {
+        bail!("the --pool-size 0 server did not exit on SIGTERM");
+    }
+
+    Ok(Report {
+        bare,
+        run: Summary::of(&run).expect("at least one iteration"),
+        create_warm: Summary::of(&create_warm).expect("at least one iteration"),
+        create_cold: Summary::of(&create_cold).expect("at least one iteration"),
+        pool_fill,
+        memory,
+    })
+}
+
+/// `n` x (timed `POST /sandbox`, untimed `DELETE`, untimed sleep of `gap`).
+async fn create_series(server: &Server, n: usize, gap: Duration) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let id = server.create().await?;
+        samples.push(start.elapsed());
+        server.delete(&id).await?;
+        tokio::time::sleep(gap).await;
+    }
+    Ok(samples)
+}
+
+/// One memory snapshot of a server's sandboxes.
+struct Snapshot {
+    mem_available: u64,
+    cgroup: Option<(u64, usize)>,
+    pss: (u64, usize),
+    helpers: usize,
+}
+
+fn snapshot(server: &Server, cgroup_dir: &Path) -> anyhow::Result<Snapshot> {
+    let trees = procs::jail_trees(server.pid());
+    Ok(Snapshot {
+        mem_available: procs::mem_available()?,
+        cgroup: procs::cgroup_usage_sum(cgroup_dir),
+        pss: procs::pss_sum(&trees.pids),
+        helpers: trees.helpers,
+    })
+}
+
+/// Memory before and after creating `k` idle sandboxes (each warmed by one `print(1)`) on a
+/// server with no pool; deletes them afterwards.
+async fn measure_memory(server: &Server, k: usize, settle: Duration) -> anyhow::Result<Memory> {
+    let cgroup_dir = procs::cgroup_dir(&server.data_dir)?;
+    server.wait_for_helpers(0, POOL_TIMEOUT).await?;
+    tokio::time::sleep(settle).await;
+    let before = snapshot(server, &cgroup_dir)?;
+
+    let mut ids = Vec::with_capacity(k);
+    for _ in 0..k {
+        let id = server.create().await?;
+        server.run(&id, "print(1)", "1").await?;
+        ids.push(id);
+    }
+    server.wait_for_helpers(k, POOL_TIMEOUT).await?;
+    tokio::time::sleep(settle).await;
+    let after = snapshot(server, &cgroup_dir)?;
+
+    for id in &ids {
+        server.delete(id).await?;
+    }
+
+    let per = |before: u64, after: u64| (after as f64 - before as f64) / k as f64 / MIB;
+    Ok(Memory {
+        sandboxes: k,
+        helpers_seen: after.helpers - before.helpers.min(after.helpers),
+        mem_available: per(after.mem_available, before.mem_available),
+        cgroup: match (before.cgroup, after.cgroup) {
+            (Some((b, _)), Some((a, n))) if n > 0 => Some((per(b, a), n)),
+            _ => None,
+        },
+        pss: (after.pss.1 > 0).then(|| (per(before.pss.0, after.pss.0), after.pss.1)),
+    })
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "MISS" }
+}
+
+fn first_line(text: &str, prefix: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+}
+
+impl Report {
+    fn print(&self, args: &Args, elapsed: Duration) {
+        let nproc = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = first_line(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_total = first_line(&meminfo, "MemTotal").unwrap_or_else(|| "unknown".into());
+
+        println!();
+        println!("cerver-bench");
+        println!(
+            "  machine   nproc {nproc}, kernel {}, cpu {cpu}, MemTotal {mem_total}",
+            kernel.trim()
+        );
+        println!(
+            "  server    {} (warm server --pool-size {})",
+            args.server.display(),
+            args.pool_size
+        );
+        println!(
+            "  baseline  {} -I -S -c 'print(1)' (spawn + wait, output captured)",
+            args.python.display()
+        );
+        println!();
+        println!(
+            "latency (ms)                                     n      min      p50      p90      p99      max"
+        );
+        let row = |name: &str, s: &Summary| {
+            println!(
+                "  {name:<44} {:>4} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                s.n, s.min, s.p50, s.p90, s.p99, s.max
+            );
+        };
+        row("bare spawn python3 -I -S -c 'print(1)'", &self.bare);
+        row("run print(1) over HTTP, one warm sandbox", &self.run);
+        row(
+            &format!(
+                "create, warm pool ({}, {} ms gap)",
+                args.pool_size, args.create_gap_ms
+            ),
+            &self.create_warm,
+        );
+        row("create, cold (--pool-size 0)", &self.create_cold);
+        println!(
+            "  (warm-up: {} untimed bare spawns and runs, 1 untimed cold create;",
+            args.warmup
+        );
+        println!(
+            "   warm pool of {} filled {:.1} s after the server started)",
+            args.pool_size,
+            self.pool_fill.as_secs_f64()
+        );
+        println!();
+
+        let m = &self.memory;
+        println!(
+            "memory per idle sandbox (MiB; {} sandboxes on --pool-size 0, each ran print(1), settled {} ms)",
+            m.sandboxes, args.settle_ms
+        );
+        match m.cgroup {
+            Some((mib, n)) => {
+                println!("  sandbox cgroups memory.usage_in_bytes      {mib:>8.2}   ({n} cgroups)")
+            }
+            None => {
+                println!("  sandbox cgroups memory.usage_in_bytes           n/a   (not readable)")
+            }
+        }
+        match m.pss {
+            Some((mib, n)) => println!(
+                "  PSS of __jail helper trees                 {mib:>8.2}   ({n} processes, {} helpers)",
+                m.helpers_seen
+            ),
+            None => {
+                println!("  PSS of __jail helper trees                      n/a   (not readable)")
+            }
+        }
+        println!(
+            "  MemAvailable drop (system-wide, noisy)     {:>8.2}",
+            m.mem_available
+        );
+        println!();
+
+        let run_ratio = self.run.p50 / self.bare.p50;
+        let create_ratio = self.create_warm.p50 / self.bare.p50;
+        let (mem, source) = m.judged();
+        println!("targets");
+        println!(
+            "  run p50 / bare spawn p50                   {run_ratio:>8.3}   target <= {RUN_RATIO_TARGET:.1}    {}",
+            verdict(run_ratio <= RUN_RATIO_TARGET)
+        );
+        println!(
+            "  create p50 / bare spawn p50                {create_ratio:>8.3}   target <= {CREATE_RATIO_TARGET:.1}    {}",
+            verdict(create_ratio <= CREATE_RATIO_TARGET)
+        );
+        println!(
+            "  memory per idle sandbox (MiB, {source:<12}) {mem:>8.2}   target <= {MEMORY_TARGET_MIB:.1}    {}",
+            verdict(mem <= MEMORY_TARGET_MIB)
+        );
+        println!(
+            "  (info) cold create p50 / bare spawn p50    {:>8.3}",
+            self.create_cold.p50 / self.bare.p50
+        );
+        println!();
+        println!("total benchmark time {:.1} s", elapsed.as_secs_f64());
+    }
+}

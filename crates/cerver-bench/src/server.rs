@@ -1,0 +1,226 @@
+//! A `cerver serve` child process on 127.0.0.1 with its own temporary data dir, and the few
+//! API calls the benchmark makes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::{Value, json};
+
+use crate::procs;
+
+/// How long the server may take to print its `listening on` line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long SIGTERM may take (the server destroys its sandboxes first) before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Server {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub data_dir: PathBuf,
+    /// Holds the data dir and the server's stderr log.
+    work_dir: PathBuf,
+    child: Option<Child>,
+    client: reqwest::Client,
+}
+
+impl Server {
+    /// Starts `server serve --listen 127.0.0.1:0 --data-dir <tmp> --pool-size <pool_size>` and
+    /// waits for its `listening on` line.
+    pub fn start(binary: &Path, pool_size: usize, tag: &str) -> anyhow::Result<Server> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let work_dir =
+            std::env::temp_dir().join(format!("cerver-bench-{}-{tag}-{nanos}", std::process::id()));
+        let data_dir = work_dir.join("data");
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("create {}", data_dir.display()))?;
+        let log = std::fs::File::create(work_dir.join("server.log"))?;
+        let mut child = Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--pool-size", &pool_size.to_string()])
+            .env("CERVER_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+
+        // Read stdout on a thread (keeps draining it afterwards so the server never blocks).
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+
+        let mut server = Server {
+            base: String::new(),
+            data_dir,
+            work_dir,
+            child: Some(child),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .pool_max_idle_per_host(4)
+                .build()?,
+        };
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(base) if base.starts_with("http://127.0.0.1:") => server.base = base,
+            Ok(base) => bail!("server listens on {base}, not on 127.0.0.1"),
+            Err(_) => bail!("server did not start: {}", server.log_tail()),
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The last lines of the server's stderr, for error messages.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.work_dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+        if tail.is_empty() {
+            "(server log is empty)".into()
+        } else {
+            format!("server log:\n{tail}")
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{what}: request failed"))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .with_context(|| format!("{what}: read body"))?;
+        if !status.is_success() {
+            bail!("{what}: HTTP {status}: {body}");
+        }
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&body).with_context(|| format!("{what}: bad JSON: {body}"))
+    }
+
+    /// `POST /sandbox` (empty body) -> sandbox id.
+    pub async fn create(&self) -> anyhow::Result<String> {
+        let v = self
+            .call(self.client.post(self.url("/sandbox")), "create sandbox")
+            .await?;
+        v["sandbox_id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("create sandbox: no sandbox_id in {v}"))
+    }
+
+    /// `POST /sandbox/{id}/run`; fails unless the run exits 0 with `expect` as its output.
+    pub async fn run(&self, id: &str, code: &str, expect: &str) -> anyhow::Result<()> {
+        let req = self
+            .client
+            .post(self.url(&format!("/sandbox/{id}/run")))
+            .json(&json!({ "code": code }));
+        let v = self.call(req, "run").await?;
+        let output = v["output"].as_str().unwrap_or_default();
+        if v["exit_code"] != 0 || output.trim_end() != expect {
+            bail!("run {code:?}: expected output {expect:?} and exit code 0, got {v}");
+        }
+        Ok(())
+    }
+
+    /// `DELETE /sandbox/{id}`.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
+        let req = self.client.delete(self.url(&format!("/sandbox/{id}")));
+        self.call(req, "delete sandbox").await.map(|_| ())
+    }
+
+    /// Waits until the server has exactly `helpers` sandbox helpers and their process trees have
+    /// stopped changing (a heuristic for "the warm pool is full and idle": the API does not
+    /// expose the pool). Returns how long that took.
+    pub async fn wait_for_helpers(
+        &self,
+        helpers: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let mut last = None;
+        let mut stable_since = Instant::now();
+        loop {
+            let trees = procs::jail_trees(self.pid());
+            let now = (trees.helpers, trees.pids.len());
+            if last != Some(now) {
+                last = Some(now);
+                stable_since = Instant::now();
+            } else if trees.helpers == helpers
+                && stable_since.elapsed() >= Duration::from_millis(500)
+            {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                bail!(
+                    "waited {timeout:?} for {helpers} sandbox helpers; have {} ({})",
+                    trees.helpers,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then wait (SIGKILL after [`STOP_TIMEOUT`]); removes the temporary directory.
+    /// Returns whether the server exited on SIGTERM.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let clean = match rustix::process::Pid::from_raw(child.id() as i32) {
+            Some(pid)
+                if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok() =>
+            {
+                let deadline = Instant::now() + STOP_TIMEOUT;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(_)) => break true,
+                        Ok(None) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        _ => break false,
+                    }
+                }
+            }
+            _ => false,
+        };
+        if !clean {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+        clean
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
