@@ -136,6 +136,8 @@ fn bare_spawn(python: &Path, warmup: usize, iterations: usize) -> anyhow::Result
 
 struct Memory {
     sandboxes: usize,
+    /// Engines of the idle sandboxes.
+    engines: Vec<String>,
     helpers_seen: usize,
     /// Per sandbox, MiB: drop of MemAvailable (system-wide).
     mem_available: f64,
@@ -168,6 +170,10 @@ struct Report {
     create_warm: Summary,
     create_cold: Summary,
     pool_fill: Duration,
+    /// `__jail` helpers of the full warm pool (the server keeps a pool per engine).
+    pool_helpers: usize,
+    /// Engine of the run sandbox (the server's default for an empty create body).
+    engine: String,
     memory: Memory,
 }
 
@@ -181,13 +187,16 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         args.pool_size
     ));
     let mut warm = Server::start(&args.server, args.pool_size, "warm")?;
-    let pool_fill = warm.wait_for_helpers(args.pool_size, POOL_TIMEOUT).await?;
+    let pool_fill = warm
+        .wait_for_helpers(args.pool_size, true, POOL_TIMEOUT)
+        .await?;
+    let pool_helpers = procs::jail_trees(warm.pid()).helpers;
 
     progress(&format!(
         "run: {} warm-up + {} x print(1) over HTTP in one sandbox",
         args.warmup, args.iterations
     ));
-    let id = warm.create().await?;
+    let (id, engine) = warm.create().await?;
     let mut run = Vec::with_capacity(args.iterations);
     for i in 0..args.warmup + args.iterations {
         let start = Instant::now();
@@ -202,7 +211,8 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         "create: {} x create+delete, {} ms apart (pool {})",
         args.iterations, args.create_gap_ms, args.pool_size
     ));
-    warm.wait_for_helpers(args.pool_size, POOL_TIMEOUT).await?;
+    warm.wait_for_helpers(pool_helpers, false, POOL_TIMEOUT)
+        .await?;
     let create_warm = create_series(
         &warm,
         args.iterations,
@@ -248,6 +258,8 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         create_warm: Summary::of(&create_warm).expect("at least one iteration"),
         create_cold: Summary::of(&create_cold).expect("at least one iteration"),
         pool_fill,
+        pool_helpers,
+        engine,
         memory,
     })
 }
@@ -257,7 +269,7 @@ async fn create_series(server: &Server, n: usize, gap: Duration) -> anyhow::Resu
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let start = Instant::now();
-        let id = server.create().await?;
+        let (id, _) = server.create().await?;
         samples.push(start.elapsed());
         server.delete(&id).await?;
         tokio::time::sleep(gap).await;
@@ -287,17 +299,19 @@ fn snapshot(server: &Server, cgroup_dir: &Path) -> anyhow::Result<Snapshot> {
 /// server with no pool; deletes them afterwards.
 async fn measure_memory(server: &Server, k: usize, settle: Duration) -> anyhow::Result<Memory> {
     let cgroup_dir = procs::cgroup_dir(&server.data_dir)?;
-    server.wait_for_helpers(0, POOL_TIMEOUT).await?;
+    server.wait_for_helpers(0, false, POOL_TIMEOUT).await?;
     tokio::time::sleep(settle).await;
     let before = snapshot(server, &cgroup_dir)?;
 
     let mut ids = Vec::with_capacity(k);
+    let mut engines = std::collections::BTreeSet::new();
     for _ in 0..k {
-        let id = server.create().await?;
+        let (id, engine) = server.create().await?;
+        engines.insert(engine);
         server.run(&id, "print(1)", "1").await?;
         ids.push(id);
     }
-    server.wait_for_helpers(k, POOL_TIMEOUT).await?;
+    server.wait_for_helpers(k, false, POOL_TIMEOUT).await?;
     tokio::time::sleep(settle).await;
     let after = snapshot(server, &cgroup_dir)?;
 
@@ -308,6 +322,7 @@ async fn measure_memory(server: &Server, k: usize, settle: Duration) -> anyhow::
     let per = |before: u64, after: u64| (after as f64 - before as f64) / k as f64 / MIB;
     Ok(Memory {
         sandboxes: k,
+        engines: engines.into_iter().collect(),
         helpers_seen: after.helpers - before.helpers.min(after.helpers),
         mem_available: per(after.mem_available, before.mem_available),
         cgroup: match (before.cgroup, after.cgroup) {
@@ -379,16 +394,23 @@ impl Report {
             args.warmup
         );
         println!(
-            "   warm pool of {} filled {:.1} s after the server started)",
+            "   warm pool of {} per engine ({} sandbox helpers) was full {:.1} s after start;",
             args.pool_size,
+            self.pool_helpers,
             self.pool_fill.as_secs_f64()
+        );
+        println!(
+            "   sandboxes made with an empty POST /sandbox body: engine {})",
+            self.engine
         );
         println!();
 
         let m = &self.memory;
         println!(
-            "memory per idle sandbox (MiB; {} sandboxes on --pool-size 0, each ran print(1), settled {} ms)",
-            m.sandboxes, args.settle_ms
+            "memory per idle sandbox (MiB; {} {} sandboxes on --pool-size 0, each ran print(1), settled {} ms)",
+            m.sandboxes,
+            m.engines.join("+"),
+            args.settle_ms
         );
         match m.cgroup {
             Some((mib, n)) => {

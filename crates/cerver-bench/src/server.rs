@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -23,7 +23,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Holds the data dir and the server's stderr log.
     work_dir: PathBuf,
-    child: Option<Child>,
+    pid: u32,
+    child: Mutex<Option<Child>>,
     client: reqwest::Client,
 }
 
@@ -70,7 +71,8 @@ impl Server {
             base: String::new(),
             data_dir,
             work_dir,
-            child: Some(child),
+            pid: child.id(),
+            child: Mutex::new(Some(child)),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(120))
                 .pool_max_idle_per_host(4)
@@ -79,13 +81,35 @@ impl Server {
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(base) if base.starts_with("http://127.0.0.1:") => server.base = base,
             Ok(base) => bail!("server listens on {base}, not on 127.0.0.1"),
-            Err(_) => bail!("server did not start: {}", server.log_tail()),
+            Err(_) => {
+                server.check_alive()?;
+                bail!(
+                    "server did not print `listening on` within {START_TIMEOUT:?}: {}",
+                    server.log_tail()
+                )
+            }
         }
         Ok(server)
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.pid
+    }
+
+    /// Fails if the server has exited (it should only exit when [`Server::stop`] asks it to).
+    pub fn check_alive(&self) -> anyhow::Result<()> {
+        let status = match self.child.lock().unwrap().as_mut().map(|c| c.try_wait()) {
+            None => bail!("server already stopped"),
+            Some(Ok(None)) => return Ok(()),
+            Some(Ok(Some(status))) => status,
+            Some(Err(e)) => bail!("wait for server: {e}"),
+        };
+        bail!(
+            "the server (pid {}) exited unexpectedly: {status} (signalled from outside the \
+             benchmark?); {}",
+            self.pid,
+            self.log_tail()
+        )
     }
 
     /// The last lines of the server's stderr, for error messages.
@@ -105,10 +129,13 @@ impl Server {
     }
 
     async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{what}: request failed"))?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.check_alive()?;
+                return Err(e).context(format!("{what}: request failed"));
+            }
+        };
         let status = resp.status();
         let body = resp
             .text()
@@ -123,15 +150,16 @@ impl Server {
         serde_json::from_str(&body).with_context(|| format!("{what}: bad JSON: {body}"))
     }
 
-    /// `POST /sandbox` (empty body) -> sandbox id.
-    pub async fn create(&self) -> anyhow::Result<String> {
+    /// `POST /sandbox` (empty body) -> (sandbox id, engine).
+    pub async fn create(&self) -> anyhow::Result<(String, String)> {
         let v = self
             .call(self.client.post(self.url("/sandbox")), "create sandbox")
             .await?;
-        v["sandbox_id"]
+        let id = v["sandbox_id"]
             .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("create sandbox: no sandbox_id in {v}"))
+            .ok_or_else(|| anyhow!("create sandbox: no sandbox_id in {v}"))?;
+        let engine = v["engine"].as_str().unwrap_or("?");
+        Ok((id.to_string(), engine.to_string()))
     }
 
     /// `POST /sandbox/{id}/run`; fails unless the run exits 0 with `expect` as its output.
@@ -154,12 +182,14 @@ impl Server {
         self.call(req, "delete sandbox").await.map(|_| ())
     }
 
-    /// Waits until the server has exactly `helpers` sandbox helpers and their process trees have
-    /// stopped changing (a heuristic for "the warm pool is full and idle": the API does not
-    /// expose the pool). Returns how long that took.
+    /// Waits until the server has `helpers` sandbox helpers (exactly, or at least when
+    /// `at_least`) and their process trees have not changed for a second: a heuristic for "the
+    /// warm pool is full and idle", as the API does not expose the pool (and the server keeps a
+    /// pool per engine). Returns how long that took.
     pub async fn wait_for_helpers(
         &self,
         helpers: usize,
+        at_least: bool,
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
         let start = Instant::now();
@@ -171,11 +201,12 @@ impl Server {
             if last != Some(now) {
                 last = Some(now);
                 stable_since = Instant::now();
-            } else if trees.helpers == helpers
-                && stable_since.elapsed() >= Duration::from_millis(500)
+            } else if (trees.helpers == helpers || (at_least && trees.helpers > helpers))
+                && stable_since.elapsed() >= Duration::from_secs(1)
             {
                 return Ok(start.elapsed());
             }
+            self.check_alive()?;
             if start.elapsed() > timeout {
                 bail!(
                     "waited {timeout:?} for {helpers} sandbox helpers; have {} ({})",
@@ -190,7 +221,7 @@ impl Server {
     /// SIGTERM, then wait (SIGKILL after [`STOP_TIMEOUT`]); removes the temporary directory.
     /// Returns whether the server exited on SIGTERM.
     pub fn stop(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
             return true;
         };
         let clean = match rustix::process::Pid::from_raw(child.id() as i32) {

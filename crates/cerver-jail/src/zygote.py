@@ -25,12 +25,11 @@ import signal
 import socket
 import sys
 
-# Modules that most runs import: loaded once here, shared copy-on-write by every run.
-import array, base64, bisect, collections, contextlib, copy, csv, dataclasses, datetime  # noqa
-import decimal, enum, fractions, functools, glob, hashlib, heapq, itertools, math  # noqa
-import operator, pathlib, random, re, shutil, statistics, string, struct, subprocess  # noqa
-import tempfile, textwrap, threading, time, traceback, types, typing, urllib.parse, uuid  # noqa
-import atexit, builtins, site  # noqa
+# Modules that most runs import: loaded once here, shared copy-on-write by every run. The set
+# is a trade-off: each module makes runs that import it faster, but grows the zygote's private
+# heap (host memory per sandbox, ~5.7 MB with this set) and the cost of every fork.
+import atexit, base64, builtins, collections, copy, datetime, functools, itertools  # noqa
+import math, random, re, site, string, struct, threading, time, traceback, types  # noqa
 
 # `python -c` has exit(), quit(), help() and copyright; we run with -S, so add them explicitly.
 site.setquit()

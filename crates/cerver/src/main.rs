@@ -42,6 +42,62 @@ struct ServeArgs {
     /// Most sandboxes alive at once.
     #[arg(long, env = "CERVER_MAX_SANDBOXES", default_value_t = 200)]
     max_sandboxes: usize,
+    /// TOML file with per-engine sandbox limits (`[workers]`, `[containers]`).
+    #[arg(long, env = "CERVER_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// The optional configuration file: per-engine overrides of the sandbox limits. Fields left out
+/// keep their defaults (see `cerver_runtime::config`).
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    workers: LimitOverrides,
+    #[serde(default)]
+    containers: LimitOverrides,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct LimitOverrides {
+    memory_mb: Option<u64>,
+    pids: Option<u64>,
+    cpu_shares: Option<u64>,
+    cpu_cores: Option<f64>,
+    open_files: Option<u64>,
+    workspace_mb: Option<u64>,
+    tmp_mb: Option<u64>,
+    shm_mb: Option<u64>,
+    file_mb: Option<u64>,
+}
+
+impl LimitOverrides {
+    fn apply(&self, l: &mut cerver_jail::protocol::Limits) {
+        const MB: u64 = 1 << 20;
+        let set = |dst: &mut u64, v: Option<u64>, scale: u64| {
+            if let Some(v) = v {
+                *dst = v.saturating_mul(scale);
+            }
+        };
+        set(&mut l.memory_bytes, self.memory_mb, MB);
+        set(&mut l.pids, self.pids, 1);
+        set(&mut l.cpu_shares, self.cpu_shares, 1);
+        set(&mut l.open_files, self.open_files, 1);
+        set(&mut l.workspace_bytes, self.workspace_mb, MB);
+        set(&mut l.tmp_bytes, self.tmp_mb, MB);
+        set(&mut l.shm_bytes, self.shm_mb, MB);
+        set(&mut l.file_bytes, self.file_mb, MB);
+        if let Some(c) = self.cpu_cores {
+            l.cpu_cores = c;
+        }
+    }
+}
+
+fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ConfigFile> {
+    let Some(path) = path else { return Ok(ConfigFile::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,9 +141,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let helper = std::env::current_exe().context("locate the cerver binary")?;
+    let file = load_config(args.config.as_deref())?;
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir, helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
+    file.workers.apply(&mut rt_cfg.workers);
+    file.containers.apply(&mut rt_cfg.containers);
     let runtime = match cerver_runtime::Runtime::start(rt_cfg).await {
         Ok(rt) => rt,
         Err(e) => {

@@ -123,3 +123,25 @@ async fn a_configured_rootfs_is_used() {
         std::panic::resume_unwind(e);
     }
 }
+
+#[tokio::test]
+async fn limits_come_from_the_configuration_file() {
+    let cfg = std::env::temp_dir().join(format!("cerver-config-{}.toml", common::rand_suffix()));
+    std::fs::write(&cfg, "[workers]\nworkspace_mb = 8\nopen_files = 64\n").unwrap();
+    let s = Server::start_with(&["--config", cfg.to_str().unwrap()]);
+    let id = s.sandbox().await;
+    let code = "import errno\ntry:\n    open('big', 'wb').write(b'x' * (16 << 20))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\nimport resource\nprint(resource.getrlimit(resource.RLIMIT_NOFILE)[0])";
+    assert_eq!(s.output(&id, code).await, "ENOSPC\n64");
+    drop(s);
+    std::fs::write(&cfg, "[workers]\nmemroy_mb = 8\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cerver"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(std::env::temp_dir().join(format!("cerver-badcfg-{}", common::rand_suffix())))
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&cfg);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memroy_mb"), "{}", String::from_utf8_lossy(&out.stderr));
+}
