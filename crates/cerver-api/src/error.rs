@@ -1,8 +1,8 @@
 //! The one place where errors become HTTP responses: `{"error": "...", "code": "..."}`.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use cerver_control::ControlError;
 use cerver_runtime::{FileErrorKind, RuntimeError};
 use cerver_types::ErrorBody;
@@ -16,7 +16,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -28,7 +32,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        let body = ErrorBody {
+            error: self.message,
+            code: self.code.to_string(),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -38,7 +45,9 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
             ControlError::NotFound => ApiError::not_found(),
-            ControlError::Limit(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m),
+            ControlError::Limit(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m)
+            }
             ControlError::Runtime(e) => e.into(),
         }
     }
@@ -57,18 +66,31 @@ impl From<RuntimeError> for ApiError {
                     FileErrorKind::TooLarge => (S::PAYLOAD_TOO_LARGE, "file_too_large"),
                     FileErrorKind::Permission => (S::FORBIDDEN, "permission_denied"),
                     FileErrorKind::NoSpace => (S::PAYLOAD_TOO_LARGE, "no_space"),
+                    FileErrorKind::TimedOut => (S::REQUEST_TIMEOUT, "file_operation_timed_out"),
                     FileErrorKind::Other => (S::BAD_REQUEST, "file_error"),
                 };
                 ApiError::new(status, code, message)
             }
-            RuntimeError::Gone => ApiError::new(S::NOT_FOUND, "not_found", "the sandbox is no longer running"),
+            RuntimeError::Gone => ApiError::new(
+                S::NOT_FOUND,
+                "not_found",
+                "the sandbox is no longer running",
+            ),
             RuntimeError::Create(m) => {
                 tracing::error!("sandbox creation failed: {m}");
-                ApiError::new(S::SERVICE_UNAVAILABLE, "sandbox_unavailable", "could not create a sandbox right now; retry shortly")
+                ApiError::new(
+                    S::SERVICE_UNAVAILABLE,
+                    "sandbox_unavailable",
+                    "could not create a sandbox right now; retry shortly",
+                )
             }
             RuntimeError::Unsupported(m) | RuntimeError::Internal(m) => {
                 tracing::error!("internal error: {m}");
-                ApiError::new(S::INTERNAL_SERVER_ERROR, "internal", "internal server error")
+                ApiError::new(
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
             }
         }
     }

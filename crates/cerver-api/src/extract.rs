@@ -2,8 +2,8 @@
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -18,7 +18,11 @@ pub struct OptionalJson<T>(pub T);
 
 fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request body is too large",
+        )
     } else {
         ApiError::bad_request("invalid_body", e.body_text())
     }
@@ -36,7 +40,11 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 "invalid_request",
                 format!("invalid field `{field}`: {inner}"),
             ),
-            Category::Data => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", inner.to_string()),
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                inner.to_string(),
+            ),
             _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}")),
         }
     })
@@ -47,7 +55,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request("invalid_json", "a JSON body is required"));
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "a JSON body is required",
+            ));
         }
         parse(&bytes).map(JsonBody)
     }
@@ -80,7 +91,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 /// Reads a JSON number as a non-negative integer, refusing negatives, fractions and absurd
 /// values with a clear message.
 pub fn non_negative_int(n: &serde_json::Number, field: &str, max: u64) -> Result<u64, ApiError> {
-    let bad = || ApiError::bad_request("invalid_request", format!("{field} must be a non-negative integer up to {max}"));
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_request",
+            format!("{field} must be a non-negative integer up to {max}"),
+        )
+    };
     match n.as_u64() {
         Some(v) if v <= max => Ok(v),
         Some(_) => Err(bad()),

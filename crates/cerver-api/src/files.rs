@@ -1,11 +1,13 @@
 //! The files API: write, read, list, all relative to the workspace.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
-use cerver_types::{FileInfo, FilesQuery, ListFilesResponse, ReadFileResponse, WriteFileRequest, WriteFileResponse};
+use cerver_types::{
+    FileInfo, FilesQuery, ListFilesResponse, ReadFileResponse, WriteFileRequest, WriteFileResponse,
+};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query};
@@ -21,17 +23,32 @@ pub async fn write(
         Some("base64") => Bytes::from(
             base64::engine::general_purpose::STANDARD
                 .decode(req.content.as_bytes())
-                .map_err(|e| ApiError::bad_request("invalid_request", format!("content is not valid base64: {e}")))?,
+                .map_err(|e| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("content is not valid base64: {e}"),
+                    )
+                })?,
         ),
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                format!("unknown encoding {:?}: use \"utf-8\" or \"base64\"", other.chars().take(32).collect::<String>()),
-            ))
+                format!(
+                    "unknown encoding {:?}: use \"utf-8\" or \"base64\"",
+                    other.chars().take(32).collect::<String>()
+                ),
+            ));
         }
     };
-    let size = st.control.write_file(LOCAL_OWNER, &id, &req.path, content).await?;
-    Ok(Json(WriteFileResponse { success: true, path: req.path, size }))
+    let size = st
+        .control
+        .write_file(LOCAL_OWNER, &id, &req.path, content)
+        .await?;
+    Ok(Json(WriteFileResponse {
+        success: true,
+        path: req.path,
+        size,
+    }))
 }
 
 /// `GET /sandbox/:id/files` lists; with `?path=` it reads that file.
@@ -51,16 +68,29 @@ pub async fn get(
                     Some("base64".to_string()),
                 ),
             };
-            Ok(Json(ReadFileResponse { path, content, size, encoding }).into_response())
+            Ok(Json(ReadFileResponse {
+                path,
+                content,
+                size,
+                encoding,
+            })
+            .into_response())
         }
         None => {
             let list = st.control.list_files(LOCAL_OWNER, &id, "").await?;
             let files = list
                 .files
                 .into_iter()
-                .map(|f| FileInfo { path: f.path, size: f.size })
+                .map(|f| FileInfo {
+                    path: f.path,
+                    size: f.size,
+                })
                 .collect();
-            Ok(Json(ListFilesResponse { files, truncated: list.truncated }).into_response())
+            Ok(Json(ListFilesResponse {
+                files,
+                truncated: list.truncated,
+            })
+            .into_response())
         }
     }
 }

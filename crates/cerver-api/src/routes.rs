@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{files, runs, sandboxes, AppState};
+use crate::{AppState, files, runs, sandboxes};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
@@ -18,7 +18,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/sandbox", post(sandboxes::create))
         .route("/sandboxes", get(sandboxes::list))
-        .route("/sandbox/{id}", get(sandboxes::info).delete(sandboxes::delete))
+        .route(
+            "/sandbox/{id}",
+            get(sandboxes::info).delete(sandboxes::delete),
+        )
         .route("/sandbox/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
@@ -30,7 +33,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn health() -> Json<Health> {
-    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -38,5 +44,9 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
 }

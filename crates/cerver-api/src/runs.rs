@@ -3,9 +3,9 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Json;
 use cerver_control::RunParams;
 use cerver_runtime::{RunEvent, RunExit, RunHandle};
 use cerver_types::{RunRequest, RunResponse, StreamEvent};
@@ -26,11 +26,15 @@ fn params(req: RunRequest) -> Result<RunParams, ApiError> {
                 return Err(ApiError::bad_request(
                     "invalid_request",
                     "timeout must be a positive number of seconds",
-                ))
+                ));
             }
         },
     };
-    Ok(RunParams { code: req.code, envs: req.envs.unwrap_or_default(), timeout_s })
+    Ok(RunParams {
+        code: req.code,
+        envs: req.envs.unwrap_or_default(),
+        timeout_s,
+    })
 }
 
 async fn start(st: &AppState, id: &str, req: RunRequest) -> Result<RunHandle, ApiError> {
@@ -103,7 +107,9 @@ impl Utf8Stream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    out.push_str(
+                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
+                    );
                     match e.error_len() {
                         None => {
                             self.pending.drain(..valid);
@@ -160,12 +166,20 @@ pub async fn run_stream(
                 return None;
             }
             match s.handle.next().await {
-                Some(RunEvent::Stdout(b)) => s.queued.push_back(StreamEvent::Stdout { data: s.out.push(&b) }),
-                Some(RunEvent::Stderr(b)) => s.queued.push_back(StreamEvent::Stderr { data: s.err.push(&b) }),
+                Some(RunEvent::Stdout(b)) => s.queued.push_back(StreamEvent::Stdout {
+                    data: s.out.push(&b),
+                }),
+                Some(RunEvent::Stderr(b)) => s.queued.push_back(StreamEvent::Stderr {
+                    data: s.err.push(&b),
+                }),
                 Some(RunEvent::Exit(exit)) => {
                     s.done = true;
-                    s.queued.push_back(StreamEvent::Stdout { data: s.out.finish() });
-                    s.queued.push_back(StreamEvent::Stderr { data: s.err.finish() });
+                    s.queued.push_back(StreamEvent::Stdout {
+                        data: s.out.finish(),
+                    });
+                    s.queued.push_back(StreamEvent::Stderr {
+                        data: s.err.finish(),
+                    });
                     s.queued.push_back(StreamEvent::Exit {
                         code: exit.exit_code,
                         error: exit.error.clone(),
@@ -182,7 +196,7 @@ pub async fn run_stream(
 
 #[cfg(test)]
 mod tests {
-    use super::{trim_one_newline, Utf8Stream};
+    use super::{Utf8Stream, trim_one_newline};
 
     #[test]
     fn trims_exactly_one_newline() {

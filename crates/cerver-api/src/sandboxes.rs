@@ -1,12 +1,15 @@
 //! Sandbox lifecycle routes.
 
-use axum::extract::{Path, State};
 use axum::Json;
-use cerver_control::{unix, CreateOptions, Entry, LifetimeView};
-use cerver_types::{CreateSandboxRequest, DeleteResponse, SandboxInfo, SandboxList, SetTimeoutRequest, SetTimeoutResponse};
+use axum::extract::{Path, State};
+use cerver_control::{CreateOptions, Entry, LifetimeView, unix};
+use cerver_types::{
+    CreateSandboxRequest, DeleteResponse, SandboxInfo, SandboxList, SetTimeoutRequest,
+    SetTimeoutResponse,
+};
 
 use crate::error::ApiError;
-use crate::extract::{non_negative_int, JsonBody, OptionalJson};
+use crate::extract::{JsonBody, OptionalJson, non_negative_int};
 use crate::{AppState, LOCAL_OWNER};
 
 pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
@@ -20,7 +23,9 @@ pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
         created_at: unix(e.created_at),
         envs: e.envs.keys().cloned().collect(),
         metadata: e.metadata.clone(),
-        notice: lifetime.capped.then(|| format!("timeout_ms was capped to the maximum of {max_ms} ms")),
+        notice: lifetime
+            .capped
+            .then(|| format!("timeout_ms was capped to the maximum of {max_ms} ms")),
     }
 }
 
@@ -43,7 +48,10 @@ pub async fn create(
     Ok(Json(info_of(&entry, lifetime, st.control.max_timeout_ms())))
 }
 
-pub async fn info(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<SandboxInfo>, ApiError> {
+pub async fn info(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxInfo>, ApiError> {
     let e = st.control.get(LOCAL_OWNER, &id)?;
     Ok(Json(info_of(&e, e.lifetime(), st.control.max_timeout_ms())))
 }
@@ -59,9 +67,15 @@ pub async fn list(State(st): State<AppState>) -> Json<SandboxList> {
     Json(SandboxList { sandboxes })
 }
 
-pub async fn delete(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<DeleteResponse>, ApiError> {
+pub async fn delete(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
     st.control.delete(LOCAL_OWNER, &id).await?;
-    Ok(Json(DeleteResponse { success: true, sandbox_id: id }))
+    Ok(Json(DeleteResponse {
+        success: true,
+        sandbox_id: id,
+    }))
 }
 
 pub async fn set_timeout(
@@ -77,6 +91,8 @@ pub async fn set_timeout(
         timeout_ms: l.timeout_ms,
         expires_at: l.expires_at_unix,
         time_remaining_ms: l.remaining_ms,
-        notice: l.capped.then(|| format!("timeout_ms was capped to the maximum of {max} ms")),
+        notice: l
+            .capped
+            .then(|| format!("timeout_ms was capped to the maximum of {max} ms")),
     }))
 }

@@ -87,6 +87,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
+    let load_before = loadavg();
 
     progress(&format!(
         "bare spawn: {} x {} -I -S -c 'print(1)'",
@@ -99,7 +100,7 @@ fn real_main(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(bench_server(args, bare))?;
-    report.print(args, started.elapsed());
+    report.print(args, started.elapsed(), &load_before);
     Ok(())
 }
 
@@ -141,12 +142,33 @@ struct Memory {
     helpers_seen: usize,
     /// Per sandbox, MiB: drop of MemAvailable (system-wide).
     mem_available: f64,
-    /// Per sandbox, MiB: growth of the summed sandbox-cgroup `memory.usage_in_bytes`, and the
-    /// number of cgroups read after; `None` when unreadable.
-    cgroup: Option<(f64, usize)>,
-    /// Per sandbox, MiB: growth of the summed PSS of the `__jail` trees, and the number of
-    /// processes read after; `None` when none could be read.
-    pss: Option<(f64, usize)>,
+    /// Per sandbox, MiB: growth of the summed sandbox-cgroup counters; `None` when the v1
+    /// memory controller is not there or no sandbox cgroup could be read.
+    cgroup: Option<CgroupPer>,
+    /// Per sandbox, MiB: growth of the summed PSS of the `__jail` trees; `None` when no
+    /// process could be read.
+    pss: Option<PssPer>,
+}
+
+/// Per-sandbox growth of the sandbox cgroups' counters, MiB.
+#[derive(Clone, Copy)]
+struct CgroupPer {
+    usage: f64,
+    rss: f64,
+    cache: f64,
+    /// Sandbox cgroups read after creating the sandboxes.
+    cgroups: usize,
+}
+
+/// Per-sandbox growth of the `__jail` trees' PSS, MiB.
+#[derive(Clone, Copy)]
+struct PssPer {
+    pss: f64,
+    anon: f64,
+    file: f64,
+    shmem: f64,
+    /// Processes read after creating the sandboxes.
+    processes: usize,
 }
 
 impl Memory {
@@ -154,12 +176,12 @@ impl Memory {
     /// (cgroup counts kernel memory charged to the sandbox, PSS counts the helper outside the
     /// cgroup); MemAvailable only when neither could be read, as it is system-wide and noisy.
     fn judged(&self) -> (f64, &'static str) {
-        match (self.cgroup, self.pss) {
-            (Some((c, _)), Some((p, _))) if c >= p => (c, "cgroup"),
-            (Some(_), Some((p, _))) => (p, "PSS"),
-            (Some((c, _)), None) => (c, "cgroup"),
-            (None, Some((p, _))) => (p, "PSS"),
-            (None, None) => (self.mem_available, "MemAvailable"),
+        match (self.cgroup.map(|c| c.usage), self.pss.map(|p| p.pss)) {
+            (Some(c), Some(p)) if c >= p => (c, "cgroup usage, >= PSS"),
+            (Some(_), Some(p)) => (p, "PSS, > cgroup usage"),
+            (Some(c), None) => (c, "cgroup usage; PSS n/a"),
+            (None, Some(p)) => (p, "PSS; cgroup n/a"),
+            (None, None) => (self.mem_available, "MemAvailable drop; cgroup, PSS n/a"),
         }
     }
 }
@@ -167,6 +189,8 @@ impl Memory {
 struct Report {
     bare: Summary,
     run: Summary,
+    /// The runs' `duration` as the server reported it (whole ms).
+    run_server: Summary,
     create_warm: Summary,
     create_cold: Summary,
     pool_fill: Duration,
@@ -198,11 +222,13 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
     ));
     let (id, engine) = warm.create().await?;
     let mut run = Vec::with_capacity(args.iterations);
+    let mut run_server = Vec::with_capacity(args.iterations);
     for i in 0..args.warmup + args.iterations {
         let start = Instant::now();
-        warm.run(&id, "print(1)", "1").await?;
+        let reported = warm.run(&id, "print(1)", "1").await?;
         if i >= args.warmup {
             run.push(start.elapsed());
+            run_server.push(reported);
         }
     }
     warm.delete(&id).await?;
@@ -255,6 +281,7 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
     Ok(Report {
         bare,
         run: Summary::of(&run).expect("at least one iteration"),
+        run_server: Summary::of(&run_server).expect("at least one iteration"),
         create_warm: Summary::of(&create_warm).expect("at least one iteration"),
         create_cold: Summary::of(&create_cold).expect("at least one iteration"),
         pool_fill,
@@ -280,8 +307,8 @@ async fn create_series(server: &Server, n: usize, gap: Duration) -> anyhow::Resu
 /// One memory snapshot of a server's sandboxes.
 struct Snapshot {
     mem_available: u64,
-    cgroup: Option<(u64, usize)>,
-    pss: (u64, usize),
+    cgroup: Option<procs::CgroupSum>,
+    pss: procs::PssSum,
     helpers: usize,
 }
 
@@ -326,11 +353,34 @@ async fn measure_memory(server: &Server, k: usize, settle: Duration) -> anyhow::
         helpers_seen: after.helpers - before.helpers.min(after.helpers),
         mem_available: per(after.mem_available, before.mem_available),
         cgroup: match (before.cgroup, after.cgroup) {
-            (Some((b, _)), Some((a, n))) if n > 0 => Some((per(b, a), n)),
+            (Some(b), Some(a)) if a.read > 0 => Some(CgroupPer {
+                usage: per(b.usage, a.usage),
+                rss: per(b.rss, a.rss),
+                cache: per(b.cache, a.cache),
+                cgroups: a.read,
+            }),
             _ => None,
         },
-        pss: (after.pss.1 > 0).then(|| (per(before.pss.0, after.pss.0), after.pss.1)),
+        pss: (after.pss.read > 0).then(|| {
+            let (b, a) = (before.pss, after.pss);
+            PssPer {
+                pss: per(b.pss, a.pss),
+                anon: per(b.anon, a.anon),
+                file: per(b.file, a.file),
+                shmem: per(b.shmem, a.shmem),
+                processes: a.read,
+            }
+        }),
     })
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn verdict(pass: bool) -> &'static str {
@@ -344,7 +394,7 @@ fn first_line(text: &str, prefix: &str) -> Option<String> {
 }
 
 impl Report {
-    fn print(&self, args: &Args, elapsed: Duration) {
+    fn print(&self, args: &Args, elapsed: Duration, load_before: &str) {
         let nproc = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0);
@@ -361,10 +411,10 @@ impl Report {
             kernel.trim()
         );
         println!(
-            "  server    {} (warm server --pool-size {})",
-            args.server.display(),
-            args.pool_size
+            "  loadavg   {load_before} at start, {} at end (other work on the host skews every figure)",
+            loadavg()
         );
+        println!("  server    {}", args.server.display());
         println!(
             "  baseline  {} -I -S -c 'print(1)' (spawn + wait, output captured)",
             args.python.display()
@@ -381,6 +431,7 @@ impl Report {
         };
         row("bare spawn python3 -I -S -c 'print(1)'", &self.bare);
         row("run print(1) over HTTP, one warm sandbox", &self.run);
+        row("  same runs, server-reported duration", &self.run_server);
         row(
             &format!(
                 "create, warm pool ({}, {} ms gap)",
@@ -390,17 +441,17 @@ impl Report {
         );
         row("create, cold (--pool-size 0)", &self.create_cold);
         println!(
-            "  (warm-up: {} untimed bare spawns and runs, 1 untimed cold create;",
+            "  notes: {} untimed warm-up bare spawns and runs, 1 untimed cold create; the warm",
             args.warmup
         );
         println!(
-            "   warm pool of {} per engine ({} sandbox helpers) was full {:.1} s after start;",
+            "  server (--pool-size {}, a pool per engine: {} helpers) was full {:.1} s after start;",
             args.pool_size,
             self.pool_helpers,
             self.pool_fill.as_secs_f64()
         );
         println!(
-            "   sandboxes made with an empty POST /sandbox body: engine {})",
+            "  an empty POST /sandbox body made {} sandboxes; server durations are whole ms.",
             self.engine
         );
         println!();
@@ -413,24 +464,25 @@ impl Report {
             args.settle_ms
         );
         match m.cgroup {
-            Some((mib, n)) => {
-                println!("  sandbox cgroups memory.usage_in_bytes      {mib:>8.2}   ({n} cgroups)")
-            }
-            None => {
-                println!("  sandbox cgroups memory.usage_in_bytes           n/a   (not readable)")
-            }
+            Some(c) => println!(
+                "  sandbox cgroups memory.usage_in_bytes  {:>8.2}   ({} cgroups; rss {:.2}, cache {:.2}, rest/kernel {:.2})",
+                c.usage,
+                c.cgroups,
+                c.rss,
+                c.cache,
+                c.usage - c.rss - c.cache
+            ),
+            None => println!("  sandbox cgroups memory.usage_in_bytes       n/a   (not readable)"),
         }
         match m.pss {
-            Some((mib, n)) => println!(
-                "  PSS of __jail helper trees                 {mib:>8.2}   ({n} processes, {} helpers)",
-                m.helpers_seen
+            Some(p) => println!(
+                "  PSS of the __jail helper trees         {:>8.2}   ({} processes in {} helper trees; anon {:.2}, file {:.2}, shmem {:.2})",
+                p.pss, p.processes, m.helpers_seen, p.anon, p.file, p.shmem
             ),
-            None => {
-                println!("  PSS of __jail helper trees                      n/a   (not readable)")
-            }
+            None => println!("  PSS of the __jail helper trees              n/a   (not readable)"),
         }
         println!(
-            "  MemAvailable drop (system-wide, noisy)     {:>8.2}",
+            "  MemAvailable drop                      {:>8.2}   (system-wide: other activity on the host adds noise)",
             m.mem_available
         );
         println!();
@@ -438,21 +490,21 @@ impl Report {
         let run_ratio = self.run.p50 / self.bare.p50;
         let create_ratio = self.create_warm.p50 / self.bare.p50;
         let (mem, source) = m.judged();
-        println!("targets");
+        println!("targets                                     value   target");
         println!(
-            "  run p50 / bare spawn p50                   {run_ratio:>8.3}   target <= {RUN_RATIO_TARGET:.1}    {}",
+            "  run p50 / bare spawn p50              {run_ratio:>10.3}   <= {RUN_RATIO_TARGET:<6.1} {}",
             verdict(run_ratio <= RUN_RATIO_TARGET)
         );
         println!(
-            "  create p50 / bare spawn p50                {create_ratio:>8.3}   target <= {CREATE_RATIO_TARGET:.1}    {}",
+            "  create p50 / bare spawn p50           {create_ratio:>10.3}   <= {CREATE_RATIO_TARGET:<6.1} {}",
             verdict(create_ratio <= CREATE_RATIO_TARGET)
         );
         println!(
-            "  memory per idle sandbox (MiB, {source:<12}) {mem:>8.2}   target <= {MEMORY_TARGET_MIB:.1}    {}",
+            "  memory per idle sandbox (MiB)         {mem:>10.2}   <= {MEMORY_TARGET_MIB:<6.1} {}   ({source})",
             verdict(mem <= MEMORY_TARGET_MIB)
         );
         println!(
-            "  (info) cold create p50 / bare spawn p50    {:>8.3}",
+            "  (info) cold create p50 / bare p50     {:>10.3}",
             self.create_cold.p50 / self.bare.p50
         );
         println!();

@@ -80,21 +80,34 @@ pub fn jail_trees(server_pid: u32) -> JailTrees {
     }
 }
 
-/// Sum of `Pss:` (bytes) over `pids`, and how many pids could be read. Processes that exit
-/// meanwhile are skipped.
-pub fn pss_sum(pids: &[u32]) -> (u64, usize) {
-    let mut total = 0;
-    let mut read = 0;
+/// Sums over a set of processes from `/proc/<pid>/smaps_rollup`, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PssSum {
+    pub pss: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    /// Processes read (those that exited meanwhile are skipped).
+    pub read: usize,
+}
+
+/// Sums `Pss:` (and its `Pss_Anon`/`Pss_File`/`Pss_Shmem` split) over `pids`.
+pub fn pss_sum(pids: &[u32]) -> PssSum {
+    let mut sum = PssSum::default();
     for pid in pids {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) else {
             continue;
         };
-        if let Some(kib) = kib_field(&text, "Pss:") {
-            total += kib * 1024;
-            read += 1;
-        }
+        let Some(pss) = kib_field(&text, "Pss:") else {
+            continue;
+        };
+        sum.pss += pss * 1024;
+        sum.anon += kib_field(&text, "Pss_Anon:").unwrap_or(0) * 1024;
+        sum.file += kib_field(&text, "Pss_File:").unwrap_or(0) * 1024;
+        sum.shmem += kib_field(&text, "Pss_Shmem:").unwrap_or(0) * 1024;
+        sum.read += 1;
     }
-    (total, read)
+    sum
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes.
@@ -121,26 +134,58 @@ pub fn cgroup_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(Path::new(MEMORY_CGROUP_ROOT).join("cerver").join(id.trim()))
 }
 
-/// Sum of `memory.usage_in_bytes` over the sandbox cgroups directly under `dir`, and how many
-/// were read; `None` when none could be read (no v1 memory controller, or no permission).
-pub fn cgroup_usage_sum(dir: &Path) -> Option<(u64, usize)> {
-    let mut total = 0;
-    let mut read = 0;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+/// Sums over the sandbox cgroups of one server, in bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CgroupSum {
+    /// `memory.usage_in_bytes` (v1: user pages plus kernel memory charged to the cgroup).
+    pub usage: u64,
+    /// `total_rss` and `total_cache` of `memory.stat`.
+    pub rss: u64,
+    pub cache: u64,
+    /// Cgroups read.
+    pub read: usize,
+}
+
+/// Sums the memory counters of the sandbox cgroups directly under `dir` (none there counts as
+/// zero); `None` when the v1 memory controller is not mounted.
+pub fn cgroup_usage_sum(dir: &Path) -> Option<CgroupSum> {
+    if !Path::new(MEMORY_CGROUP_ROOT)
+        .join("memory.usage_in_bytes")
+        .is_file()
+    {
+        return None;
+    }
+    let mut sum = CgroupSum::default();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Some(sum);
+    };
+    for entry in entries.flatten() {
         if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
             continue;
         }
         let usage = std::fs::read_to_string(entry.path().join("memory.usage_in_bytes"));
-        if let Some(bytes) = usage.ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            total += bytes;
-            read += 1;
+        let Some(usage) = usage.ok().and_then(|s| s.trim().parse::<u64>().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("memory.stat")).unwrap_or_default();
+        sum.usage += usage;
+        sum.rss += stat_field(&stat, "total_rss").unwrap_or(0);
+        sum.cache += stat_field(&stat, "total_cache").unwrap_or(0);
+        sum.read += 1;
+    }
+    Some(sum)
+}
+
+/// The value of a `name 123` line of a cgroup v1 `memory.stat`.
+fn stat_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        if key == name {
+            value.trim().parse().ok()
+        } else {
+            None
         }
-    }
-    if read == 0 && !dir.is_dir() {
-        None
-    } else {
-        Some((total, read))
-    }
+    })
 }
 
 #[cfg(test)]
@@ -152,15 +197,19 @@ mod tests {
         let text = "Rss:                1234 kB\nPss:                 567 kB\n";
         assert_eq!(kib_field(text, "Pss:"), Some(567));
         assert_eq!(kib_field(text, "Swap:"), None);
+        let stat = "cache 4096\nrss 8192\ntotal_cache 40960\ntotal_rss 81920\n";
+        assert_eq!(stat_field(stat, "rss"), Some(8192));
+        assert_eq!(stat_field(stat, "total_rss"), Some(81920));
+        assert_eq!(stat_field(stat, "swap"), None);
     }
 
     #[test]
     fn sees_own_process() {
         let me = std::process::id();
         assert!(parents().contains_key(&me));
-        let (pss, read) = pss_sum(&[me]);
-        assert_eq!(read, 1);
-        assert!(pss > 0);
+        let sum = pss_sum(&[me]);
+        assert_eq!(sum.read, 1);
+        assert!(sum.pss > 0 && sum.anon > 0);
         assert!(mem_available().unwrap() > 0);
     }
 }

@@ -163,7 +163,8 @@ impl Server {
     }
 
     /// `POST /sandbox/{id}/run`; fails unless the run exits 0 with `expect` as its output.
-    pub async fn run(&self, id: &str, code: &str, expect: &str) -> anyhow::Result<()> {
+    /// Returns the run's `duration` as the server reports it (whole ms).
+    pub async fn run(&self, id: &str, code: &str, expect: &str) -> anyhow::Result<Duration> {
         let req = self
             .client
             .post(self.url(&format!("/sandbox/{id}/run")))
@@ -173,7 +174,7 @@ impl Server {
         if v["exit_code"] != 0 || output.trim_end() != expect {
             bail!("run {code:?}: expected output {expect:?} and exit code 0, got {v}");
         }
-        Ok(())
+        Ok(Duration::from_millis(v["duration"].as_u64().unwrap_or(0)))
     }
 
     /// `DELETE /sandbox/{id}`.

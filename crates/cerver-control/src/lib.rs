@@ -120,7 +120,9 @@ fn view(l: Lifetime, capped: bool) -> LifetimeView {
 }
 
 pub fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
 }
 
 pub struct Control {
@@ -138,7 +140,9 @@ pub struct RunParams {
 
 fn validate_env(envs: &BTreeMap<String, String>) -> Result<(), ControlError> {
     if envs.len() > MAX_ENV_VARS {
-        return Err(ControlError::BadRequest(format!("at most {MAX_ENV_VARS} environment variables")));
+        return Err(ControlError::BadRequest(format!(
+            "at most {MAX_ENV_VARS} environment variables"
+        )));
     }
     let mut total = 0;
     for (k, v) in envs {
@@ -153,12 +157,16 @@ fn validate_env(envs: &BTreeMap<String, String>) -> Result<(), ControlError> {
             )));
         }
         if v.contains('\0') {
-            return Err(ControlError::BadRequest(format!("environment variable {k} contains a NUL byte")));
+            return Err(ControlError::BadRequest(format!(
+                "environment variable {k} contains a NUL byte"
+            )));
         }
         total += k.len() + v.len() + 2;
     }
     if total > MAX_ENV_BYTES {
-        return Err(ControlError::BadRequest(format!("environment larger than {MAX_ENV_BYTES} bytes")));
+        return Err(ControlError::BadRequest(format!(
+            "environment larger than {MAX_ENV_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -196,7 +204,9 @@ impl Control {
     fn timeout_ms(&self, requested: Option<u64>) -> Result<(u64, bool), ControlError> {
         let ms = requested.unwrap_or(DEFAULT_TIMEOUT_MS);
         if ms == 0 {
-            return Err(ControlError::BadRequest("timeout_ms must be positive".into()));
+            return Err(ControlError::BadRequest(
+                "timeout_ms must be positive".into(),
+            ));
         }
         if ms > self.cfg.max_timeout_ms {
             return Ok((self.cfg.max_timeout_ms, true));
@@ -204,11 +214,20 @@ impl Control {
         Ok((ms, false))
     }
 
-    pub async fn create(&self, owner: &str, opts: CreateOptions) -> Result<(Arc<Entry>, LifetimeView), ControlError> {
+    pub async fn create(
+        &self,
+        owner: &str,
+        opts: CreateOptions,
+    ) -> Result<(Arc<Entry>, LifetimeView), ControlError> {
         let engine = parse_engine(opts.engine.as_deref())?;
         validate_env(&opts.envs)?;
         if opts.metadata.len() > MAX_METADATA
-            || opts.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_METADATA_BYTES
+            || opts
+                .metadata
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                > MAX_METADATA_BYTES
         {
             return Err(ControlError::BadRequest(format!(
                 "metadata is limited to {MAX_METADATA} pairs and {MAX_METADATA_BYTES} bytes"
@@ -216,7 +235,9 @@ impl Control {
         }
         let (timeout_ms, capped) = self.timeout_ms(opts.timeout_ms)?;
         if self.sandboxes.lock().unwrap().len() >= self.cfg.max_sandboxes {
-            return Err(ControlError::Limit("this server runs its maximum number of sandboxes".into()));
+            return Err(ControlError::Limit(
+                "this server runs its maximum number of sandboxes".into(),
+            ));
         }
         let sandbox = self.runtime.create(engine).await?;
         let now = SystemTime::now();
@@ -236,7 +257,10 @@ impl Control {
             runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
         });
         tracing::info!(sandbox.id = %entry.id, engine = engine.as_str(), "sandbox created");
-        self.sandboxes.lock().unwrap().insert(entry.id.clone(), entry.clone());
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .insert(entry.id.clone(), entry.clone());
         Ok((entry, view(lifetime, capped)))
     }
 
@@ -244,7 +268,11 @@ impl Control {
     pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Entry>, ControlError> {
         let entry = self.sandboxes.lock().unwrap().get(id).cloned();
         match entry {
-            Some(e) if e.owner == owner && e.sandbox.is_alive() && e.lifetime().remaining_ms > 0 => Ok(e),
+            Some(e)
+                if e.owner == owner && e.sandbox.is_alive() && e.lifetime().remaining_ms > 0 =>
+            {
+                Ok(e)
+            }
             _ => Err(ControlError::NotFound),
         }
     }
@@ -275,7 +303,12 @@ impl Control {
     }
 
     /// Sets the remaining lifetime to `timeout_ms` from now (capped at the maximum).
-    pub fn set_timeout(&self, owner: &str, id: &str, timeout_ms: u64) -> Result<LifetimeView, ControlError> {
+    pub fn set_timeout(
+        &self,
+        owner: &str,
+        id: &str,
+        timeout_ms: u64,
+    ) -> Result<LifetimeView, ControlError> {
         let entry = self.get(owner, id)?;
         let (ms, capped) = self.timeout_ms(Some(timeout_ms))?;
         let mut l = entry.lifetime.lock().unwrap();
@@ -287,7 +320,10 @@ impl Control {
     }
 
     /// The environment code sees: defaults, then the sandbox's envs, then the run's overrides.
-    pub fn run_env(entry: &Entry, overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pub fn run_env(
+        entry: &Entry,
+        overrides: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
         let mut env: BTreeMap<String, String> = [
             ("CERVER_SANDBOX_ID", entry.id.as_str()),
             ("CERVER_ENGINE", entry.engine.as_str()),
@@ -307,42 +343,66 @@ impl Control {
     }
 
     /// Starts a run; its timeout never goes past the sandbox's remaining lifetime.
-    pub async fn run(&self, owner: &str, id: &str, params: RunParams) -> Result<RunHandle, ControlError> {
+    pub async fn run(
+        &self,
+        owner: &str,
+        id: &str,
+        params: RunParams,
+    ) -> Result<RunHandle, ControlError> {
         let entry = self.get(owner, id)?;
         if params.code.len() > MAX_CODE_BYTES {
-            return Err(ControlError::BadRequest(format!("code is larger than {MAX_CODE_BYTES} bytes")));
+            return Err(ControlError::BadRequest(format!(
+                "code is larger than {MAX_CODE_BYTES} bytes"
+            )));
         }
         validate_env(&params.envs)?;
         let timeout_s = params.timeout_s.unwrap_or(DEFAULT_RUN_TIMEOUT_S);
         if !(timeout_s.is_finite() && timeout_s > 0.0) {
-            return Err(ControlError::BadRequest("timeout must be a positive number of seconds".into()));
+            return Err(ControlError::BadRequest(
+                "timeout must be a positive number of seconds".into(),
+            ));
         }
         let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
         let timeout = Duration::from_secs_f64(timeout_s.min(1e9)).min(remaining);
-        let permit = entry
-            .runs
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ControlError::Limit("too many runs in progress in this sandbox".into()))?;
+        let permit =
+            entry.runs.clone().try_acquire_owned().map_err(|_| {
+                ControlError::Limit("too many runs in progress in this sandbox".into())
+            })?;
         let env = Self::run_env(&entry, &params.envs);
         let spec = cerver_runtime::run::code_spec(params.code, env);
         let handle = entry.sandbox.start(&spec, None, timeout).await?;
         Ok(handle.with_permit(permit))
     }
 
-    pub async fn write_file(&self, owner: &str, id: &str, path: &str, content: Bytes) -> Result<u64, ControlError> {
+    pub async fn write_file(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+        content: Bytes,
+    ) -> Result<u64, ControlError> {
         let entry = self.get(owner, id)?;
         let max = self.runtime.config().max_file_bytes;
         Ok(entry.sandbox.write_file(path, content, max).await?)
     }
 
-    pub async fn read_file(&self, owner: &str, id: &str, path: &str) -> Result<Vec<u8>, ControlError> {
+    pub async fn read_file(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+    ) -> Result<Vec<u8>, ControlError> {
         let entry = self.get(owner, id)?;
         let max = self.runtime.config().max_file_bytes;
         Ok(entry.sandbox.read_file(path, max).await?)
     }
 
-    pub async fn list_files(&self, owner: &str, id: &str, path: &str) -> Result<FileList, ControlError> {
+    pub async fn list_files(
+        &self,
+        owner: &str,
+        id: &str,
+        path: &str,
+    ) -> Result<FileList, ControlError> {
         let entry = self.get(owner, id)?;
         let max = self.runtime.config().max_list_entries;
         Ok(entry.sandbox.list_files(path, max).await?)
@@ -350,7 +410,13 @@ impl Control {
 
     /// Destroys every sandbox (server shutdown).
     pub async fn shutdown(&self) {
-        let all: Vec<_> = self.sandboxes.lock().unwrap().drain().map(|(_, e)| e).collect();
+        let all: Vec<_> = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, e)| e)
+            .collect();
         for e in all {
             e.sandbox.destroy().await;
         }

@@ -5,20 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cgroups_rs::CgroupPid;
 use cgroups_rs::fs::cgroup::Cgroup;
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Controller, MaxValue};
-use cgroups_rs::CgroupPid;
 
 use crate::protocol::Limits;
 
 /// The controllers a sandbox cgroup uses; others (cpuset, devices, ...) are left alone.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
-/// CFS period used with `Limits::cpu_cores`.
-const CFS_PERIOD_US: u64 = 100_000;
+/// CFS period used with `Limits::cpu_cores`: short, so that a throttled burst stalls briefly.
+const CFS_PERIOD_US: u64 = 20_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -40,7 +40,10 @@ pub struct SandboxCgroup {
     path: String,
 }
 
-fn op_err(op: &'static str, path: &str) -> impl FnOnce(cgroups_rs::fs::error::Error) -> CgroupError {
+fn op_err(
+    op: &'static str,
+    path: &str,
+) -> impl FnOnce(cgroups_rs::fs::error::Error) -> CgroupError {
     let path = path.to_string();
     move |source| CgroupError::Op { op, path, source }
 }
@@ -120,7 +123,11 @@ impl SandboxCgroup {
     /// (resolved once: finding the hierarchy parses /proc/self/mountinfo).
     pub fn oom_counter(&self) -> Option<PathBuf> {
         let mem = self.cg.controller_of::<MemController>()?;
-        let file = if self.cg.v2() { "memory.events" } else { "memory.oom_control" };
+        let file = if self.cg.v2() {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
         Some(mem.path().join(file))
     }
 

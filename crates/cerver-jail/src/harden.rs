@@ -3,13 +3,13 @@
 
 use caps::{CapSet, Capability, CapsHashSet};
 use landlock::{
-    path_beneath_rules, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, Scope, ABI,
+    ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    Scope, path_beneath_rules,
 };
-use nix::sys::resource::{setrlimit, Resource};
+use nix::sys::resource::{Resource, setrlimit};
 
-use crate::protocol::{Limits, WORKSPACE};
 use crate::JailError;
+use crate::protocol::{Limits, WORKSPACE};
 
 /// Capabilities the zygote keeps (inside the sandbox's user namespace only):
 /// - SYS_ADMIN: `unshare(CLONE_NEWPID)` so that every run gets its own pid namespace;
@@ -53,7 +53,8 @@ pub fn capabilities() -> Result<(), JailError> {
     let keep: CapsHashSet = ZYGOTE_CAPS.into_iter().collect();
     for cap in caps::all() {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|err| e("drop bounding cap")(err.to_string()))?;
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|err| e("drop bounding cap")(err.to_string()))?;
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(|err| e("clear ambient caps")(err.to_string()))?;

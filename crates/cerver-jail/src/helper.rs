@@ -12,16 +12,16 @@ use std::fs;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::JailError;
 use crate::cgroup::SandboxCgroup;
 use crate::protocol::{JailConfig, LIFELINE_FD, MAPPED_IDS};
-use crate::JailError;
 
 /// Stack for the cloned init until it is a process of its own (it never execs).
 const INIT_STACK: usize = 256 * 1024;
@@ -40,12 +40,17 @@ pub fn main(cfg: JailConfig) -> i32 {
 fn validate(cfg: &JailConfig) -> Result<(), JailError> {
     let label_ok = !cfg.label.is_empty()
         && cfg.label.len() <= 64
-        && cfg.label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && cfg
+            .label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !label_ok {
         return Err(JailError::Setup(format!("invalid label {:?}", cfg.label)));
     }
     if cfg.uid_base == 0 || cfg.uid_base.checked_add(MAPPED_IDS).is_none() {
-        return Err(JailError::Setup("uid_base must map to unprivileged host ids".into()));
+        return Err(JailError::Setup(
+            "uid_base must map to unprivileged host ids".into(),
+        ));
     }
     Ok(())
 }
@@ -58,7 +63,12 @@ fn run(cfg: &JailConfig) -> Result<i32, JailError> {
     };
 
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
         signals.add(s);
     }
     signals.thread_block().map_err(setup("block signals"))?;
@@ -109,7 +119,12 @@ fn supervise(cfg: &JailConfig, cgroup: &SandboxCgroup, sigfd: &SignalFd) -> Resu
 }
 
 /// Puts the init in its cgroup and user namespace mapping, then lets it go on.
-fn start_init(cfg: &JailConfig, cgroup: &SandboxCgroup, init: Pid, go: OwnedFd) -> Result<(), JailError> {
+fn start_init(
+    cfg: &JailConfig,
+    cgroup: &SandboxCgroup,
+    init: Pid,
+    go: OwnedFd,
+) -> Result<(), JailError> {
     cgroup.add_process(init.as_raw())?;
     let map = format!("0 {} {}\n", cfg.uid_base, MAPPED_IDS);
     for file in ["uid_map", "gid_map"] {

@@ -7,13 +7,13 @@ use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
-use nix::sched::{unshare, CloneFlags};
+use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
 
-use crate::protocol::{JailConfig, LIFELINE_FD};
 use crate::JailError;
+use crate::protocol::{JailConfig, LIFELINE_FD};
 
 /// At most this many zygote restarts within RESTART_WINDOW, then the sandbox gives up (and the
 /// runtime reports it as failed) rather than loop.
@@ -40,7 +40,9 @@ fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup_err("pdeathsig"))?;
     let mut byte = [0u8; 1];
     if nix::unistd::read(go, &mut byte).map_err(setup_err("wait for helper"))? != 1 {
-        return Err(JailError::Setup("helper went away before the sandbox started".into()));
+        return Err(JailError::Setup(
+            "helper went away before the sandbox started".into(),
+        ));
     }
     // SAFETY: closing descriptors this process inherited and never uses again (the go pipe and
     // the helper's lifeline); nothing else refers to them here.

@@ -27,6 +27,10 @@ pub const MAX_CONTROL_MESSAGE: usize = 4096;
 pub const WORKSPACE: &str = "/home/user";
 /// The uid and gid that user code runs as inside the sandbox.
 pub const SANDBOX_UID: u32 = 1000;
+/// Processes of a sandbox's `pids` limit that user code can never take (RLIMIT_NPROC of the
+/// sandbox user is `pids - ROOT_PROCESS_RESERVE`), so that the init, the zygote and run leaders
+/// can always start the next run, even during a fork bomb.
+pub const ROOT_PROCESS_RESERVE: u64 = 16;
 /// Number of uids/gids mapped into each sandbox's user namespace (0..MAPPED_IDS).
 pub const MAPPED_IDS: u32 = 65536;
 
@@ -57,7 +61,9 @@ pub struct Limits {
     pub pids: u64,
     /// Relative CPU weight (cgroup v1 `cpu.shares`; converted for v2).
     pub cpu_shares: u64,
-    /// Hard CPU cap in cores (CFS quota); 0 = none.
+    /// Hard CPU cap in cores (CFS quota); 0 = none. Off by default: a cap throttles the
+    /// bursts of a run plus its zygote (tens of ms stalls); `cpu_shares` already keeps sandboxes
+    /// from starving the server and each other.
     pub cpu_cores: f64,
     /// RLIMIT_NOFILE of every process in the sandbox.
     pub open_files: u64,
@@ -94,7 +100,10 @@ pub enum ZygoteEvent {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RunSpec {
     /// Python source, executed like `python -c`.
-    Code { code: String, env: BTreeMap<String, String> },
+    Code {
+        code: String,
+        env: BTreeMap<String, String>,
+    },
     /// Write stdin to `path` (relative to the workspace), creating parent directories.
     /// Prints `{"size": N}` on stdout.
     WriteFile { path: String, max_bytes: u64 },

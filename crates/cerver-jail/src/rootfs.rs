@@ -16,13 +16,13 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::protocol::{JailConfig, SANDBOX_UID, WORKSPACE};
 use crate::JailError;
+use crate::protocol::{JailConfig, SANDBOX_UID, WORKSPACE};
 
 /// Host directories that are bound (or symlinked, when usr-merged) from the rootfs.
 const SYSTEM_DIRS: [&str; 5] = ["bin", "sbin", "lib", "lib64", "libx32"];
@@ -63,7 +63,11 @@ fn bind_ro(src: &Path, target: &Path, extra: MsFlags) -> Result<(), JailError> {
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(err(format!("bind {} on {}", src.display(), target.display())))?;
+    .map_err(err(format!(
+        "bind {} on {}",
+        src.display(),
+        target.display()
+    )))?;
     mount(
         None::<&str>,
         target,
@@ -86,8 +90,14 @@ fn mkdir(path: &Path) -> Result<(), JailError> {
 /// its own mount namespace.
 pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     // Our copy of the host's mounts must never propagate back.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(err("make / private"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(err("make / private"))?;
     // Hold the rootfs open: the staging tmpfs may hide its path (e.g. a rootfs under /tmp).
     let rootfs_dir = fs::File::open(&cfg.rootfs)
         .map_err(io_err(format!("open rootfs {}", cfg.rootfs.display())))?;
@@ -123,10 +133,13 @@ fn populate(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailErro
     bind_ro(&rootfs.join("usr"), &root.join("usr"), MsFlags::MS_NODEV)?;
     for dir in SYSTEM_DIRS {
         let src = rootfs.join(dir);
-        let Ok(meta) = fs::symlink_metadata(&src) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&src) else {
+            continue;
+        };
         let dst = root.join(dir);
         if meta.file_type().is_symlink() {
-            let target = fs::read_link(&src).map_err(io_err(format!("readlink {}", src.display())))?;
+            let target =
+                fs::read_link(&src).map_err(io_err(format!("readlink {}", src.display())))?;
             symlink(&target, &dst).map_err(io_err(format!("symlink {}", dst.display())))?;
         } else if meta.is_dir() {
             mkdir(&dst)?;
@@ -182,9 +195,15 @@ fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
     write(&etc.join("hostname"), &format!("{}\n", cfg.hostname))?;
     write(
         &etc.join("hosts"),
-        &format!("127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost {0}\n", cfg.hostname),
+        &format!(
+            "127.0.0.1\tlocalhost {0}\n::1\tlocalhost ip6-localhost {0}\n",
+            cfg.hostname
+        ),
     )?;
-    write(&etc.join("nsswitch.conf"), "passwd: files\ngroup: files\nhosts: files dns\n")?;
+    write(
+        &etc.join("nsswitch.conf"),
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+    )?;
     for rel in ETC_FILES {
         let src = rootfs.join("etc").join(rel);
         if !src.is_file() {
@@ -245,7 +264,6 @@ fn dev(root: &Path, shm_bytes: u64) -> Result<(), JailError> {
     ] {
         symlink(target, dev.join(name)).map_err(io_err(format!("symlink /dev/{name}")))?;
     }
-    fs::set_permissions(&dev, fs::Permissions::from_mode(0o755))
-        .map_err(io_err("chmod /dev"))?;
+    fs::set_permissions(&dev, fs::Permissions::from_mode(0o755)).map_err(io_err("chmod /dev"))?;
     Ok(())
 }

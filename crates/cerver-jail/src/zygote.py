@@ -13,14 +13,14 @@
 # Speed: the zygote keeps one such pair "armed" ahead of time (forked, privileges dropped,
 # filter installed, blocked on a socket). A request hands the pair its descriptors and the
 # zygote arms the next pair while the run executes, so no fork is on a run's critical path.
-# The main process reports its own exit status before it exits (the leader reports only what
-# main cannot: death by a signal, os._exit); the runtime takes the first status line.
+# Only the leader reports the status (main exits first; user code never holds the status pipe).
 
 import ctypes
 import gc
 import io
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -39,6 +39,7 @@ site.sethelper()
 SETTINGS = json.loads(sys.argv[1])
 WORKSPACE = SETTINGS["workspace"]
 UID = SETTINGS["uid"]
+USER_NPROC = SETTINGS["user_nproc"]
 CONTROL_FD = 3
 RUN_FDS = 5
 MAX_MESSAGE = 4096
@@ -160,6 +161,9 @@ def drop_privileges():
     cap = 0
     while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
+    # The sandbox user may use all but a few of the sandbox's processes, so that a fork bomb
+    # can never starve the zygote and leaders (root of the namespace, counted separately).
+    resource.setrlimit(resource.RLIMIT_NPROC, (USER_NPROC, USER_NPROC))
     os.setgroups([])
     os.setresgid(UID, UID, UID)
     os.setresuid(UID, UID, UID)  # from root to non-root: clears every capability
@@ -168,11 +172,12 @@ def drop_privileges():
 
 def run_main(sock):
     code = 1
-    status_fd = -1
     try:
         os.setsid()
         drop_privileges()
         spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = recv_run(sock)
+        # Only the leader reports the status: user code must not be able to forge it.
+        os.close(status_fd)
         sock.close()
         with os.fdopen(spec_fd, "rb", closefd=True) as f:
             spec = json.loads(f.read())
@@ -197,8 +202,6 @@ def run_main(sock):
         except BaseException:
             pass
     finally:
-        if status_fd >= 0:
-            _write_status(status_fd, {"exit_code": code})
         os._exit(code)
 
 
@@ -293,6 +296,28 @@ def os_error(e, path):
     return file_error(kinds.get(e.errno, "other"), f"{path}: {e.strerror}")
 
 
+class NotRegular(Exception):
+    pass
+
+
+def open_regular(path, flags, mode):
+    """Opens `path` only if it is a regular file, without ever blocking (a FIFO or a device
+    planted in the workspace must not hang the files API)."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        import errno, stat
+        st_mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(st_mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(st_mode):
+            raise NotRegular(path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write_file(spec):
     path = spec["path"]
     try:
@@ -300,7 +325,7 @@ def write_file(spec):
         if parent:
             os.makedirs(parent, exist_ok=True)
         size = 0
-        with open(path, "wb") as f:
+        with open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "wb") as f:
             while True:
                 chunk = os.read(0, 1 << 16)
                 if not chunk:
@@ -309,6 +334,8 @@ def write_file(spec):
                 if size > spec["max_bytes"]:
                     return file_error("too_large", f"{path}: more than {spec['max_bytes']} bytes")
                 f.write(chunk)
+    except NotRegular:
+        return file_error("other", f"{path}: not a regular file")
     except OSError as e:
         return os_error(e, path)
     sys.stdout.write(json.dumps({"size": size}))
@@ -318,7 +345,7 @@ def write_file(spec):
 def read_file(spec):
     path = spec["path"]
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, os.O_RDONLY, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > spec["max_bytes"]:
                 return file_error("too_large", f"{path}: {size} bytes is over the limit of {spec['max_bytes']}")
@@ -331,6 +358,8 @@ def read_file(spec):
                 _write_all(chunk)
             if remaining <= 0:
                 return file_error("too_large", f"{path}: over the limit of {spec['max_bytes']}")
+    except NotRegular:
+        return file_error("other", f"{path}: not a regular file")
     except OSError as e:
         return os_error(e, path)
     return 0
@@ -401,10 +430,25 @@ def arm():
     armed.append((pid, ours))
 
 
+def arm_patiently(deadline=2.0):
+    """Arms a pair, retrying while the sandbox is at its process limit (e.g. the processes of
+    a fork bomb that was just killed are still being torn down)."""
+    delay, waited = 0.005, 0.0
+    while True:
+        try:
+            return arm()
+        except BlockingIOError:
+            if waited >= deadline:
+                raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.2)
+
+
 def start_run(rid, fds):
     for _attempt in range(2):
         if not armed:
-            arm()
+            arm_patiently()
         pid, sock = armed.pop(0)
         try:
             # One copy for the leader, one for main: each takes one message.
@@ -444,8 +488,11 @@ def serve():
                 for fd in fds:
                     os.close(fd)
                 fds = []
-                while len(armed) < ARMED:
-                    arm()
+                try:
+                    while len(armed) < ARMED:
+                        arm()
+                except OSError:
+                    pass  # at the process limit: arm on the next request instead
             elif op == "kill":
                 leader_pid = runs.get(int(req["id"]))
                 if leader_pid:

@@ -9,16 +9,20 @@
 use std::ffi::CString;
 
 use nix::sys::signal::SigSet;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::protocol::{JailConfig, CONTROL_FD, SANDBOX_UID, WORKSPACE};
 use crate::JailError;
+use crate::protocol::{CONTROL_FD, JailConfig, ROOT_PROCESS_RESERVE, SANDBOX_UID, WORKSPACE};
 
 /// The zygote program, run with `python3 -I -S -c`.
 pub const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
 
 /// Environment of the zygote itself; each run gets its own environment from the runtime.
-const ZYGOTE_ENV: [&str; 3] = ["PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/home/user"];
+const ZYGOTE_ENV: [&str; 3] = [
+    "PATH=/usr/local/bin:/usr/bin:/bin",
+    "LANG=C.UTF-8",
+    "HOME=/home/user",
+];
 
 fn cstring(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Setup("NUL byte in zygote argument".into()))
@@ -30,13 +34,24 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
         "run_filter": hex(crate::seccomp::RUN_FILTER),
         "workspace": WORKSPACE,
         "uid": SANDBOX_UID,
+        "user_nproc": cfg.limits.pids.saturating_sub(ROOT_PROCESS_RESERVE).max(1),
     })
     .to_string();
-    let argv = [cfg.python.as_str(), "-I", "-S", "-c", ZYGOTE_SOURCE, settings.as_str()]
+    let argv = [
+        cfg.python.as_str(),
+        "-I",
+        "-S",
+        "-c",
+        ZYGOTE_SOURCE,
+        settings.as_str(),
+    ]
+    .iter()
+    .map(|s| cstring(s))
+    .collect::<Result<Vec<_>, _>>()?;
+    let env = ZYGOTE_ENV
         .iter()
         .map(|s| cstring(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let env = ZYGOTE_ENV.iter().map(|s| cstring(s)).collect::<Result<Vec<_>, _>>()?;
     let python = cstring(&cfg.python)?;
 
     // SAFETY: the init is single-threaded; the child only makes syscalls and execs (or exits).

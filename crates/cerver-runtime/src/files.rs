@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cerver_jail::protocol::{file_exit, RunSpec, WORKSPACE};
+use cerver_jail::protocol::{RunSpec, WORKSPACE, file_exit};
 use serde::Deserialize;
 
+use crate::RuntimeError;
 use crate::run::RunOutput;
 use crate::sandbox::Sandbox;
-use crate::RuntimeError;
 
 const FILE_OP_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_PATH: usize = 4096;
@@ -25,6 +25,8 @@ pub enum FileErrorKind {
     TooLarge,
     Permission,
     NoSpace,
+    /// The sandbox did not complete the operation in time (e.g. it is saturated).
+    TimedOut,
     Other,
 }
 
@@ -45,7 +47,9 @@ pub struct FileList {
 pub fn workspace_path(path: &str, allow_root: bool) -> Result<String, RuntimeError> {
     let bad = |why: &str| RuntimeError::BadPath(format!("{why}: {path:?}"));
     if path.len() > MAX_PATH {
-        return Err(RuntimeError::BadPath(format!("path longer than {MAX_PATH} bytes")));
+        return Err(RuntimeError::BadPath(format!(
+            "path longer than {MAX_PATH} bytes"
+        )));
     }
     if path.contains('\0') {
         return Err(bad("path contains a NUL byte"));
@@ -56,7 +60,9 @@ pub fn workspace_path(path: &str, allow_root: bool) -> Result<String, RuntimeErr
         }
         rest
     } else if path.starts_with('/') {
-        return Err(bad(&format!("absolute paths must be inside the workspace ({WORKSPACE})")));
+        return Err(bad(&format!(
+            "absolute paths must be inside the workspace ({WORKSPACE})"
+        )));
     } else {
         path
     };
@@ -86,7 +92,15 @@ struct FileErrorBody {
 
 fn file_error(out: &RunOutput) -> RuntimeError {
     if let Some(e) = &out.exit.error {
-        return RuntimeError::Internal(format!("file operation failed: {e}"));
+        let kind = if out.exit.timed_out {
+            FileErrorKind::TimedOut
+        } else {
+            FileErrorKind::Other
+        };
+        return RuntimeError::File {
+            kind,
+            message: format!("file operation failed: {e}"),
+        };
     }
     let body: Option<FileErrorBody> = serde_json::from_slice(&out.stderr).ok();
     let kind = match out.exit.exit_code {
@@ -103,12 +117,22 @@ fn file_error(out: &RunOutput) -> RuntimeError {
             let _ = b.kind;
             b.error
         })
-        .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).chars().take(500).collect());
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&out.stderr)
+                .chars()
+                .take(500)
+                .collect()
+        });
     RuntimeError::File { kind, message }
 }
 
 impl Sandbox {
-    async fn file_op(self: &Arc<Self>, spec: RunSpec, stdin: Option<Bytes>, max: usize) -> Result<RunOutput, RuntimeError> {
+    async fn file_op(
+        self: &Arc<Self>,
+        spec: RunSpec,
+        stdin: Option<Bytes>,
+        max: usize,
+    ) -> Result<RunOutput, RuntimeError> {
         let handle = self.start(&spec, stdin, FILE_OP_TIMEOUT).await?;
         let out = handle.collect(max).await;
         if out.exit.exit_code != 0 || out.exit.error.is_some() {
@@ -118,7 +142,12 @@ impl Sandbox {
     }
 
     /// Writes `content` to `path` (relative to the workspace), creating parent directories.
-    pub async fn write_file(self: &Arc<Self>, path: &str, content: Bytes, max_bytes: u64) -> Result<u64, RuntimeError> {
+    pub async fn write_file(
+        self: &Arc<Self>,
+        path: &str,
+        content: Bytes,
+        max_bytes: u64,
+    ) -> Result<u64, RuntimeError> {
         let path = workspace_path(path, false)?;
         if content.len() as u64 > max_bytes {
             return Err(RuntimeError::File {
@@ -126,7 +155,9 @@ impl Sandbox {
                 message: format!("content is larger than {max_bytes} bytes"),
             });
         }
-        let out = self.file_op(RunSpec::WriteFile { path, max_bytes }, Some(content), 4096).await?;
+        let out = self
+            .file_op(RunSpec::WriteFile { path, max_bytes }, Some(content), 4096)
+            .await?;
         #[derive(Deserialize)]
         struct Written {
             size: u64,
@@ -136,9 +167,19 @@ impl Sandbox {
             .map_err(|e| RuntimeError::Internal(format!("write_file reply: {e}")))
     }
 
-    pub async fn read_file(self: &Arc<Self>, path: &str, max_bytes: u64) -> Result<Vec<u8>, RuntimeError> {
+    pub async fn read_file(
+        self: &Arc<Self>,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, RuntimeError> {
         let path = workspace_path(path, false)?;
-        let out = self.file_op(RunSpec::ReadFile { path, max_bytes }, None, max_bytes as usize + 1).await?;
+        let out = self
+            .file_op(
+                RunSpec::ReadFile { path, max_bytes },
+                None,
+                max_bytes as usize + 1,
+            )
+            .await?;
         if out.stdout.len() as u64 > max_bytes {
             return Err(RuntimeError::File {
                 kind: FileErrorKind::TooLarge,
@@ -148,7 +189,11 @@ impl Sandbox {
         Ok(out.stdout)
     }
 
-    pub async fn list_files(self: &Arc<Self>, path: &str, max_entries: u64) -> Result<FileList, RuntimeError> {
+    pub async fn list_files(
+        self: &Arc<Self>,
+        path: &str,
+        max_entries: u64,
+    ) -> Result<FileList, RuntimeError> {
         let path = workspace_path(path, true)?;
         let out = self
             .file_op(RunSpec::ListFiles { path, max_entries }, None, 64 << 20)
@@ -160,7 +205,10 @@ impl Sandbox {
         }
         let l: Listing = serde_json::from_slice(&out.stdout)
             .map_err(|e| RuntimeError::Internal(format!("list_files reply: {e}")))?;
-        Ok(FileList { files: l.files, truncated: l.truncated })
+        Ok(FileList {
+            files: l.files,
+            truncated: l.truncated,
+        })
     }
 }
 
@@ -179,7 +227,15 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for p in ["../etc/passwd", "a/../../x", "/etc/passwd", "/home/username/x", "/home/user/../../etc", "", "a\0b"] {
+        for p in [
+            "../etc/passwd",
+            "a/../../x",
+            "/etc/passwd",
+            "/home/username/x",
+            "/home/user/../../etc",
+            "",
+            "a\0b",
+        ] {
             assert!(workspace_path(p, false).is_err(), "{p:?} must be refused");
         }
         assert!(workspace_path(&"a/".repeat(3000), false).is_err());

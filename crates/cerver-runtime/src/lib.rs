@@ -43,7 +43,10 @@ pub enum RuntimeError {
     BadPath(String),
     /// A file operation failed inside the sandbox.
     #[error("{message}")]
-    File { kind: FileErrorKind, message: String },
+    File {
+        kind: FileErrorKind,
+        message: String,
+    },
     /// Something unexpected on the host side.
     #[error("internal error: {0}")]
     Internal(String),
@@ -85,7 +88,11 @@ impl Runtime {
                 })
             })
             .collect();
-        let rt = Arc::new(Runtime { cfg, cgroup_parent, pools });
+        let rt = Arc::new(Runtime {
+            cfg,
+            cgroup_parent,
+            pools,
+        });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
                 tokio::spawn(refill(Arc::downgrade(&rt), pool.clone()));
@@ -99,7 +106,10 @@ impl Runtime {
     }
 
     fn pool(&self, engine: Engine) -> &Arc<Pool> {
-        self.pools.iter().find(|p| p.engine == engine).expect("a pool per engine")
+        self.pools
+            .iter()
+            .find(|p| p.engine == engine)
+            .expect("a pool per engine")
     }
 
     /// A ready sandbox: taken from the warm pool when one is there, built otherwise.
@@ -114,7 +124,9 @@ impl Runtime {
                 None => break,
             }
         }
-        Ok(Arc::new(Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine).await?))
+        Ok(Arc::new(
+            Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine).await?,
+        ))
     }
 
     /// Destroys the pooled sandboxes (live ones belong to their owners).

@@ -9,7 +9,9 @@ use crate::{RuntimeConfig, RuntimeError};
 pub fn check(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
     let mut missing = Vec::new();
     if !rustix::process::geteuid().is_root() {
-        missing.push("root privileges (the sandbox helper sets up namespaces and cgroups)".to_string());
+        missing.push(
+            "root privileges (the sandbox helper sets up namespaces and cgroups)".to_string(),
+        );
     }
     let max_userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
         .ok()
@@ -23,7 +25,8 @@ pub fn check(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
             missing.push(format!("{ns} namespaces"));
         }
     }
-    let seccomp = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let seccomp =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     if !seccomp.split_whitespace().any(|a| a == "errno") {
         missing.push("seccomp filters (/proc/sys/kernel/seccomp/actions_avail)".into());
     }

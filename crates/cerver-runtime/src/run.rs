@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
-use crate::sandbox::{io, Sandbox};
 use crate::RuntimeError;
+use crate::sandbox::{Sandbox, io};
 
 /// Output chunks in flight between the pipe reader and the consumer.
 const EVENT_QUEUE: usize = 16;
@@ -71,8 +71,12 @@ impl RunHandle {
         let mut out = RunOutput::default();
         while let Some(ev) = self.next().await {
             match ev {
-                RunEvent::Stdout(b) => append(&mut out.stdout, &mut out.stdout_truncated, &b, max_bytes),
-                RunEvent::Stderr(b) => append(&mut out.stderr, &mut out.stderr_truncated, &b, max_bytes),
+                RunEvent::Stdout(b) => {
+                    append(&mut out.stdout, &mut out.stdout_truncated, &b, max_bytes)
+                }
+                RunEvent::Stderr(b) => {
+                    append(&mut out.stderr, &mut out.stderr_truncated, &b, max_bytes)
+                }
                 RunEvent::Exit(exit) => out.exit = exit,
             }
         }
@@ -159,7 +163,10 @@ impl Sandbox {
             oom_before,
         };
         tokio::spawn(pump.run(stdout, stderr, status));
-        Ok(RunHandle { events: rx, permit: None })
+        Ok(RunHandle {
+            events: rx,
+            permit: None,
+        })
     }
 }
 
@@ -179,7 +186,12 @@ enum Stop {
 }
 
 impl Pump {
-    async fn run(self, mut stdout: pipe::Receiver, mut stderr: pipe::Receiver, mut status: pipe::Receiver) {
+    async fn run(
+        self,
+        mut stdout: pipe::Receiver,
+        mut stderr: pipe::Receiver,
+        mut status: pipe::Receiver,
+    ) {
         let mut status_buf = Vec::new();
         let (mut out_open, mut err_open) = (true, true);
         let mut buf_out = vec![0u8; READ_CHUNK];
@@ -220,15 +232,28 @@ impl Pump {
             // The main process has ended, so its output is already in the pipes; take what is
             // there without waiting for stray descendants that may keep them open.
             for (open, pipe, event) in [
-                (out_open, &mut stdout, RunEvent::Stdout as fn(Bytes) -> RunEvent),
-                (err_open, &mut stderr, RunEvent::Stderr as fn(Bytes) -> RunEvent),
+                (
+                    out_open,
+                    &mut stdout,
+                    RunEvent::Stdout as fn(Bytes) -> RunEvent,
+                ),
+                (
+                    err_open,
+                    &mut stderr,
+                    RunEvent::Stderr as fn(Bytes) -> RunEvent,
+                ),
             ] {
                 if !open {
                     continue;
                 }
                 let mut buf = vec![0u8; READ_CHUNK];
                 while let Ok(n) = pipe.try_read(&mut buf) {
-                    if n == 0 || self.emit(event(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
+                    if n == 0
+                        || self
+                            .emit(event(Bytes::copy_from_slice(&buf[..n])))
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -246,7 +271,10 @@ impl Pump {
     }
 
     async fn kill(&self) {
-        let _ = self.sandbox.send(&ZygoteRequest::Kill { id: self.id }, &[]).await;
+        let _ = self
+            .sandbox
+            .send(&ZygoteRequest::Kill { id: self.id }, &[])
+            .await;
     }
 
     fn exit(&self, stop: &Stop, status_buf: &[u8]) -> RunExit {
@@ -268,8 +296,13 @@ impl Pump {
             .and_then(|s| s.lines().next())
             .and_then(|l| serde_json::from_str(l).ok());
         match status {
-            Some(RunStatus { exit_code: Some(code), .. }) => exit.exit_code = code,
-            Some(RunStatus { signal: Some(sig), .. }) => {
+            Some(RunStatus {
+                exit_code: Some(code),
+                ..
+            }) => exit.exit_code = code,
+            Some(RunStatus {
+                signal: Some(sig), ..
+            }) => {
                 exit.signal = Some(sig);
                 exit.exit_code = 128 + sig;
                 if sig == 9 && self.sandbox.oom_kills() > self.oom_before {
@@ -282,7 +315,9 @@ impl Pump {
                     exit.error = Some(format!("Execution was killed by signal {sig}"));
                 }
             }
-            Some(RunStatus { error: Some(e), .. }) => exit.error = Some(format!("Execution could not start: {e}")),
+            Some(RunStatus { error: Some(e), .. }) => {
+                exit.error = Some(format!("Execution could not start: {e}"))
+            }
             _ => {
                 exit.error = Some(if self.sandbox.is_alive() {
                     "Execution ended without a status (killed)".into()

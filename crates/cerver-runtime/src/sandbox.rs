@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use cerver_jail::cgroup::SandboxCgroup;
 use cerver_jail::protocol::{
-    JailConfig, Limits, ZygoteEvent, ZygoteRequest, CONTROL_FD, LIFELINE_FD, MAX_CONTROL_MESSAGE,
+    CONTROL_FD, JailConfig, LIFELINE_FD, Limits, MAX_CONTROL_MESSAGE, ZygoteEvent, ZygoteRequest,
 };
 use command_fds::{CommandFdExt, FdMapping};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
-use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 use tokio_seqpacket::UnixSeqpacket;
+use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 
+use crate::RuntimeError;
 use crate::config::{Engine, RuntimeConfig};
 use crate::uids::UidRange;
-use crate::RuntimeError;
 
 /// Most helper stderr lines logged per sandbox (the helper and zygote are trusted, but a
 /// sandbox must never be able to flood the server's log).
@@ -48,7 +48,10 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("label", &self.label).field("engine", &self.engine).finish()
+        f.debug_struct("Sandbox")
+            .field("label", &self.label)
+            .field("engine", &self.engine)
+            .finish()
     }
 }
 
@@ -73,23 +76,37 @@ impl Sandbox {
             limits: limits.clone(),
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
-        let (life_read, life_write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("lifeline")(e.into()))?;
+        let (life_read, life_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io("lifeline")(e.into()))?;
 
         let mut cmd = tokio::process::Command::new(&cfg.helper);
-        cmd.arg("__jail")
-            .arg(serde_json::to_string(&jail).expect("JailConfig serializes"))
+        // The sandbox's init is a clone of the helper, and its command line is readable inside
+        // the sandbox: no host path there, and the configuration goes through stdin.
+        cmd.arg0("cerver-sandbox")
+            .arg("__jail")
             .env_clear()
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         cmd.fd_mappings(vec![
-            FdMapping { parent_fd: OwnedFd::from(theirs), child_fd: CONTROL_FD },
-            FdMapping { parent_fd: life_read, child_fd: LIFELINE_FD },
+            FdMapping {
+                parent_fd: OwnedFd::from(theirs),
+                child_fd: CONTROL_FD,
+            },
+            FdMapping {
+                parent_fd: life_read,
+                child_fd: LIFELINE_FD,
+            },
         ])
         .map_err(|_| RuntimeError::Create("fd mapping collision".into()))?;
         let mut child = cmd.spawn().map_err(io("spawn helper"))?;
         drop(cmd); // closes our copies of the helper's ends
+        if let Some(mut stdin) = child.stdin.take() {
+            let config = serde_json::to_vec(&jail).expect("JailConfig serializes");
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, &config)
+                .await
+                .map_err(io("write helper configuration"))?;
+        }
 
         let stderr = child.stderr.take();
         let log_label = label.clone();
@@ -145,7 +162,9 @@ impl Sandbox {
             }
             Err(_) => {
                 sandbox.destroy().await;
-                return Err(RuntimeError::Create("sandbox did not become ready in time".into()));
+                return Err(RuntimeError::Create(
+                    "sandbox did not become ready in time".into(),
+                ));
             }
         }
         // Keep draining zygote events (it says `ready` again after a restart).
@@ -165,13 +184,19 @@ impl Sandbox {
 
     async fn wait_ready(&self) -> Result<(), RuntimeError> {
         let mut buf = vec![0u8; MAX_CONTROL_MESSAGE];
-        let n = self.control.recv(&mut buf).await.map_err(io("control socket"))?;
+        let n = self
+            .control
+            .recv(&mut buf)
+            .await
+            .map_err(io("control socket"))?;
         if n == 0 {
             return Err(RuntimeError::Create("sandbox exited during set-up".into()));
         }
         match serde_json::from_slice::<ZygoteEvent>(&buf[..n]) {
             Ok(ZygoteEvent::Ready { .. }) => Ok(()),
-            Err(e) => Err(RuntimeError::Create(format!("unexpected zygote message: {e}"))),
+            Err(e) => Err(RuntimeError::Create(format!(
+                "unexpected zygote message: {e}"
+            ))),
         }
     }
 
@@ -197,10 +222,16 @@ impl Sandbox {
     }
 
     pub(crate) fn oom_kills(&self) -> u64 {
-        self.oom_counter.as_deref().map_or(0, cerver_jail::cgroup::read_oom_kills)
+        self.oom_counter
+            .as_deref()
+            .map_or(0, cerver_jail::cgroup::read_oom_kills)
     }
 
-    pub(crate) async fn send(&self, req: &ZygoteRequest, fds: &[&OwnedFd]) -> Result<(), RuntimeError> {
+    pub(crate) async fn send(
+        &self,
+        req: &ZygoteRequest,
+        fds: &[&OwnedFd],
+    ) -> Result<(), RuntimeError> {
         if !self.is_alive() {
             return Err(RuntimeError::Gone);
         }
@@ -208,7 +239,8 @@ impl Sandbox {
         let mut space = [0u8; 256];
         let mut anc = AncillaryMessageWriter::new(&mut space);
         if !fds.is_empty() {
-            anc.add_fds(fds).map_err(|_| RuntimeError::Internal("ancillary buffer too small".into()))?;
+            anc.add_fds(fds)
+                .map_err(|_| RuntimeError::Internal("ancillary buffer too small".into()))?;
         }
         self.control
             .send_vectored_with_ancillary(&[IoSlice::new(&msg)], &mut anc)
@@ -237,7 +269,9 @@ impl Sandbox {
             }
             let _ = exited.wait_for(|e| *e).await;
             let (parent, label) = (self.cgroup_parent.clone(), self.label.clone());
-            let _ = tokio::task::spawn_blocking(move || SandboxCgroup::load(&parent, &label).destroy()).await;
+            let _ =
+                tokio::task::spawn_blocking(move || SandboxCgroup::load(&parent, &label).destroy())
+                    .await;
         }
     }
 }

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
 use cerver_jail::protocol::MAPPED_IDS;
-use rustix::fs::{flock, FlockOperation};
+use rustix::fs::{FlockOperation, flock};
 
 /// How many ranges exist: base + RANGES*65536 stays far below u32::MAX.
 const RANGES: u32 = 4096;

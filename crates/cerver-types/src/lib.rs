@@ -94,8 +94,12 @@ pub struct RunResponse {
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamEvent {
-    Stdout { data: String },
-    Stderr { data: String },
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
     Exit {
         code: i32,
         #[serde(default, skip_serializing_if = "Option::is_none")]

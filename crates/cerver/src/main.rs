@@ -6,11 +6,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use std::io::Read as _;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cerver", version, about = "Run untrusted Python in secure sandboxes")]
+#[command(
+    name = "cerver",
+    version,
+    about = "Run untrusted Python in secure sandboxes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,9 +26,10 @@ struct Cli {
 enum Command {
     /// Start the API server.
     Serve(ServeArgs),
-    /// Internal: build and supervise one sandbox (spawned by the server).
+    /// Internal: build and supervise one sandbox (spawned by the server, which writes the
+    /// sandbox configuration as JSON to its stdin: argv would be visible inside the sandbox).
     #[command(name = "__jail", hide = true)]
-    Jail { config: String },
+    Jail,
 }
 
 #[derive(clap::Args)]
@@ -95,7 +102,9 @@ impl LimitOverrides {
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ConfigFile> {
-    let Some(path) = path else { return Ok(ConfigFile::default()) };
+    let Some(path) = path else {
+        return Ok(ConfigFile::default());
+    };
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
 }
@@ -103,7 +112,10 @@ fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<ConfigFile> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Jail { config } => {
+        Command::Jail => {
+            let mut config = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().take(1 << 20), &mut config)
+                .context("read jail configuration")?;
             let cfg = serde_json::from_str(&config).context("invalid jail configuration")?;
             std::process::exit(cerver_jail::helper::main(cfg));
         }
@@ -131,9 +143,14 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(dir.join("server.lock"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        anyhow::anyhow!("another cerver server is already using the data dir {}", dir.display())
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            anyhow::anyhow!(
+                "another cerver server is already using the data dir {}",
+                dir.display()
+            )
+        },
+    )?;
     Ok(file)
 }
 
@@ -159,7 +176,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let control = cerver_control::Control::new(runtime, control_cfg);
-    let app = cerver_api::router(cerver_api::AppState { control: control.clone() });
+    let app = cerver_api::router(cerver_api::AppState {
+        control: control.clone(),
+    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
@@ -180,7 +199,7 @@ async fn shutdown(control: Arc<cerver_control::Control>) {
 }
 
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

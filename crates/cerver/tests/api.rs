@@ -21,7 +21,12 @@ async fn documented_quick_start() {
     assert_eq!(r["error"], "");
     assert!(r["duration"].is_u64());
 
-    let r = s.run_with(&id, json!({"code": "x = 5\nprint(x * 10)", "envs": {"DEBUG": "true"}, "timeout": 30})).await;
+    let r = s
+        .run_with(
+            &id,
+            json!({"code": "x = 5\nprint(x * 10)", "envs": {"DEBUG": "true"}, "timeout": 30}),
+        )
+        .await;
     assert_eq!(r["output"], "50");
 
     let (status, _) = s.delete(&format!("/sandbox/{id}")).await;
@@ -45,7 +50,12 @@ async fn streaming_is_live_and_ordered() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let start = std::time::Instant::now();
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
@@ -68,13 +78,20 @@ async fn streaming_is_live_and_ordered() {
         .map(|(_, e)| e["data"].as_str().unwrap())
         .collect();
     assert_eq!(stdout, "0\n1\n2\n");
-    assert!(events.iter().any(|(_, e)| e["type"] == "stderr" && e["data"] == "done\n"));
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["type"] == "stderr" && e["data"] == "done\n")
+    );
     let (t_exit, exit) = events.last().unwrap();
     assert_eq!(exit["type"], "exit");
     assert_eq!(exit["code"], 0);
     // Live: the first line arrived long before the run ended (the run sleeps 1.8 s in all).
     let (t_first, _) = events.iter().find(|(_, e)| e["type"] == "stdout").unwrap();
-    assert!(*t_exit - *t_first > std::time::Duration::from_millis(900), "{events:?}");
+    assert!(
+        *t_exit - *t_first > std::time::Duration::from_millis(900),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -86,20 +103,33 @@ async fn environment_variables() {
     assert_eq!(status, 200);
     assert_eq!(v["envs"], json!(["API_KEY", "DEBUG"]));
     assert_eq!(v["metadata"], json!({"project": "my-app"}));
-    assert!(!v.to_string().contains("secret123"), "env values are never echoed");
+    assert!(
+        !v.to_string().contains("secret123"),
+        "env values are never echoed"
+    );
     let id = v["sandbox_id"].as_str().unwrap().to_string();
     let (_, info) = s.get(&format!("/sandbox/{id}")).await;
     assert!(!info.to_string().contains("secret123"));
 
-    assert_eq!(s.output(&id, "import os\nprint(os.environ.get('API_KEY'))").await, "secret123");
+    assert_eq!(
+        s.output(&id, "import os\nprint(os.environ.get('API_KEY'))")
+            .await,
+        "secret123"
+    );
     let r = s
         .run_with(&id, json!({"code": "import os\nprint(os.environ.get('API_KEY'))", "envs": {"API_KEY": "override_value"}}))
         .await;
     assert_eq!(r["output"], "override_value");
     // The override was for that run only.
-    assert_eq!(s.output(&id, "import os\nprint(os.environ['API_KEY'])").await, "secret123");
+    assert_eq!(
+        s.output(&id, "import os\nprint(os.environ['API_KEY'])")
+            .await,
+        "secret123"
+    );
 
-    let env = s.output(&id, "import os, json\nprint(json.dumps(dict(os.environ)))").await;
+    let env = s
+        .output(&id, "import os, json\nprint(json.dumps(dict(os.environ)))")
+        .await;
     let env: serde_json::Value = serde_json::from_str(&env).unwrap();
     assert_eq!(env["CERVER_SANDBOX_ID"], id.as_str());
     assert_eq!(env["CERVER_ENGINE"], "workers");
@@ -107,7 +137,10 @@ async fn environment_variables() {
     assert_eq!(env["PYTHONUNBUFFERED"], "1");
     assert!(env["PATH"].as_str().unwrap().contains("/usr/bin"));
     assert!(env["LANG"].as_str().is_some());
-    assert!(env.get("CERVER_LOG").is_none(), "the server's environment leaked: {env}");
+    assert!(
+        env.get("CERVER_LOG").is_none(),
+        "the server's environment leaked: {env}"
+    );
 }
 
 #[tokio::test]
@@ -119,12 +152,27 @@ async fn exit_codes_behave_like_python_dash_c() {
     let r = s.run(&id, "1/0").await;
     assert_eq!(r["exit_code"], 1);
     let err = r["error"].as_str().unwrap();
-    assert!(err.starts_with("Traceback (most recent call last):"), "{err}");
-    assert!(err.contains("File \"<string>\", line 1, in <module>"), "{err}");
-    assert!(err.ends_with("ZeroDivisionError: division by zero"), "{err}");
-    assert!(!err.contains("run_code"), "sandbox internals leak into tracebacks: {err}");
+    assert!(
+        err.starts_with("Traceback (most recent call last):"),
+        "{err}"
+    );
+    assert!(
+        err.contains("File \"<string>\", line 1, in <module>"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("ZeroDivisionError: division by zero"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("run_code"),
+        "sandbox internals leak into tracebacks: {err}"
+    );
     let r = s.run(&id, "import sys\nsys.exit('bye')").await;
-    assert_eq!((r["exit_code"].as_i64(), r["error"].as_str()), (Some(1), Some("bye")));
+    assert_eq!(
+        (r["exit_code"].as_i64(), r["error"].as_str()),
+        (Some(1), Some("bye"))
+    );
     let r = s.run(&id, "def f(:\n  pass").await;
     assert_eq!(r["exit_code"], 1);
     assert!(r["error"].as_str().unwrap().contains("SyntaxError"));
@@ -133,8 +181,16 @@ async fn exit_codes_behave_like_python_dash_c() {
     let r = s.run(&id, "exit(4)").await;
     assert_eq!(r["exit_code"], 4);
     let r = s.run(&id, "print('a\\n')").await;
-    assert_eq!(r["output"], "a\n", "exactly one trailing newline is removed");
-    let r = s.run(&id, "import atexit\natexit.register(lambda: print('bye'))\nprint('hi')").await;
+    assert_eq!(
+        r["output"], "a\n",
+        "exactly one trailing newline is removed"
+    );
+    let r = s
+        .run(
+            &id,
+            "import atexit\natexit.register(lambda: print('bye'))\nprint('hi')",
+        )
+        .await;
     assert_eq!(r["output"], "hi\nbye");
     let r = s.run(&id, "print(__name__, __sandbox_dir__)").await;
     assert_eq!(r["output"], "__main__ /home/user");
@@ -149,12 +205,29 @@ async fn timeouts_kill_the_run_and_the_sandbox_recovers() {
     let s = Server::start();
     let id = s.sandbox().await;
     let t = std::time::Instant::now();
-    let r = s.run_with(&id, json!({"code": "print('start', flush=True)\nwhile True: pass", "timeout": 1})).await;
+    let r = s
+        .run_with(
+            &id,
+            json!({"code": "print('start', flush=True)\nwhile True: pass", "timeout": 1}),
+        )
+        .await;
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
-    assert!(r["error"].as_str().unwrap().to_lowercase().contains("timed out"), "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("timed out"),
+        "{r}"
+    );
     assert_eq!(r["output"], "start");
     assert_eq!(s.output(&id, "print('alive')").await, "alive");
-    let (status, v) = s.post(&format!("/sandbox/{id}/run"), json!({"code": "pass", "timeout": -1})).await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "pass", "timeout": -1}),
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["code"], "invalid_request");
 }
@@ -164,32 +237,60 @@ async fn files_api() {
     let s = Server::start();
     let id = s.sandbox().await;
     let files = format!("/sandbox/{id}/files");
-    let (status, v) = s.post(&files, json!({"path": "data.txt", "content": "hello world"})).await;
+    let (status, v) = s
+        .post(
+            &files,
+            json!({"path": "data.txt", "content": "hello world"}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(v, json!({"success": true, "path": "data.txt", "size": 11}));
     let (status, v) = s.get(&format!("{files}?path=data.txt")).await;
     assert_eq!(status, 200);
-    assert_eq!(v, json!({"path": "data.txt", "content": "hello world", "size": 11}));
+    assert_eq!(
+        v,
+        json!({"path": "data.txt", "content": "hello world", "size": 11})
+    );
     let (_, v) = s.get(&files).await;
     assert_eq!(v, json!({"files": [{"path": "data.txt", "size": 11}]}));
     // Code sees the same files.
-    let out = s.output(&id, "with open(__sandbox_dir__ + '/data.txt') as f:\n    print(f.read())").await;
+    let out = s
+        .output(
+            &id,
+            "with open(__sandbox_dir__ + '/data.txt') as f:\n    print(f.read())",
+        )
+        .await;
     assert_eq!(out, "hello world");
     // Nested paths create parent directories; code-written files are listed.
-    let (status, _) = s.post(&files, json!({"path": "a/b/c.txt", "content": "é"})).await;
+    let (status, _) = s
+        .post(&files, json!({"path": "a/b/c.txt", "content": "é"}))
+        .await;
     assert_eq!(status, 200);
-    s.output(&id, "open('made.bin','wb').write(bytes(range(256)))").await;
+    s.output(&id, "open('made.bin','wb').write(bytes(range(256)))")
+        .await;
     let (_, v) = s.get(&files).await;
-    let paths: Vec<&str> = v["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, ["a/b/c.txt", "data.txt", "made.bin"]);
     let (_, v) = s.get(&format!("{files}?path=made.bin")).await;
     assert_eq!(v["encoding"], "base64");
     assert_eq!(v["size"], 256);
     let (status, v) = s
-        .post(&files, json!({"path": "bin.dat", "content": "AAEC/w==", "encoding": "base64"}))
+        .post(
+            &files,
+            json!({"path": "bin.dat", "content": "AAEC/w==", "encoding": "base64"}),
+        )
         .await;
     assert_eq!((status, v["size"].as_u64()), (200, Some(4)));
-    assert_eq!(s.output(&id, "print(list(open('bin.dat','rb').read()))").await, "[0, 1, 2, 255]");
+    assert_eq!(
+        s.output(&id, "print(list(open('bin.dat','rb').read()))")
+            .await,
+        "[0, 1, 2, 255]"
+    );
     // Errors.
     let (status, v) = s.get(&format!("{files}?path=missing.txt")).await;
     assert_eq!((status, v["code"].as_str()), (404, Some("file_not_found")));
@@ -251,13 +352,23 @@ async fn lifetime_timeout_and_listing() {
     let short = v["sandbox_id"].as_str().unwrap().to_string();
     let long = s.sandbox_with(json!({"engine": "containers"})).await;
     let (_, list) = s.get("/sandboxes").await;
-    let ids: Vec<&str> = list["sandboxes"].as_array().unwrap().iter().map(|x| x["sandbox_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = list["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["sandbox_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [short.as_str(), long.as_str()]);
     let (_, info) = s.get(&format!("/sandbox/{long}")).await;
     assert_eq!(info["engine"], "containers");
     let remaining = info["time_remaining_ms"].as_u64().unwrap();
     assert!(remaining > 290_000 && remaining <= 300_000, "{info}");
-    let (status, v) = s.post(&format!("/sandbox/{long}/timeout"), json!({"timeout_ms": 600000})).await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{long}/timeout"),
+            json!({"timeout_ms": 600000}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert!(v["time_remaining_ms"].as_u64().unwrap() > 590_000);
     assert!(v["expires_at"].as_u64().unwrap() > 1_700_000_000);
@@ -268,7 +379,16 @@ async fn lifetime_timeout_and_listing() {
     let (_, list) = s.get("/sandboxes").await;
     assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1);
     // A run's timeout never goes past the sandbox's lifetime.
-    s.post(&format!("/sandbox/{long}/timeout"), json!({"timeout_ms": 1500})).await;
-    let r = s.run_with(&long, json!({"code": "import time\ntime.sleep(20)", "timeout": 60})).await;
+    s.post(
+        &format!("/sandbox/{long}/timeout"),
+        json!({"timeout_ms": 1500}),
+    )
+    .await;
+    let r = s
+        .run_with(
+            &long,
+            json!({"code": "import time\ntime.sleep(20)", "timeout": 60}),
+        )
+        .await;
     assert!(r["error"].as_str().unwrap().contains("timed out"), "{r}");
 }

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{sandbox_cgroups, Server};
+use common::{Server, sandbox_cgroups};
 
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -21,7 +21,13 @@ fn refuses_to_start_without_the_means_to_isolate() {
     std::fs::create_dir_all(&dir).unwrap();
     Command::new("chmod").arg("777").arg(&dir).status().unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_cerver"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
@@ -30,7 +36,10 @@ fn refuses_to_start_without_the_means_to_isolate() {
     let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("refusing to start") && stderr.contains("root privileges"), "{stderr}");
+    assert!(
+        stderr.contains("refusing to start") && stderr.contains("root privileges"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -50,30 +59,43 @@ async fn shutdown_and_crashes_leave_nothing_behind() {
     // Graceful shutdown destroys every sandbox.
     let s = Server::start();
     let id = s.sandbox().await;
-    s.run(&id, "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)").await;
+    s.run(
+        &id,
+        "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",
+    )
+    .await;
     let cg = s.cgroup_dir();
     assert!(!sandbox_cgroups(&cg).is_empty());
     s.stop();
-    wait_until("cgroups removed after shutdown", || sandbox_cgroups(&cg).is_empty());
+    wait_until("cgroups removed after shutdown", || {
+        sandbox_cgroups(&cg).is_empty()
+    });
 
     // A crashed server's helpers notice (lifeline) and tear their sandboxes down.
     let s = Server::start();
     let id = s.sandbox().await;
-    s.run(&id, "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)").await;
+    s.run(
+        &id,
+        "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",
+    )
+    .await;
     let cg = s.cgroup_dir();
     let dir = s.crash();
-    wait_until("cgroups removed after a crash", || sandbox_cgroups(&cg).is_empty());
+    wait_until("cgroups removed after a crash", || {
+        sandbox_cgroups(&cg).is_empty()
+    });
 
     // If the helpers die too, the next server on the same data dir reaps the leftovers.
     let s = Server::start_in(dir.clone(), &[]);
     let id = s.sandbox().await;
     s.run(&id, "print(1)").await;
     let server_pid = s.pid();
-    let helpers: Vec<String> = std::fs::read_to_string(format!("/proc/{server_pid}/task/{server_pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let helpers: Vec<String> =
+        std::fs::read_to_string(format!("/proc/{server_pid}/task/{server_pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
     let all_children: Vec<String> = std::fs::read_dir(format!("/proc/{server_pid}/task"))
         .unwrap()
         .flatten()
@@ -94,7 +116,10 @@ async fn shutdown_and_crashes_leave_nothing_behind() {
     let s = Server::start_in(left, &[]);
     // Only the new server's own (pool) sandboxes may exist now.
     let before_pool: Vec<String> = sandbox_cgroups(&cg);
-    assert!(before_pool.len() <= 2, "stale sandboxes were not reaped: {before_pool:?}");
+    assert!(
+        before_pool.len() <= 2,
+        "stale sandboxes were not reaped: {before_pool:?}"
+    );
     assert_eq!(s.output(&s.sandbox().await, "print('ok')").await, "ok");
 }
 
@@ -103,21 +128,40 @@ async fn a_configured_rootfs_is_used() {
     let root = std::env::temp_dir().join(format!("cerver-rootfs-{}", common::rand_suffix()));
     std::fs::create_dir_all(root.join("usr")).unwrap();
     std::fs::create_dir_all(root.join("etc/ssl/certs")).unwrap();
-    std::fs::write(root.join("etc/ssl/certs/ca-certificates.crt"), "ROOTFS-MARKER\n").unwrap();
+    std::fs::write(
+        root.join("etc/ssl/certs/ca-certificates.crt"),
+        "ROOTFS-MARKER\n",
+    )
+    .unwrap();
     for dir in ["bin", "lib", "lib64", "sbin"] {
         if let Ok(target) = std::fs::read_link(format!("/{dir}")) {
             std::os::unix::fs::symlink(target, root.join(dir)).unwrap();
         }
     }
-    assert!(Command::new("mount").args(["--bind", "/usr"]).arg(root.join("usr")).status().unwrap().success());
+    assert!(
+        Command::new("mount")
+            .args(["--bind", "/usr"])
+            .arg(root.join("usr"))
+            .status()
+            .unwrap()
+            .success()
+    );
     let result = std::panic::AssertUnwindSafe(async {
         let s = Server::start_with(&["--rootfs", root.to_str().unwrap()]);
         let id = s.sandbox().await;
-        let out = s.output(&id, "print(open('/etc/ssl/certs/ca-certificates.crt').read().strip())").await;
+        let out = s
+            .output(
+                &id,
+                "print(open('/etc/ssl/certs/ca-certificates.crt').read().strip())",
+            )
+            .await;
         assert_eq!(out, "ROOTFS-MARKER");
     });
     let outcome = futures::FutureExt::catch_unwind(result).await;
-    let _ = Command::new("umount").arg("-l").arg(root.join("usr")).status();
+    let _ = Command::new("umount")
+        .arg("-l")
+        .arg(root.join("usr"))
+        .status();
     let _ = std::fs::remove_dir_all(&root);
     if let Err(e) = outcome {
         std::panic::resume_unwind(e);
@@ -143,5 +187,9 @@ async fn limits_come_from_the_configuration_file() {
         .unwrap();
     let _ = std::fs::remove_file(&cfg);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("memroy_mb"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("memroy_mb"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
