@@ -12,17 +12,18 @@ use crate::JailError;
 use crate::protocol::{Limits, WORKSPACE};
 
 /// Capabilities the zygote keeps (inside the sandbox's user namespace only):
-/// - SYS_ADMIN: `unshare(CLONE_NEWPID)` so that every run gets its own pid namespace;
 /// - SETUID/SETGID: switch each run to the unprivileged sandbox user, which clears all caps;
-/// - SETPCAP: empty the run's bounding set before that switch.
+/// - SETPCAP: empty the run's bounding set before that switch;
+/// - KILL: a run's leader (root of the namespace) kills the run's processes (the sandbox
+///   user's) on timeout.
 ///
-/// The seccomp policy refuses every other use these would have (mount, setns, ...). User code
-/// never holds any capability (CapEff = CapBnd = 0).
+/// The seccomp policy refuses what else these could be used for. User code never holds any
+/// capability (CapEff = CapBnd = 0).
 pub const ZYGOTE_CAPS: [Capability; 4] = [
-    Capability::CAP_SYS_ADMIN,
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
     Capability::CAP_SETPCAP,
+    Capability::CAP_KILL,
 ];
 
 /// Filesystem access of everything in the sandbox (Landlock, defence in depth on top of the

@@ -4,16 +4,19 @@
 # sandbox's user namespace with CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and CAP_SETPCAP only,
 # under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
 #
-# Per run:  zygote --unshare(CLONE_NEWPID)+fork--> leader (pid 1 of the run's pid namespace)
+# Per run:  zygote --fork--> leader (child subreaper: every orphan of the run comes back to it)
 #           leader --fork--> main (drops every privilege, stacks the run seccomp filter, runs code)
-# The leader reports the main process's status, then reaps whatever else the run started;
-# killing the leader kills the whole run (the kernel empties a pid namespace whose init dies).
-# User code therefore never sees the zygote: it cannot signal it, trace it or outlive a kill.
+# The leader reports the main process's status, then reaps whatever else the run started, and
+# lives as long as any of it does (processes a run leaves behind keep running). Killing a run
+# (timeout, client gone) = SIGUSR1 to the leader, which SIGKILLs every descendant until none is
+# left. All runs share the sandbox's pid namespace, so /proc, os.getpid() and signals between
+# runs (say, stopping a server a previous run started) behave as on any Linux host.
 #
-# Speed: the zygote keeps one such pair "armed" ahead of time (forked, privileges dropped,
-# filter installed, blocked on a socket). A request hands the pair its descriptors and the
-# zygote arms the next pair while the run executes, so no fork is on a run's critical path.
-# Only the leader reports the status (main exits first; user code never holds the status pipe).
+# Speed: the zygote keeps one such pair "armed" ahead of time (forked, filter installed, waiting
+# on a socket as root of the namespace with CAP_SETUID/CAP_SETGID only, so no user code can
+# signal it). A request hands the pair its descriptors; main switches to the sandbox user (which
+# clears its last capabilities) and runs; the zygote arms the next pair meanwhile. Only the
+# leader ever holds the status pipe, so user code cannot forge its own result.
 
 import ctypes
 import gc
@@ -44,8 +47,10 @@ CONTROL_FD = 3
 RUN_FDS = 5
 MAX_MESSAGE = 4096
 
-CLONE_NEWPID = 0x20000000
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+CAP_SETGID = 6
+CAP_SETUID = 7
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 SECCOMP_MODE_FILTER = 2
@@ -63,7 +68,6 @@ RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.
 
 CTRL = socket.socket(fileno=CONTROL_FD)
 CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
-OWN_PIDNS = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
 ZYGOTE_PID = os.getpid()
 
 runs = {}  # run id -> pid of its leader
@@ -108,20 +112,65 @@ def recv_run(sock):
     return fds
 
 
+def descendants(root):
+    """Pids of every living descendant of `root`, from /proc (the sandbox's pid namespace)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_run(*_):
+    """SIGUSR1 handler of the leader: SIGKILL the whole run, however it forked or detached
+    (orphans are reparented to the leader, a subreaper), until nothing is left, then exit."""
+    me = os.getpid()
+    for _round in range(1000):
+        pids = descendants(me)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        time.sleep(0.001)
+    os._exit(0)
+
+
 def leader(sock):
     try:
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, kill_run)
         # Keep only stdio and our socket: nothing of the zygote or of other runs.
         keep = sock.fileno()
         os.closerange(3, keep)
         os.closerange(keep + 1, 1 << 20)
         # Die with the zygote: a restarted zygote would not know this run.
         check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-        # Under memory pressure the kernel kills run processes first, never the zygote.
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
+        check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
         main = os.fork()
         if main == 0:
             run_main(sock)
@@ -157,25 +206,37 @@ def _write_status(fd, obj):
 
 # ---------------------------------------------------------------- the run's main process
 
-def drop_privileges():
+def prepare_main():
+    """While armed: everything but the switch to the sandbox user."""
+    os.setsid()
+    # Under memory pressure the kernel kills user code first, never the zygote or a leader.
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     cap = 0
-    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+    while True:
+        if cap not in (CAP_SETUID, CAP_SETGID) and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            break
         cap += 1
     # The sandbox user may use all but a few of the sandbox's processes, so that a fork bomb
     # can never starve the zygote and leaders (root of the namespace, counted separately).
     resource.setrlimit(resource.RLIMIT_NPROC, (USER_NPROC, USER_NPROC))
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(RUN_PROG), 0, 0), "seccomp")
+
+
+def become_user():
+    for cap in (CAP_SETUID, CAP_SETGID):
+        check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "drop bounding capability")
     os.setgroups([])
     os.setresgid(UID, UID, UID)
     os.setresuid(UID, UID, UID)  # from root to non-root: clears every capability
-    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(RUN_PROG), 0, 0), "seccomp")
 
 
 def run_main(sock):
     code = 1
     try:
-        os.setsid()
-        drop_privileges()
+        prepare_main()
         spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = recv_run(sock)
+        become_user()
         # Only the leader reports the status: user code must not be able to forge it.
         os.close(status_fd)
         sock.close()
@@ -190,6 +251,7 @@ def run_main(sock):
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         set_stdio()
         kind = spec["kind"]
         if kind == "code":
@@ -414,12 +476,7 @@ armed = []
 def arm():
     """Forks a run's leader (and through it, main) ahead of any request."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    check(libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
-    try:
-        pid = os.fork()
-    finally:
-        if os.getpid() == ZYGOTE_PID:
-            check(libc.setns(OWN_PIDNS, CLONE_NEWPID), "setns(own pid namespace)")
+    pid = os.fork()
     if pid == 0:
         try:
             ours.close()
@@ -497,7 +554,7 @@ def serve():
                 leader_pid = runs.get(int(req["id"]))
                 if leader_pid:
                     try:
-                        os.kill(leader_pid, signal.SIGKILL)
+                        os.kill(leader_pid, signal.SIGUSR1)
                     except ProcessLookupError:
                         pass
         except (ValueError, KeyError, TypeError) as e:

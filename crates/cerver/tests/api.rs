@@ -392,3 +392,27 @@ async fn lifetime_timeout_and_listing() {
         .await;
     assert!(r["error"].as_str().unwrap().contains("timed out"), "{r}");
 }
+
+#[tokio::test]
+async fn runs_share_the_sandbox_processes_like_a_normal_host() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // /proc/<os.getpid()> is the running process itself.
+    let out = s
+        .output(&id, "import os\nprint(open(f'/proc/{os.getpid()}/status').read().split()[1])")
+        .await;
+    assert_eq!(out, "python3");
+    // A server started in the background by one run keeps running, and a later run can find
+    // and stop it.
+    let started = s
+        .output(
+            &id,
+            "import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\nprint(p.pid)",
+        )
+        .await;
+    let pid: u32 = started.parse().unwrap();
+    let code = format!(
+        "import os, signal, time\nos.kill({pid}, 0)\nos.kill({pid}, signal.SIGTERM)\nfor _ in range(100):\n    try:\n        os.kill({pid}, 0)\n    except ProcessLookupError:\n        break\n    time.sleep(0.02)\nelse:\n    raise SystemExit('still alive')\nprint('stopped')"
+    );
+    assert_eq!(s.output(&id, &code).await, "stopped");
+}

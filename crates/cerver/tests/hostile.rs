@@ -749,7 +749,7 @@ for p in range(1, 1 << 16):
         visible[p] = "EPERM"
 res["visible"] = visible
 res["me"] = me
-# The run's own pid 1 (its leader, uid 0 in the sandbox) cannot be killed.
+# The sandbox's pid 1 (its init, outside user code's reach) cannot be killed.
 res["kill_leader"] = attempt(lambda: os.kill(1, signal.SIGKILL))
 # kill(-1) reaches exactly this run's own other processes.
 kids = []
@@ -776,12 +776,11 @@ emit(res)
     ] {
         assert_errno(&res, key, &[ESRCH]);
     }
-    // Only the run's leader (pid 1 of its pid namespace, not signalable) is visible.
-    assert_eq!(
-        res["visible"],
-        json!({"1": "EPERM"}),
-        "processes visible to kill(): {res:#}"
-    );
+    // Only the sandbox's own processes are visible, and none of them (init, zygote, run
+    // leaders: root of the sandbox's namespace) can be signalled by user code.
+    let visible = res["visible"].as_object().unwrap();
+    assert!(visible.contains_key("1") && visible.len() < 20, "{res:#}");
+    assert!(visible.values().all(|v| v == "EPERM"), "signalable processes: {res:#}");
     assert_errno(&res, "kill_leader", &[EPERM]);
     assert_eq!(res["kill_all"]["ok"], true, "{res:#}");
     assert_eq!(
@@ -789,7 +788,13 @@ emit(res)
         json!([-9, -9, -9]),
         "kill(-1) did not kill the run's children: {res:#}"
     );
-    assert_errno(&res, "kill_all_again", &[ESRCH]);
+    // A second kill(-1) may still find processes of the same sandbox (other runs share its pid
+    // namespace and user); what matters is that nothing outside is reachable (checked above)
+    // and that the sandbox keeps working (checked below).
+    assert!(
+        res["kill_all_again"]["ok"] == true || errno_of(&res["kill_all_again"]) == Some(ESRCH),
+        "{res:#}"
+    );
 
     // kill(-1, SIGKILL) from a child kills the run's main process: the run dies.
     let r = s
@@ -1009,15 +1014,11 @@ res["unshare binary"] = [p.returncode, p.stderr]
 
 # Run each setuid-root binary while it is blocked writing to a full pipe, and read its ids.
 def find(pid):
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                st = read(f"/proc/{d}/status")
-            except OSError:
-                continue
-            ns = [l for l in st.split("\n") if l.startswith("NSpid:")][0].split()
-            if ns[-1] == str(pid) and len(ns) >= 3:
-                return st
+    # Runs share the sandbox's pid namespace: /proc/<pid> is the child itself.
+    try:
+        return read(f"/proc/{pid}/status")
+    except OSError:
+        return None
 r, w = os.pipe()
 fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
 try:
