@@ -4,8 +4,8 @@
 //! allowed (and argument conditions where needed), plus the syscalls that must never be allowed.
 //! `build.rs` compiles it with `seccompiler` for the target architecture into three programs:
 //!
-//! - [`ZYGOTE_FILTER`]: every allow-list entry, including the `zygote_only` ones
-//!   (`unshare(CLONE_NEWPID)`, `setns(fd, CLONE_NEWPID)`);
+//! - [`ZYGOTE_FILTER`]: every allow-list entry, including `zygote_only` ones (the format
+//!   supports them; the policy currently has none, so this equals the run filter);
 //! - [`RUN_FILTER`]: the entries without `zygote_only`. User code runs under it, stacked on top
 //!   of the zygote's filters (a syscall must be allowed by every filter of the stack);
 //! - [`CLONE3_FILTER`]: `clone3` → `ENOSYS`, everything else allowed.

@@ -225,8 +225,50 @@ fn programs_are_well_formed() {
         let len = bytes.len() / 8;
         assert!(len > 3 && len <= 4096, "{name}: {len} instructions");
     }
-    // The run filter is a strict subset of the zygote filter.
-    assert!(RUN_FILTER.len() < ZYGOTE_FILTER.len());
+    // The run filter is the zygote filter minus the `zygote_only` entries: a strict subset when
+    // there are some, the very same program when there are none (the current policy).
+    let zygote_only = policy()["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["zygote_only"] == Value::Bool(true))
+        .count();
+    if zygote_only == 0 {
+        assert_eq!(
+            RUN_FILTER, ZYGOTE_FILTER,
+            "without zygote_only entries the zygote and run filters must be byte-equal"
+        );
+    } else {
+        assert!(RUN_FILTER.len() < ZYGOTE_FILTER.len());
+    }
+}
+
+/// The zygote no longer creates or joins pid namespaces (runs share the sandbox's pid namespace)
+/// and has no CAP_SYS_ADMIN: `unshare` and `setns` are plainly refused, with no zygote exception.
+#[test]
+fn unshare_and_setns_have_no_zygote_exception() {
+    let policy = policy();
+    for name in ["unshare", "setns"] {
+        let refused: Vec<&Value> = policy["refused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["syscall"] == name)
+            .collect();
+        assert_eq!(refused.len(), 1, "{name} must be refused exactly once");
+        assert!(
+            refused[0].get("except_zygote_only").is_none(),
+            "{name}: no except_zygote_only"
+        );
+        assert!(
+            !policy["syscalls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["syscall"] == name),
+            "{name} must not be in the allow-list"
+        );
+    }
 }
 
 #[test]
@@ -251,6 +293,10 @@ fn refused_syscalls_are_never_allowed() {
             .flatten()
             .map(|c| num(&c["val"]))
             .collect();
+        assert!(
+            exception.is_none() || !["unshare", "setns"].contains(&name),
+            "{name}: no zygote exception any more"
+        );
         for args in probe_args(&extra) {
             let r = eval(&run, NATIVE_ARCH, n, args);
             assert_eq!(
@@ -288,7 +334,13 @@ fn refused_syscalls_are_never_allowed() {
     assert!(probed > 1000);
 
     // In the JSON itself: a refused name only appears in the allow-list as zygote_only, with
-    // conditions (build.rs checks they are exactly `except_zygote_only`).
+    // conditions (build.rs checks they are exactly `except_zygote_only`), and only when its
+    // `refused` entry has such an exception.
+    let exceptions: BTreeSet<&str> = refused
+        .iter()
+        .filter(|e| e.get("except_zygote_only").is_some())
+        .map(|e| e["syscall"].as_str().unwrap())
+        .collect();
     let refused_names: BTreeSet<&str> = refused
         .iter()
         .map(|e| e["syscall"].as_str().unwrap())
@@ -298,7 +350,7 @@ fn refused_syscalls_are_never_allowed() {
         if refused_names.contains(name) {
             assert_eq!(entry["zygote_only"], Value::Bool(true), "{name}");
             assert!(!entry["args"].as_array().unwrap().is_empty(), "{name}");
-            assert!(["unshare", "setns"].contains(&name), "{name}");
+            assert!(exceptions.contains(name), "{name}");
         }
     }
 }
@@ -486,38 +538,34 @@ fn argument_conditions() {
         assert!(!allow("seccomp", [SECCOMP_SET_MODE_STRICT, 0, 0, 0, 0, 0]));
         assert!(!allow("seccomp", [SECCOMP_GET_NOTIF_SIZES, 0, 0, 0, 0, 0]));
     }
-    // unshare / setns: zygote only, exactly CLONE_NEWPID.
-    assert_eq!(
-        check(&zygote, "unshare", a1(CLONE_NEWPID)),
-        SECCOMP_RET_ALLOW
-    );
-    assert_eq!(
-        check(&zygote, "setns", [3, CLONE_NEWPID, 0, 0, 0, 0]),
-        SECCOMP_RET_ALLOW
-    );
-    assert_eq!(check(&run, "unshare", a1(CLONE_NEWPID)), RET_EPERM);
-    assert_eq!(
-        check(&run, "setns", [3, CLONE_NEWPID, 0, 0, 0, 0]),
-        RET_EPERM
-    );
-    for flags in [
-        CLONE_NEWUSER,
-        CLONE_NEWPID | CLONE_NEWNS,
-        CLONE_NEWPID | (1 << 32),
+    // unshare / setns: refused under both filters, whatever the flags (CLONE_NEWPID included,
+    // and 0, which the kernel would accept as a no-op).
+    let mut values = vec![
         0,
-    ] {
-        assert_eq!(
-            check(&zygote, "unshare", a1(flags)),
-            RET_EPERM,
-            "unshare {flags:#x}"
-        );
-    }
-    for nstype in [0, CLONE_NEWNET, CLONE_NEWPID | CLONE_NEWNET] {
-        assert_eq!(
-            check(&zygote, "setns", [3, nstype, 0, 0, 0, 0]),
-            RET_EPERM,
-            "{nstype:#x}"
-        );
+        CLONE_NEWPID | CLONE_NEWNS,
+        CLONE_NEWPID | CLONE_NEWNET,
+        CLONE_NEWPID | (1 << 32),
+        1 << 32,
+        0xffff_ffff,
+        u64::MAX,
+    ];
+    values.extend(NAMESPACE_FLAGS);
+    values.push(NAMESPACE_FLAGS.iter().fold(0, |a, f| a | f));
+    for (what, prog) in [("zygote", &zygote), ("run", &run)] {
+        for &v in &values {
+            assert_eq!(
+                check(prog, "unshare", a1(v)),
+                RET_EPERM,
+                "{what}: unshare {v:#x}"
+            );
+            for fd in [0, 3, u64::MAX] {
+                assert_eq!(
+                    check(prog, "setns", [fd, v, 0, 0, 0, 0]),
+                    RET_EPERM,
+                    "{what}: setns({fd:#x}, {v:#x})"
+                );
+            }
+        }
     }
 }
 
@@ -792,10 +840,13 @@ fn run_filter_behaviour() {
         c.eperm("unshare(CLONE_NEWUSER)", sysn("unshare", a1(CLONE_NEWUSER)));
         c.eperm("unshare(CLONE_NEWPID)", sysn("unshare", a1(CLONE_NEWPID)));
         c.eperm("unshare(CLONE_NEWNET)", sysn("unshare", a1(CLONE_NEWNET)));
+        c.eperm("unshare(CLONE_NEWNS)", sysn("unshare", a1(CLONE_NEWNS)));
+        c.eperm("unshare(0)", sysn("unshare", a1(0)));
         c.eperm(
             "setns(pidns, CLONE_NEWPID)",
             sysn("setns", [pidns_fd, CLONE_NEWPID, 0, 0, 0, 0]),
         );
+        c.eperm("setns(pidns, 0)", sysn("setns", [pidns_fd, 0, 0, 0, 0, 0]));
 
         // clone3 → ENOSYS (a permitted clone3 would answer EINVAL to a NULL/0 struct).
         c.expect("clone3(NULL, 0)", sysn("clone3", [0; 6]), Err(ENOSYS));
@@ -1044,7 +1095,6 @@ fn run_filter_behaviour() {
 fn zygote_filters_behaviour() {
     let pidns = std::fs::File::open("/proc/self/ns/pid").expect("open pid ns");
     let pidns_fd = pidns.as_raw_fd() as u64;
-    let is_root = nix::unistd::geteuid().is_root();
     let (status, report) = in_child(|c| {
         child_prelude();
         if let Err(e) = install_zygote_filters() {
@@ -1052,10 +1102,20 @@ fn zygote_filters_behaviour() {
             return;
         }
         all_refused_fail(c);
+        // The zygote no longer creates or joins pid namespaces: unshare and setns are refused
+        // whatever their arguments. unshare(0) and setns(own pidns, CLONE_NEWPID) would succeed
+        // without the filter (even unprivileged, for unshare(0)), so EPERM there is the filter's.
+        c.eperm("unshare(0)", sysn("unshare", a1(0)));
+        c.eperm("unshare(CLONE_NEWPID)", sysn("unshare", a1(CLONE_NEWPID)));
         c.eperm("unshare(CLONE_NEWUSER)", sysn("unshare", a1(CLONE_NEWUSER)));
+        c.eperm("unshare(CLONE_NEWNS)", sysn("unshare", a1(CLONE_NEWNS)));
         c.eperm(
             "unshare(CLONE_NEWPID|CLONE_NEWNS)",
             sysn("unshare", a1(CLONE_NEWPID | CLONE_NEWNS)),
+        );
+        c.eperm(
+            "setns(pidns, CLONE_NEWPID)",
+            sysn("setns", [pidns_fd, CLONE_NEWPID, 0, 0, 0, 0]),
         );
         c.eperm(
             "setns(pidns, CLONE_NEWNET)",
@@ -1063,46 +1123,39 @@ fn zygote_filters_behaviour() {
         );
         c.eperm("setns(pidns, 0)", sysn("setns", [pidns_fd, 0, 0, 0, 0, 0]));
         c.expect("clone3", sysn("clone3", [0; 6]), Err(ENOSYS));
-        if is_root {
-            // What the zygote does per run: a new pid namespace for the next child, then back.
-            c.ok("unshare(CLONE_NEWPID)", sysn("unshare", a1(CLONE_NEWPID)));
-            #[allow(unsafe_code)]
-            // SAFETY: the grandchild only calls getpid and _exit.
-            match unsafe { libc::fork() } {
-                0 => exit_now(if sysn("getpid", [0; 6]) == Ok(1) {
-                    0
-                } else {
-                    1
-                }),
-                -1 => {
-                    c.0.push(format!("fork: {}", std::io::Error::last_os_error()))
-                }
-                pid => {
-                    let status = waitpid(nix::unistd::Pid::from_raw(pid), None);
-                    c.that(
-                        "first child of a new pid namespace is pid 1",
-                        matches!(status, Ok(WaitStatus::Exited(_, 0))),
-                    );
-                }
+        // Still in the parent's pid namespace (no unshare slipped through).
+        #[allow(unsafe_code)]
+        // SAFETY: the grandchild only calls getpid and _exit.
+        match unsafe { libc::fork() } {
+            0 => exit_now(if sysn("getpid", [0; 6]) == Ok(1) {
+                1
+            } else {
+                0
+            }),
+            -1 => {
+                c.0.push(format!("fork: {}", std::io::Error::last_os_error()))
             }
-            c.ok(
-                "setns(pidns, CLONE_NEWPID)",
-                sysn("setns", [pidns_fd, CLONE_NEWPID, 0, 0, 0, 0]),
-            );
-        } else {
-            // Without CAP_SYS_ADMIN the kernel refuses too, but not through seccomp's EPERM alone;
-            // at least check the filter does not answer ENOSYS or kill.
-            let r = sysn("unshare", a1(CLONE_NEWPID));
-            c.that("unshare(CLONE_NEWPID) is not filtered", r != Err(ENOSYS));
+            pid => {
+                let status = waitpid(nix::unistd::Pid::from_raw(pid), None);
+                c.that(
+                    "a child of the zygote is not pid 1 of a new pid namespace",
+                    matches!(status, Ok(WaitStatus::Exited(_, 0))),
+                );
+            }
         }
-        // The run filter then takes both away.
+        // The run filter keeps them refused.
         if let Err(e) = install_run_filter() {
             c.0.push(format!("install_run_filter: {e}"));
             return;
         }
+        c.eperm("run: unshare(0)", sysn("unshare", a1(0)));
         c.eperm(
             "run: unshare(CLONE_NEWPID)",
             sysn("unshare", a1(CLONE_NEWPID)),
+        );
+        c.eperm(
+            "run: unshare(CLONE_NEWNS)",
+            sysn("unshare", a1(CLONE_NEWNS)),
         );
         c.eperm(
             "run: setns(pidns, CLONE_NEWPID)",

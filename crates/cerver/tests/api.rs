@@ -399,7 +399,10 @@ async fn runs_share_the_sandbox_processes_like_a_normal_host() {
     let id = s.sandbox().await;
     // /proc/<os.getpid()> is the running process itself.
     let out = s
-        .output(&id, "import os\nprint(open(f'/proc/{os.getpid()}/status').read().split()[1])")
+        .output(
+            &id,
+            "import os\nprint(open(f'/proc/{os.getpid()}/status').read().split()[1])",
+        )
         .await;
     assert_eq!(out, "python3");
     // A server started in the background by one run keeps running, and a later run can find

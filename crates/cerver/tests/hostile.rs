@@ -780,7 +780,10 @@ emit(res)
     // leaders: root of the sandbox's namespace) can be signalled by user code.
     let visible = res["visible"].as_object().unwrap();
     assert!(visible.contains_key("1") && visible.len() < 20, "{res:#}");
-    assert!(visible.values().all(|v| v == "EPERM"), "signalable processes: {res:#}");
+    assert!(
+        visible.values().all(|v| v == "EPERM"),
+        "signalable processes: {res:#}"
+    );
     assert_errno(&res, "kill_leader", &[EPERM]);
     assert_eq!(res["kill_all"]["ok"], true, "{res:#}");
     assert_eq!(
