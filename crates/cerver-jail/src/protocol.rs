@@ -83,7 +83,7 @@ pub struct Limits {
 pub enum ZygoteRequest {
     /// Start a run; carries RUN_FDS descriptors.
     Run { id: u64 },
-    /// Kill a run and everything it started (its whole pid namespace).
+    /// Kill a run and everything it started (every descendant of its leader).
     Kill { id: u64 },
 }
 

@@ -3,8 +3,9 @@
 //!
 //! The zygote is exec'd as root of the sandbox's user namespace with only
 //! [`crate::harden::ZYGOTE_CAPS`], under Landlock, `no_new_privs` and the zygote seccomp filter.
-//! Each run child stacks the stricter run filter ([`crate::seccomp::RUN_FILTER`], handed over on
-//! the command line) and drops to the sandbox user before executing any user code.
+//! Each run child inherits that filter, stacks the run filter ([`crate::seccomp::RUN_FILTER`],
+//! handed over on the command line) when the policy makes it stricter, and drops to the sandbox
+//! user before executing any user code.
 
 use std::ffi::CString;
 
@@ -31,7 +32,9 @@ fn cstring(s: &str) -> Result<CString, JailError> {
 /// Forks and execs the zygote; returns its pid.
 pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
     let settings = serde_json::json!({
-        "run_filter": hex(crate::seccomp::RUN_FILTER),
+        // Stacking an identical filter would only slow every syscall down.
+        "run_filter": (crate::seccomp::RUN_FILTER != crate::seccomp::ZYGOTE_FILTER)
+            .then(|| hex(crate::seccomp::RUN_FILTER)),
         "workspace": WORKSPACE,
         "uid": SANDBOX_UID,
         "user_nproc": cfg.limits.pids.saturating_sub(ROOT_PROCESS_RESERVE).max(1),
