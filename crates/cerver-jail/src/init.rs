@@ -13,7 +13,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
 
 use crate::JailError;
-use crate::protocol::{JailConfig, LIFELINE_FD};
+use crate::protocol::{JailConfig, LIFELINE_FD, Network};
 
 /// At most this many zygote restarts within RESTART_WINDOW, then the sandbox gives up (and the
 /// runtime reports it as failed) rather than loop.
@@ -61,7 +61,9 @@ fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
     crate::rootfs::enter(cfg)?;
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("sethostname"))?;
-    crate::net::loopback_up()?;
+    match cfg.network {
+        Network::Loopback => crate::net::loopback_up()?,
+    }
 
     // SIGCHLD stays blocked (inherited from the helper) and is consumed with sigwait below.
     let mut chld = SigSet::empty();

@@ -50,6 +50,16 @@ pub struct JailConfig {
     pub python: String,
     pub hostname: String,
     pub limits: Limits,
+    /// What the sandbox's network namespace gets.
+    pub network: Network,
+}
+
+/// The network of a sandbox (its own network namespace in every case).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Only `lo`: code can talk to itself, nothing else (the workers engine).
+    Loopback,
 }
 
 /// Resource limits of one sandbox.

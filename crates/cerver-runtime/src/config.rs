@@ -14,6 +14,12 @@ pub enum Engine {
 }
 
 impl Engine {
+    /// The network each engine's sandboxes get. Containers get egress with the containers
+    /// issue (a veth pair and NAT set up by the helper); until then both are loopback-only.
+    pub fn network(self) -> cerver_jail::protocol::Network {
+        cerver_jail::protocol::Network::Loopback
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Workers => "workers",

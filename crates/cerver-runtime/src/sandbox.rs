@@ -74,6 +74,7 @@ impl Sandbox {
             python: cfg.python.clone(),
             hostname: "sandbox".into(),
             limits: limits.clone(),
+            network: engine.network(),
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
         let (life_read, life_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)

@@ -2144,3 +2144,56 @@ emit({"left": left, "waited": round(3 - (deadline - time.time()), 2)})
         "host processes of the sandbox user remain: {left:?}"
     );
 }
+
+/// No descriptor of the server, the helper, the zygote or another run reaches user code: only
+/// its own stdin, stdout and stderr, in the process and in what it spawns.
+#[tokio::test]
+async fn no_descriptor_leaks_into_user_code() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // Another run in flight, so that its descriptors exist while this one starts.
+    let busy = s.sandbox().await;
+    let s2 = &s;
+    let background = async {
+        s2.run_with(
+            &busy,
+            json!({"code": "import time\ntime.sleep(3)", "timeout": 10}),
+        )
+        .await
+    };
+    let probe = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let code = r#"
+import json, os, subprocess
+def fds():
+    d = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    out = {}
+    for name in os.listdir(d):
+        if int(name) != d:
+            try:
+                out[name] = os.readlink(f"/proc/self/fd/{name}")
+            except FileNotFoundError:
+                pass  # listdir's own duplicate of `d`, already closed
+            except OSError as e:
+                out[name] = str(e)
+    os.close(d)
+    return out
+child = subprocess.run(["ls", "/proc/self/fd"], capture_output=True, text=True).stdout.split()
+print(json.dumps({"own": fds(), "child": sorted(child, key=int)}))
+"#;
+        s2.output(&id, code).await
+    };
+    let (_, out) = tokio::join!(background, probe);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let own = v["own"].as_object().unwrap();
+    assert_eq!(
+        own.keys().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["0".to_string(), "1".into(), "2".into()]),
+        "{v}"
+    );
+    for fd in ["0", "1", "2"] {
+        assert!(own[fd].as_str().unwrap().starts_with("pipe:"), "{v}");
+    }
+    // `ls` sees its stdio, its own directory fd (3) and nothing else.
+    assert_eq!(v["child"], json!(["0", "1", "2", "3"]), "{v}");
+}
