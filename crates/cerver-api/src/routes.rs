@@ -16,6 +16,7 @@ const MAX_BODY: usize = 24 << 20;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/llms.txt", get(llms_txt))
         .route("/sandbox", post(sandboxes::create))
         .route("/sandboxes", get(sandboxes::list))
         .route(
@@ -37,6 +38,17 @@ async fn health() -> Json<Health> {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// The machine-readable quick reference of this server's API.
+async fn llms_txt() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        include_str!("llms.txt"),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -420,3 +420,28 @@ async fn runs_share_the_sandbox_processes_like_a_normal_host() {
     );
     assert_eq!(s.output(&id, &code).await, "stopped");
 }
+
+#[tokio::test]
+async fn llms_txt_and_health() {
+    let s = Server::start();
+    let r = s.client.get(s.url("/llms.txt")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    for route in [
+        "POST /sandbox",
+        "/run/stream",
+        "/files",
+        "DELETE /sandbox/{id}",
+        "/timeout",
+    ] {
+        assert!(text.contains(route), "llms.txt does not mention {route}");
+    }
+    let (status, v) = s.get("/health").await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
+}
