@@ -203,6 +203,25 @@ fn host_processes_with_uid(lo: u64, hi: u64) -> Vec<(u32, String, String)> {
 }
 
 /// This host's own non-loopback addresses (IPv4 from fib_trie, global IPv6 from if_inet6).
+/// Host processes whose uid is in `lo..hi` and that `keep` selects, polled until there are
+/// none or `within` has passed.
+async fn host_processes_left(
+    lo: u64,
+    hi: u64,
+    within: Duration,
+    keep: impl Fn(&(u32, String, String)) -> bool,
+) -> Vec<(u32, String, String)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut left = host_processes_with_uid(lo, hi);
+        left.retain(|p| keep(p));
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn host_addresses() -> Vec<IpAddr> {
     let mut out = BTreeSet::new();
     if let Ok(trie) = std::fs::read_to_string("/proc/net/fib_trie") {
@@ -1884,14 +1903,7 @@ emit({"uid_map": read("/proc/self/uid_map").split()})
 
     let (st, v) = s.delete(&format!("/sandbox/{id}")).await;
     assert_eq!(st, 200, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let left = loop {
-        let left = host_processes_with_uid(base, base + MAPPED_IDS);
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let left = host_processes_left(base, base + MAPPED_IDS, Duration::from_secs(5), |_| true).await;
     assert!(
         left.is_empty(),
         "processes of the deleted sandbox survive on the host: {left:?} (before: {before:?})"
@@ -2130,15 +2142,10 @@ emit({"left": left, "waited": round(3 - (deadline - time.time()), 2)})
     // On the host: none of the run's processes is left (the sandbox user may have an idle,
     // pre-forked interpreter waiting for the next run).
     let uid = base + SANDBOX_UID;
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let left = loop {
-        let mut left = host_processes_with_uid(uid, uid + 1);
-        left.retain(|(_, name, _)| name != "python3");
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let left = host_processes_left(uid, uid + 1, Duration::from_secs(3), |(_, name, _)| {
+        name != "python3"
+    })
+    .await;
     assert!(
         left.is_empty(),
         "host processes of the sandbox user remain: {left:?}"

@@ -54,9 +54,8 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already using the data dir"));
 }
 
-#[tokio::test]
-async fn shutdown_and_crashes_leave_nothing_behind() {
-    // Graceful shutdown destroys every sandbox.
+/// A server with one sandbox in which a run left a detached process running.
+async fn server_with_a_background_process() -> Server {
     let s = Server::start();
     let id = s.sandbox().await;
     s.run(
@@ -64,6 +63,13 @@ async fn shutdown_and_crashes_leave_nothing_behind() {
         "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",
     )
     .await;
+    s
+}
+
+#[tokio::test]
+async fn shutdown_and_crashes_leave_nothing_behind() {
+    // Graceful shutdown destroys every sandbox.
+    let s = server_with_a_background_process().await;
     let cg = s.cgroup_dir();
     assert!(!sandbox_cgroups(&cg).is_empty());
     s.stop();
@@ -72,13 +78,7 @@ async fn shutdown_and_crashes_leave_nothing_behind() {
     });
 
     // A crashed server's helpers notice (lifeline) and tear their sandboxes down.
-    let s = Server::start();
-    let id = s.sandbox().await;
-    s.run(
-        &id,
-        "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)",
-    )
-    .await;
+    let s = server_with_a_background_process().await;
     let cg = s.cgroup_dir();
     let dir = s.crash();
     wait_until("cgroups removed after a crash", || {
