@@ -11,6 +11,7 @@
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod openapi;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;

@@ -17,6 +17,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/llms.txt", get(llms_txt))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/sandbox", post(sandboxes::create))
         .route("/sandboxes", get(sandboxes::list))
         .route(

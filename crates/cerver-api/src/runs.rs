@@ -56,6 +56,25 @@ fn exit_message(exit: &RunExit) -> Option<&str> {
     exit.error.as_deref()
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox/{id}/run",
+    tag = "runs",
+    operation_id = "run_code",
+    summary = "Run code and wait for the result",
+    description = "Runs `code` as a fresh Python 3 process in the sandbox. A run that times out still answers 200, with the reason in `error`.",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    request_body(content = cerver_types::RunRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How the run ended and what it wrote.", body = cerver_types::RunResponse),
+        (status = 400, description = "Malformed JSON, or invalid code, envs or timeout.", body = cerver_types::ErrorBody),
+        (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
+        (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
+        (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn run(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -136,6 +155,25 @@ fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
     Ok(Event::default().data(serde_json::to_string(ev).expect("events serialize")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox/{id}/run/stream",
+    tag = "runs",
+    operation_id = "run_code_stream",
+    summary = "Run code, streaming its output as Server-Sent Events",
+    description = "Same body as `/run`. Each event is one `data:` line holding a JSON `StreamEvent`: `stdout` and `stderr` chunks in order, then one `exit` event. Closing the connection kills the run.",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    request_body(content = cerver_types::RunRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A `text/event-stream` whose every `data:` line is a JSON `StreamEvent`.", content_type = "text/event-stream", body = cerver_types::StreamEvent),
+        (status = 400, description = "Malformed JSON, or invalid code, envs or timeout.", body = cerver_types::ErrorBody),
+        (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
+        (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
+        (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn run_stream(
     State(st): State<AppState>,
     Path(id): Path<String>,

@@ -29,6 +29,24 @@ pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox",
+    tag = "sandboxes",
+    operation_id = "create_sandbox",
+    summary = "Create a sandbox",
+    description = "Every field is optional; an empty body means all defaults.",
+    request_body(content = cerver_types::CreateSandboxRequest, content_type = "application/json", description = "Optional; an empty body means all defaults."),
+    responses(
+        (status = 200, description = "The new sandbox, ready to run code.", body = cerver_types::SandboxInfo),
+        (status = 400, description = "Malformed JSON, or an invalid engine, env, metadata or timeout_ms.", body = cerver_types::ErrorBody),
+        (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
+        (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
+        (status = 429, description = "The server runs its maximum number of sandboxes.", body = cerver_types::ErrorBody),
+        (status = 503, description = "No sandbox could be created right now; retry shortly.", body = cerver_types::ErrorBody),
+        (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn create(
     State(st): State<AppState>,
     OptionalJson(req): OptionalJson<CreateSandboxRequest>,
@@ -48,6 +66,18 @@ pub async fn create(
     Ok(Json(info_of(&entry, lifetime, st.control.max_timeout_ms())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandbox/{id}",
+    tag = "sandboxes",
+    operation_id = "get_sandbox",
+    summary = "Get a sandbox",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    responses(
+        (status = 200, description = "The sandbox, with its current time_remaining_ms.", body = cerver_types::SandboxInfo),
+        (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn info(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -56,6 +86,16 @@ pub async fn info(
     Ok(Json(info_of(&e, e.lifetime(), st.control.max_timeout_ms())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sandboxes",
+    tag = "sandboxes",
+    operation_id = "list_sandboxes",
+    summary = "List active sandboxes",
+    responses(
+        (status = 200, description = "The caller's active sandboxes, oldest first.", body = cerver_types::SandboxList),
+    )
+)]
 pub async fn list(State(st): State<AppState>) -> Json<SandboxList> {
     let max = st.control.max_timeout_ms();
     let sandboxes = st
@@ -67,6 +107,19 @@ pub async fn list(State(st): State<AppState>) -> Json<SandboxList> {
     Json(SandboxList { sandboxes })
 }
 
+#[utoipa::path(
+    delete,
+    path = "/sandbox/{id}",
+    tag = "sandboxes",
+    operation_id = "delete_sandbox",
+    summary = "Delete a sandbox",
+    description = "Every process and file of the sandbox is gone when this returns.",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    responses(
+        (status = 200, description = "The sandbox is gone.", body = cerver_types::DeleteResponse),
+        (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn delete(
     State(st): State<AppState>,
     Path(id): Path<String>,
@@ -78,6 +131,23 @@ pub async fn delete(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sandbox/{id}/timeout",
+    tag = "sandboxes",
+    operation_id = "set_sandbox_timeout",
+    summary = "Set a sandbox's remaining lifetime",
+    description = "The remaining lifetime becomes `timeout_ms` from now, lowered to the server's maximum.",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    request_body(content = cerver_types::SetTimeoutRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The lifetime now in force.", body = cerver_types::SetTimeoutResponse),
+        (status = 400, description = "Malformed JSON or an invalid timeout_ms.", body = cerver_types::ErrorBody),
+        (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
+        (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
+        (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
+    )
+)]
 pub async fn set_timeout(
     State(st): State<AppState>,
     Path(id): Path<String>,

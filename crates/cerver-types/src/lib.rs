@@ -1,21 +1,34 @@
 //! The HTTP wire format of the Cerver API, exactly as documented. Only this crate derives
 //! `Serialize`/`Deserialize` for what crosses HTTP.
+//!
+//! Every type also derives [`utoipa::ToSchema`]: the OpenAPI document served at
+//! `GET /openapi.json` is generated from these definitions and their doc comments, so keep
+//! both true to what the handlers send and accept.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// `POST /sandbox`. Every field is optional; an empty body means all defaults.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(examples(json!({
+    "engine": "workers",
+    "envs": {"API_KEY": "secret"},
+    "timeout_ms": 300000,
+    "metadata": {"user": "alice"}
+})))]
 pub struct CreateSandboxRequest {
     /// `"workers"` (default) or `"containers"`.
     #[serde(default)]
+    #[schema(examples("workers", "containers"))]
     pub engine: Option<String>,
-    /// Environment variables available to all code in the sandbox.
+    /// Environment variables available to all code in the sandbox. Values are never echoed.
     #[serde(default)]
     pub envs: Option<BTreeMap<String, String>>,
-    /// Sandbox lifetime in milliseconds (default 300000).
+    /// Sandbox lifetime in milliseconds (default 300000), lowered to the server's maximum.
     #[serde(default)]
+    #[schema(value_type = Option<u64>, minimum = 1)]
     pub timeout_ms: Option<serde_json::Number>,
     /// Free-form string pairs for the caller's bookkeeping.
     #[serde(default)]
@@ -23,148 +36,239 @@ pub struct CreateSandboxRequest {
 }
 
 /// A sandbox as the API shows it. Env values are never echoed: `envs` lists names only.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[schema(examples(json!({
+    "sandbox_id": "0b6f7d3e-8d0c-4c55-9a3e-1f2d3c4b5a69",
+    "engine": "workers",
+    "status": "ready",
+    "timeout_ms": 300000,
+    "expires_at": 1735689900,
+    "time_remaining_ms": 299998,
+    "created_at": 1735689600,
+    "envs": ["API_KEY"],
+    "metadata": {"user": "alice"}
+})))]
 pub struct SandboxInfo {
+    /// The sandbox's id, used in every `/sandbox/{id}` path.
     pub sandbox_id: String,
+    /// `"workers"` or `"containers"`.
     pub engine: String,
+    /// Always `"ready"` for a sandbox the API can show.
     pub status: String,
+    /// The sandbox's lifetime in milliseconds, as last set.
     pub timeout_ms: u64,
-    /// Unix seconds.
+    /// When the sandbox ends, in Unix seconds.
     pub expires_at: u64,
+    /// Milliseconds left before the sandbox ends.
     pub time_remaining_ms: u64,
-    /// Unix seconds.
+    /// When the sandbox was created, in Unix seconds.
     pub created_at: u64,
+    /// Names (never values) of the sandbox's environment variables.
     pub envs: Vec<String>,
+    /// The metadata given at creation.
     pub metadata: BTreeMap<String, String>,
     /// Present when a requested timeout was lowered to the allowed maximum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `GET /sandboxes`: the caller's active sandboxes, oldest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SandboxList {
+    /// Active sandboxes, oldest first.
     pub sandboxes: Vec<SandboxInfo>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `DELETE /sandbox/{id}`: the sandbox and every process and file of it are gone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeleteResponse {
+    /// Always `true`.
     pub success: bool,
+    /// The deleted sandbox's id.
     pub sandbox_id: String,
 }
 
-/// `POST /sandbox/:id/timeout`.
-#[derive(Debug, Deserialize)]
+/// `POST /sandbox/{id}/timeout`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"timeout_ms": 600000})))]
 pub struct SetTimeoutRequest {
+    /// The new remaining lifetime in milliseconds, counted from now (lowered to the maximum).
+    #[schema(value_type = u64, minimum = 1)]
     pub timeout_ms: serde_json::Number,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `POST /sandbox/{id}/timeout`: the sandbox's new lifetime.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SetTimeoutResponse {
+    /// The sandbox's id.
     pub sandbox_id: String,
+    /// The lifetime now in force, in milliseconds.
     pub timeout_ms: u64,
+    /// When the sandbox ends, in Unix seconds.
     pub expires_at: u64,
+    /// Milliseconds left before the sandbox ends.
     pub time_remaining_ms: u64,
+    /// Present when the requested timeout was lowered to the allowed maximum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notice: Option<String>,
 }
 
-/// `POST /sandbox/:id/run` and `/run/stream`.
-#[derive(Debug, Deserialize)]
+/// `POST /sandbox/{id}/run` and `/run/stream`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({
+    "code": "x = 5\nprint(x * 10)",
+    "envs": {"DEBUG": "true"},
+    "timeout": 30
+})))]
 pub struct RunRequest {
+    /// Python 3 source, run as a fresh process in the sandbox's workspace.
     pub code: String,
     /// Per-run overrides of the sandbox's environment variables.
     #[serde(default)]
     pub envs: Option<BTreeMap<String, String>>,
     /// Seconds (default 30), never beyond the sandbox's remaining lifetime.
     #[serde(default)]
+    #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
     pub timeout: Option<serde_json::Number>,
 }
 
 /// Result of a synchronous run. `output` and `error` carry no single trailing newline.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[schema(examples(json!({"output": "50", "error": "", "exit_code": 0, "duration": 12})))]
 pub struct RunResponse {
+    /// Standard output (at most 1 MiB, then a truncation notice).
     pub output: String,
+    /// Standard error (at most 1 MiB), followed by the reason the run was stopped, if any
+    /// (e.g. "timed out").
     pub error: String,
+    /// The process's exit code, as `python -c` would give it (1 for an uncaught exception).
     pub exit_code: i32,
     /// Milliseconds.
     pub duration: u64,
 }
 
-/// One Server-Sent Event of `/run/stream` (`data: {...}`).
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+/// One Server-Sent Event of `/run/stream` (`data: {...}`): output chunks in order, then one
+/// `exit` event.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamEvent {
+    /// A chunk of standard output.
     Stdout {
+        /// The text written (UTF-8; invalid bytes become U+FFFD).
         data: String,
     },
+    /// A chunk of standard error.
     Stderr {
+        /// The text written (UTF-8; invalid bytes become U+FFFD).
         data: String,
     },
+    /// The last event: how the run ended.
     Exit {
+        /// The process's exit code.
         code: i32,
+        /// Why the run was stopped (e.g. "timed out"), if it was.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
+        /// Milliseconds.
         #[serde(default)]
         duration: u64,
     },
 }
 
-/// `POST /sandbox/:id/files`.
-#[derive(Debug, Deserialize)]
+/// `POST /sandbox/{id}/files`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"path": "data.txt", "content": "hello"})))]
 pub struct WriteFileRequest {
+    /// Path relative to the workspace (`/home/user`); parent directories are created.
     pub path: String,
+    /// The file's content, as text or base64 (see `encoding`).
     pub content: String,
     /// `"utf-8"` (default) or `"base64"` for binary content.
     #[serde(default)]
+    #[schema(examples("utf-8", "base64"))]
     pub encoding: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `POST /sandbox/{id}/files`: the file was written.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WriteFileResponse {
+    /// Always `true`.
     pub success: bool,
+    /// The path as given.
     pub path: String,
+    /// Bytes written.
     pub size: u64,
 }
 
-/// `GET /sandbox/:id/files?path=x`.
-#[derive(Debug, Serialize, Deserialize)]
+/// `GET /sandbox/{id}/files?path=x`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReadFileResponse {
+    /// The path as given.
     pub path: String,
+    /// The file's content: text, or base64 when `encoding` is `"base64"`.
     pub content: String,
+    /// The file's size in bytes.
     pub size: u64,
     /// Present (`"base64"`) when the file is not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+/// One entry of a workspace listing.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
 pub struct FileInfo {
+    /// Path relative to the workspace.
     pub path: String,
+    /// Size in bytes.
     pub size: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `GET /sandbox/{id}/files` (no `path`): the workspace's files.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ListFilesResponse {
+    /// Every file of the workspace, recursively.
     pub files: Vec<FileInfo>,
+    /// Present (`true`) when the listing stopped at the server's maximum number of entries.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /sandbox/{id}/files`: a file's content with `?path=`, else the workspace listing.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum GetFilesResponse {
+    /// With `?path=`: that file.
+    File(ReadFileResponse),
+    /// Without `path`: the listing.
+    List(ListFilesResponse),
+}
+
+/// Query of `GET /sandbox/{id}/files`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FilesQuery {
+    /// A file to read, relative to the workspace; without it the workspace is listed.
     #[serde(default)]
+    #[param(example = "data.txt")]
     pub path: Option<String>,
 }
 
 /// Every error: a human message and a machine code.
-#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[schema(examples(json!({"error": "sandbox not found", "code": "not_found"})))]
 pub struct ErrorBody {
+    /// What went wrong, for a person.
     pub error: String,
+    /// What went wrong, for a program (e.g. `not_found`, `invalid_json`, `invalid_request`,
+    /// `payload_too_large`, `limit_exceeded`, `sandbox_unavailable`).
     pub code: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `GET /health`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
+    /// `"ok"`.
     pub status: String,
+    /// The server's version.
     pub version: String,
 }

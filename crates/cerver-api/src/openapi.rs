@@ -1,0 +1,182 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated with `utoipa` from the
+//! wire types of `cerver-types` and the `#[utoipa::path]` attributes on the handlers. Nothing
+//! here is written by hand but the list of operations and a few words of description.
+//!
+//! Adding a route: give its handler a `#[utoipa::path]` attribute, list it in [`ApiDoc`]'s
+//! `paths(...)`, and add it to the expected routes of `crates/cerver/tests/openapi.rs`.
+
+use std::sync::LazyLock;
+
+use axum::http::{HeaderName, header};
+use utoipa::openapi::Required;
+use utoipa::{Modify, OpenApi};
+
+use crate::{files, runs, sandboxes};
+
+/// The generated API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cerver",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "Run untrusted Python in secure, isolated sandboxes over HTTP. Each sandbox \
+            has a persistent workspace (`/home/user`); each run is a fresh Python 3 process. \
+            Every error is a JSON `ErrorBody` (`{\"error\", \"code\"}`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        health,
+        llms_txt,
+        openapi_json,
+        sandboxes::create,
+        sandboxes::list,
+        sandboxes::info,
+        sandboxes::delete,
+        sandboxes::set_timeout,
+        runs::run,
+        runs::run_stream,
+        files::write,
+        files::get,
+    ),
+    components(schemas(
+        cerver_types::CreateSandboxRequest,
+        cerver_types::SandboxInfo,
+        cerver_types::SandboxList,
+        cerver_types::DeleteResponse,
+        cerver_types::SetTimeoutRequest,
+        cerver_types::SetTimeoutResponse,
+        cerver_types::RunRequest,
+        cerver_types::RunResponse,
+        cerver_types::StreamEvent,
+        cerver_types::WriteFileRequest,
+        cerver_types::WriteFileResponse,
+        cerver_types::ReadFileResponse,
+        cerver_types::FileInfo,
+        cerver_types::ListFilesResponse,
+        cerver_types::GetFilesResponse,
+        cerver_types::ErrorBody,
+        cerver_types::Health,
+    )),
+    tags(
+        (name = "sandboxes", description = "Sandbox lifecycle: create, inspect, list, extend, delete."),
+        (name = "runs", description = "Running Python code, synchronously or as Server-Sent Events."),
+        (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
+        (name = "meta", description = "The server itself: health and API descriptions."),
+    ),
+    modifiers(&OptionalCreateBody),
+)]
+pub struct ApiDoc;
+
+/// `POST /sandbox` accepts an empty body (all defaults): its body is documented as the
+/// `CreateSandboxRequest` schema, not required. (`Option<T>` in `request_body` would instead
+/// document a JSON `null`, which the handler refuses.)
+struct OptionalCreateBody;
+
+impl Modify for OptionalCreateBody {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let body = doc
+            .paths
+            .paths
+            .get_mut("/sandbox")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            .expect("POST /sandbox documents a body");
+        body.required = Some(Required::False);
+    }
+}
+
+/// The document, built once.
+pub static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+
+/// The document as served, serialized once.
+static JSON: LazyLock<String> =
+    LazyLock::new(|| DOCUMENT.to_json().expect("the OpenAPI document serializes"));
+
+/// `GET /openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    summary = "This API's OpenAPI 3.1 document",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document.", content_type = "application/json", body = Object),
+    )
+)]
+pub async fn openapi_json() -> ([(HeaderName, &'static str); 1], &'static str) {
+    ([(header::CONTENT_TYPE, "application/json")], JSON.as_str())
+}
+
+// The two handlers below live in `routes.rs`; these bodiless twins carry their documentation.
+
+/// `GET /health`.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "meta",
+    operation_id = "health",
+    summary = "Liveness and version",
+    responses((status = 200, description = "The server is up.", body = cerver_types::Health))
+)]
+#[allow(dead_code)]
+fn health() {}
+
+/// `GET /llms.txt`.
+#[utoipa::path(
+    get,
+    path = "/llms.txt",
+    tag = "meta",
+    operation_id = "llms_txt",
+    summary = "The API's quick reference, for people and language models",
+    responses(
+        (status = 200, description = "A Markdown quick reference of the API.", content_type = "text/plain", body = String),
+    )
+)]
+#[allow(dead_code)]
+fn llms_txt() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_openapi_3_1_json() {
+        let v: serde_json::Value = serde_json::from_str(&JSON).unwrap();
+        assert!(v["openapi"].as_str().unwrap().starts_with("3.1"), "{v}");
+        assert_eq!(v["info"]["title"], "Cerver");
+        assert_eq!(v["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    #[test]
+    fn every_error_response_is_an_error_body() {
+        let v = serde_json::to_value(&*DOCUMENT).unwrap();
+        for (path, item) in v["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, resp) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('2') {
+                        continue;
+                    }
+                    assert_eq!(
+                        resp["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_referenced_schema_is_defined() {
+        let v = serde_json::to_value(&*DOCUMENT).unwrap();
+        let schemas = v["components"]["schemas"].as_object().unwrap();
+        let text = v.to_string();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').unwrap()];
+            assert!(
+                schemas.contains_key(name),
+                "{name} is referenced, not defined"
+            );
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Persistence of the control plane: accounts, API keys, plans, one-time tokens, dashboard
+//! sessions, daily usage and sandbox records.
+//!
+//! Callers hold an `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the only backend
+//! today; a Postgres one can implement the same trait with its own migrations (the way atuin
+//! keeps one crate per backend) without touching callers.
+//!
+//! The store records facts and enforces the two limits that must be exact under concurrency —
+//! requests per day ([`Store::try_consume_request`]) and active sandboxes per user
+//! ([`Store::try_insert_sandbox_if_below`]) — each in a single atomic step, so that no
+//! check-then-act race can let a user past a limit. *Which* limit applies to a plan is policy
+//! and belongs to the control plane.
+//!
+//! Secrets never reach the database: keys, tokens and session ids are stored as SHA-256 hashes
+//! made by [`keys`].
+//!
+//! # Layout
+//!
+//! | path | what lives there |
+//! |---|---|
+//! | `src/lib.rs` | the [`Store`] trait: every operation and its contract |
+//! | `src/model.rs` | records ([`User`], [`ApiKey`], [`Session`], [`SandboxRecord`], …), [`Plan`], the clock helpers [`now_ms`] and [`utc_day`] |
+//! | `src/error.rs` | [`StoreError`], the one error enum |
+//! | `src/keys.rs` | generating and hashing keys, tokens and session ids |
+//! | `src/sqlite.rs` | [`SqliteStore`]: opening `<data-dir>/cerver.db` (WAL, foreign keys, busy timeout), the queries |
+//! | `migrations/` | the SQLite schema, one `NNNN_name.sql` per step, embedded in the binary |
+//! | `tests/store.rs` | every operation against a real database file, concurrency included |
+//!
+//! # Conventions
+//!
+//! - Ids are TEXT (UUID v4), timestamps INTEGER milliseconds since the Unix epoch (UTC), usage
+//!   days whole days since 1970-01-01 UTC ([`utc_day`]).
+//! - Emails are trimmed and lower-cased ([`normalize_email`]) on the way in, in every call.
+//! - Operations whose result depends on the time take `now` from the caller, so that tests and
+//!   the control plane agree on one clock; creation times are the store's own clock.
+
+mod error;
+pub mod keys;
+mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use error::{Result, StoreError};
+pub use model::{
+    ApiKey, DAY_MS, KeyRef, NewSandbox, Plan, SandboxRecord, Session, TokenKind, User, UserSummary,
+    normalize_email, now_ms, utc_day,
+};
+pub use sqlite::{DB_FILE_NAME, SqliteOptions, SqliteStore};
+
+/// Everything the control plane persists. Implementations are shared across tasks
+/// (`Arc<dyn Store>`) and must be safe to use from several processes on the same database
+/// (the server and the admin CLI).
+#[async_trait]
+pub trait Store: Send + Sync {
+    // ---- users ----
+
+    /// Returns the user with `email`, creating it on `plan` if there is none. Idempotent: an
+    /// existing user keeps its plan.
+    async fn create_user_if_missing(&self, email: &str, plan: Plan) -> Result<User>;
+
+    /// The user with `email` (compared lower-cased).
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+
+    /// The user with `id`.
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+
+    /// Moves the user with `email` to `plan`. Fails with [`StoreError::UserNotFound`].
+    async fn set_plan(&self, email: &str, plan: Plan) -> Result<User>;
+
+    /// Every user, oldest first, with their key counts.
+    async fn list_users(&self) -> Result<Vec<UserSummary>>;
+
+    // ---- API keys ----
+
+    /// Records a key by its display prefix and hash. Fails with [`StoreError::UserNotFound`]
+    /// or, if the hash is already stored, [`StoreError::Duplicate`].
+    async fn insert_key(&self, user_id: &str, prefix: &str, hash: &str) -> Result<ApiKey>;
+
+    /// The non-revoked key with `hash`, and its user: the authentication lookup.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<(ApiKey, User)>>;
+
+    /// Revokes one key and returns it. Idempotent: revoking a revoked key keeps its first
+    /// `revoked_at`. Fails with [`StoreError::KeyNotFound`], or
+    /// [`StoreError::AmbiguousKey`] when a prefix matches several keys.
+    async fn revoke_key(&self, key: KeyRef<'_>) -> Result<ApiKey>;
+
+    /// All keys of a user, revoked ones included, oldest first.
+    async fn keys_of(&self, user_id: &str) -> Result<Vec<ApiKey>>;
+
+    // ---- one-time tokens ----
+
+    /// Records a one-time token by its hash. Fails with [`StoreError::Duplicate`] if the hash
+    /// is already stored.
+    async fn insert_token(
+        &self,
+        hash: &str,
+        kind: TokenKind,
+        email: &str,
+        expires_at: i64,
+    ) -> Result<()>;
+
+    /// Uses up the token with `hash` and `kind` and returns its email — atomically, once: a
+    /// second call, a call at or after `expires_at`, or a call with the other kind returns
+    /// `None`.
+    async fn consume_token(&self, hash: &str, kind: TokenKind, now: i64) -> Result<Option<String>>;
+
+    // ---- dashboard sessions ----
+
+    /// Records a session by the hash of its id. Fails with [`StoreError::UserNotFound`] or
+    /// [`StoreError::Duplicate`].
+    async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        expires_at: i64,
+    ) -> Result<Session>;
+
+    /// The session with `id_hash` if it has not expired at `now`, and its user.
+    async fn session(&self, id_hash: &str, now: i64) -> Result<Option<(Session, User)>>;
+
+    /// Deletes a session (logout); whether there was one.
+    async fn delete_session(&self, id_hash: &str) -> Result<bool>;
+
+    /// Deletes expired or used one-time tokens and expired sessions; how many rows went.
+    async fn purge_expired(&self, now: i64) -> Result<u64>;
+
+    // ---- usage ----
+
+    /// Counts one request of `user_id` on UTC `day` if fewer than `limit` were counted, and
+    /// returns how many are left; otherwise fails with [`StoreError::QuotaExceeded`] and counts
+    /// nothing. Exact under any concurrency: check and increment are one statement.
+    async fn try_consume_request(&self, user_id: &str, day: i64, limit: u64) -> Result<u64>;
+
+    /// Requests counted for `user_id` on UTC `day`.
+    async fn requests_on(&self, user_id: &str, day: i64) -> Result<u64>;
+
+    // ---- sandboxes ----
+
+    /// Records a sandbox without any limit (the caller has checked, or none applies). Fails
+    /// with [`StoreError::UserNotFound`] or [`StoreError::Duplicate`].
+    async fn insert_sandbox(&self, sandbox: NewSandbox) -> Result<SandboxRecord>;
+
+    /// Records a sandbox if its user has fewer than `limit` active sandboxes at `now`, else fails
+    /// with [`StoreError::SandboxLimit`]. Exact under any concurrency: count and insert happen
+    /// under one write lock.
+    async fn try_insert_sandbox_if_below(
+        &self,
+        sandbox: NewSandbox,
+        limit: u64,
+        now: i64,
+    ) -> Result<SandboxRecord>;
+
+    /// Marks a sandbox deleted at `at`; whether this call did (false if unknown or already
+    /// deleted).
+    async fn mark_sandbox_deleted(&self, id: &str, at: i64) -> Result<bool>;
+
+    /// Moves a not-deleted sandbox's expiry to `expires_at`; whether there was one.
+    async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool>;
+
+    /// The sandbox with `id`, deleted or not.
+    async fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
+
+    /// The user's active sandboxes at `now` (not deleted, not expired), oldest first.
+    async fn active_sandboxes_of(&self, user_id: &str, now: i64) -> Result<Vec<SandboxRecord>>;
+
+    /// How many active sandboxes the user has at `now` (what the sandbox limit counts).
+    async fn active_sandbox_count(&self, user_id: &str, now: i64) -> Result<u64>;
+
+    /// Every sandbox never marked deleted, expired or not: after a restart these have no
+    /// process behind them and are to be reaped and marked deleted.
+    async fn sandboxes_left_active(&self) -> Result<Vec<SandboxRecord>>;
+}

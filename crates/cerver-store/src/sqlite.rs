@@ -1,0 +1,724 @@
+//! [`SqliteStore`]: the [`Store`] on one SQLite file, `<data-dir>/cerver.db`.
+//!
+//! The file is opened in WAL mode, so readers never block the writer and the server and an
+//! admin CLI can use it at once; writers queue on SQLite's write lock for up to the busy
+//! timeout. Every write that enforces a limit is atomic on its own:
+//!
+//! - the daily request counter is one `INSERT … ON CONFLICT DO UPDATE … WHERE count < limit
+//!   RETURNING count` statement;
+//! - one-time tokens are used up by one `UPDATE … WHERE used_at IS NULL AND expires_at > now
+//!   RETURNING email` statement;
+//! - a sandbox slot is claimed in a `BEGIN IMMEDIATE` transaction, which takes the write lock
+//!   before counting, so no other connection (or process) can insert between count and insert.
+//!
+//! A single write statement outside an explicit transaction takes the write lock before it
+//! reads anything, so it waits on the busy timeout instead of failing with `SQLITE_BUSY`; the
+//! only explicit transaction here begins `IMMEDIATE` for the same reason. Two processes
+//! creating the file at the same moment are handled at open: switching a new file to WAL and
+//! applying the first migration are retried (see `connect_pool` and [`SqliteStore::migrate`]).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Executor, Row, Sqlite};
+
+use crate::Store;
+use crate::error::{Result, StoreError};
+use crate::model::{
+    ApiKey, KeyRef, NewSandbox, Plan, SandboxRecord, Session, TokenKind, User, UserSummary,
+    normalize_email, now_ms,
+};
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE_NAME: &str = "cerver.db";
+
+/// The schema steps, in order: (version, description, SQL). They are compiled into the binary;
+/// a test checks that this list and the files in `migrations/` agree.
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// How to open the database.
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Connections in the pool. SQLite runs one writer at a time whatever this is; more
+    /// connections let reads proceed alongside it.
+    pub max_connections: u32,
+    /// How long a statement waits for another connection's (or process's) write lock before
+    /// failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The [`Store`] on a SQLite file. Cloning is cheap and shares the pool.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/cerver.db` with default options and brings its
+    /// schema up to date.
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(data_dir, &SqliteOptions::default()).await
+    }
+
+    /// Opens (creating if needed) `<data_dir>/cerver.db` and brings its schema up to date.
+    pub async fn open_with(data_dir: &Path, options: &SqliteOptions) -> Result<SqliteStore> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(DB_FILE_NAME);
+        let connect = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable in WAL mode except for the last commits on power loss.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = connect_pool(connect, options).await?;
+        let store = SqliteStore { pool, path };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations not yet applied. Idempotent; [`open`](Self::open) calls
+    /// it.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = Migrator::new(Embedded).await?;
+        // Two processes creating the database at the same moment both try the first step; the
+        // loser fails on the tables the winner made (its transaction rolls back). Running again
+        // finds the winner's step recorded and does nothing.
+        if migrator.run(&self.pool).await.is_err() {
+            migrator.run(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Closes every connection (checkpointing the WAL when the last one goes). Calls after
+    /// this fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Opens the pool, retrying while a brand-new file is being switched to WAL by another
+/// connection: that switch takes an exclusive lock that SQLite's busy timeout does not wait
+/// for, so two processes creating the database at once would otherwise fail with
+/// `SQLITE_BUSY`. Once the file is in WAL mode the pragma takes no such lock.
+async fn connect_pool(
+    connect: SqliteConnectOptions,
+    options: &SqliteOptions,
+) -> Result<SqlitePool> {
+    let deadline = Instant::now() + options.busy_timeout;
+    loop {
+        let attempt = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .connect_with(connect.clone())
+            .await;
+        match attempt {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether `err` is SQLite's `SQLITE_BUSY` (any extended form).
+fn is_busy(err: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| code & 0xff == SQLITE_BUSY),
+        _ => false,
+    }
+}
+
+/// The migrations compiled into the binary, in the form `sqlx` applies (and checksums, so that
+/// an edited, already-applied migration is refused).
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(migrations)))
+    }
+}
+
+// Column lists, aliased so that rows of joins decode with the same functions. `RETURNING`
+// cannot name a table, hence the unqualified forms.
+macro_rules! user_columns {
+    () => {
+        "u.id AS u_id, u.email AS u_email, u.plan AS u_plan, u.created_at AS u_created_at"
+    };
+}
+macro_rules! user_returning {
+    () => {
+        "id AS u_id, email AS u_email, plan AS u_plan, created_at AS u_created_at"
+    };
+}
+macro_rules! key_columns {
+    () => {
+        "k.id AS k_id, k.user_id AS k_user_id, k.prefix AS k_prefix, \
+         k.created_at AS k_created_at, k.revoked_at AS k_revoked_at"
+    };
+}
+macro_rules! key_returning {
+    () => {
+        "id AS k_id, user_id AS k_user_id, prefix AS k_prefix, \
+         created_at AS k_created_at, revoked_at AS k_revoked_at"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "s.id_hash AS s_id_hash, s.user_id AS s_user_id, s.created_at AS s_created_at, \
+         s.expires_at AS s_expires_at"
+    };
+}
+macro_rules! sandbox_columns {
+    () => {
+        "id, user_id, engine, created_at, expires_at, deleted_at, metadata"
+    };
+}
+
+fn user_from(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("u_id")?,
+        email: row.try_get("u_email")?,
+        plan: row.try_get::<&str, _>("u_plan")?.parse()?,
+        created_at: row.try_get("u_created_at")?,
+    })
+}
+
+fn key_from(row: &SqliteRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.try_get("k_id")?,
+        user_id: row.try_get("k_user_id")?,
+        prefix: row.try_get("k_prefix")?,
+        created_at: row.try_get("k_created_at")?,
+        revoked_at: row.try_get("k_revoked_at")?,
+    })
+}
+
+fn session_from(row: &SqliteRow) -> Result<Session> {
+    Ok(Session {
+        id_hash: row.try_get("s_id_hash")?,
+        user_id: row.try_get("s_user_id")?,
+        created_at: row.try_get("s_created_at")?,
+        expires_at: row.try_get("s_expires_at")?,
+    })
+}
+
+fn sandbox_from(row: &SqliteRow) -> Result<SandboxRecord> {
+    let metadata: &str = row.try_get("metadata")?;
+    Ok(SandboxRecord {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        engine: row.try_get("engine")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        deleted_at: row.try_get("deleted_at")?,
+        metadata: serde_json::from_str(metadata)
+            .map_err(|e| StoreError::Corrupt(format!("sandbox metadata: {e}")))?,
+    })
+}
+
+/// A SQL count (never negative) as `u64`.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A caller's limit as an SQL integer (limits past `i64::MAX` are as good as unlimited).
+fn sql_limit(limit: u64) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn insert_sandbox_on<'e, E>(executor: E, sandbox: &NewSandbox) -> Result<()>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let metadata = serde_json::to_string(&sandbox.metadata)
+        .map_err(|_| StoreError::InvalidInput("sandbox metadata is not serialisable"))?;
+    sqlx::query(
+        "INSERT INTO sandboxes (id, user_id, engine, created_at, expires_at, metadata) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(&sandbox.id)
+    .bind(&sandbox.user_id)
+    .bind(&sandbox.engine)
+    .bind(sandbox.created_at)
+    .bind(sandbox.expires_at)
+    .bind(metadata)
+    .execute(executor)
+    .await
+    .map_err(|e| StoreError::from_insert(e, "sandbox id"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user_if_missing(&self, email: &str, plan: Plan) -> Result<User> {
+        let email = normalize_email(email)?;
+        // Racing callers both insert; one wins, the other does nothing, both read the winner.
+        sqlx::query(
+            "INSERT INTO users (id, email, plan, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(new_id())
+        .bind(&email)
+        .bind(plan.as_str())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        self.user_by_email(&email)
+            .await?
+            .ok_or(StoreError::UserNotFound)
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = normalize_email(email)?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.email = ?1"
+        ))
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users u WHERE u.id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn set_plan(&self, email: &str, plan: Plan) -> Result<User> {
+        let email = normalize_email(email)?;
+        let row = sqlx::query(concat!(
+            "UPDATE users SET plan = ?1 WHERE email = ?2 RETURNING ",
+            user_returning!()
+        ))
+        .bind(plan.as_str())
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(user_from)
+            .transpose()?
+            .ok_or(StoreError::UserNotFound)
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserSummary>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            ", COUNT(k.id) AS total_keys, COUNT(k.id) - COUNT(k.revoked_at) AS active_keys \
+             FROM users u LEFT JOIN api_keys k ON k.user_id = u.id \
+             GROUP BY u.id ORDER BY u.created_at, u.email"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UserSummary {
+                    user: user_from(row)?,
+                    active_keys: count(row.try_get("active_keys")?),
+                    total_keys: count(row.try_get("total_keys")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_key(&self, user_id: &str, prefix: &str, hash: &str) -> Result<ApiKey> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO api_keys (id, user_id, prefix, hash, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING ",
+            key_returning!()
+        ))
+        .bind(new_id())
+        .bind(user_id)
+        .bind(prefix)
+        .bind(hash)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_insert(e, "API key hash"))?;
+        key_from(&row)
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<(ApiKey, User)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            ", ",
+            user_columns!(),
+            " FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.hash = ?1 AND k.revoked_at IS NULL"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((key_from(&row)?, user_from(&row)?)))
+            .transpose()
+    }
+
+    async fn revoke_key(&self, key: KeyRef<'_>) -> Result<ApiKey> {
+        let (select, value) = match key {
+            KeyRef::Id(v) => ("SELECT id FROM api_keys WHERE id = ?1", v),
+            KeyRef::Prefix(v) => ("SELECT id FROM api_keys WHERE prefix = ?1", v),
+            KeyRef::Hash(v) => ("SELECT id FROM api_keys WHERE hash = ?1", v),
+        };
+        let ids: Vec<String> = sqlx::query_scalar(select)
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await?;
+        let id = match ids.as_slice() {
+            [] => return Err(StoreError::KeyNotFound),
+            [id] => id,
+            many => {
+                return Err(StoreError::AmbiguousKey {
+                    matches: many.len() as u64,
+                });
+            }
+        };
+        let row = sqlx::query(concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2 RETURNING ",
+            key_returning!()
+        ))
+        .bind(now_ms())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(key_from)
+            .transpose()?
+            .ok_or(StoreError::KeyNotFound)
+    }
+
+    async fn keys_of(&self, user_id: &str) -> Result<Vec<ApiKey>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys k WHERE k.user_id = ?1 ORDER BY k.created_at, k.id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from).collect()
+    }
+
+    async fn insert_token(
+        &self,
+        hash: &str,
+        kind: TokenKind,
+        email: &str,
+        expires_at: i64,
+    ) -> Result<()> {
+        let email = normalize_email(email)?;
+        sqlx::query(
+            "INSERT INTO one_time_tokens (hash, kind, email, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(hash)
+        .bind(kind.as_str())
+        .bind(email)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_insert(e, "token hash"))?;
+        Ok(())
+    }
+
+    async fn consume_token(&self, hash: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE one_time_tokens SET used_at = ?1 \
+             WHERE hash = ?2 AND kind = ?3 AND used_at IS NULL AND expires_at > ?1 \
+             RETURNING email",
+        )
+        .bind(now)
+        .bind(hash)
+        .bind(kind.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn insert_session(
+        &self,
+        id_hash: &str,
+        user_id: &str,
+        expires_at: i64,
+    ) -> Result<Session> {
+        let session = Session {
+            id_hash: id_hash.to_owned(),
+            user_id: user_id.to_owned(),
+            created_at: now_ms(),
+            expires_at,
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(&session.id_hash)
+        .bind(&session.user_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_insert(e, "session"))?;
+        Ok(session)
+    }
+
+    async fn session(&self, id_hash: &str, now: i64) -> Result<Option<(Session, User)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            ", ",
+            user_columns!(),
+            " FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.id_hash = ?1 AND s.expires_at > ?2"
+        ))
+        .bind(id_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((session_from(&row)?, user_from(&row)?)))
+            .transpose()
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn purge_expired(&self, now: i64) -> Result<u64> {
+        let tokens = sqlx::query(
+            "DELETE FROM one_time_tokens WHERE expires_at <= ?1 OR used_at IS NOT NULL",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(tokens.rows_affected() + sessions.rows_affected())
+    }
+
+    async fn try_consume_request(&self, user_id: &str, day: i64, limit: u64) -> Result<u64> {
+        if limit == 0 {
+            return Err(StoreError::QuotaExceeded { limit });
+        }
+        // Insert the day's first request, or add one if still under the limit; when the limit
+        // is reached the conflict's WHERE fails, nothing changes and no row comes back.
+        let counted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO daily_usage (user_id, day, count) VALUES (?1, ?2, 1) \
+             ON CONFLICT (user_id, day) DO UPDATE SET count = count + 1 \
+             WHERE daily_usage.count < ?3 \
+             RETURNING count",
+        )
+        .bind(user_id)
+        .bind(day)
+        .bind(sql_limit(limit))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| StoreError::from_insert(e, "usage row"))?;
+        match counted {
+            Some(n) => Ok(limit.saturating_sub(count(n))),
+            None => Err(StoreError::QuotaExceeded { limit }),
+        }
+    }
+
+    async fn requests_on(&self, user_id: &str, day: i64) -> Result<u64> {
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT count FROM daily_usage WHERE user_id = ?1 AND day = ?2")
+                .bind(user_id)
+                .bind(day)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(n.map_or(0, count))
+    }
+
+    async fn insert_sandbox(&self, sandbox: NewSandbox) -> Result<SandboxRecord> {
+        insert_sandbox_on(&self.pool, &sandbox).await?;
+        Ok(sandbox.into())
+    }
+
+    async fn try_insert_sandbox_if_below(
+        &self,
+        sandbox: NewSandbox,
+        limit: u64,
+        now: i64,
+    ) -> Result<SandboxRecord> {
+        // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so the count
+        // below cannot be overtaken by another connection's insert before ours commits.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes \
+             WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2",
+        )
+        .bind(&sandbox.user_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count(active) >= limit {
+            // Dropping `tx` rolls back.
+            return Err(StoreError::SandboxLimit { limit });
+        }
+        insert_sandbox_on(&mut *tx, &sandbox).await?;
+        tx.commit().await?;
+        Ok(sandbox.into())
+    }
+
+    async fn mark_sandbox_deleted(&self, id: &str, at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET deleted_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET expires_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",
+        )
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            sandbox_columns!(),
+            " FROM sandboxes WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sandbox_from).transpose()
+    }
+
+    async fn active_sandboxes_of(&self, user_id: &str, now: i64) -> Result<Vec<SandboxRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            sandbox_columns!(),
+            " FROM sandboxes WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 \
+             ORDER BY created_at, id"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sandbox_from).collect()
+    }
+
+    async fn active_sandbox_count(&self, user_id: &str, now: i64) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes \
+             WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count(n))
+    }
+
+    async fn sandboxes_left_active(&self) -> Result<Vec<SandboxRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            sandbox_columns!(),
+            " FROM sandboxes WHERE deleted_at IS NULL ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sandbox_from).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    /// Every file in `migrations/` is listed in `MIGRATIONS` with its number and name, in
+    /// order, and nothing else is: a new file cannot be forgotten.
+    #[test]
+    fn migration_list_matches_the_directory() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(version, name, _)| format!("{version:04}_{name}.sql"))
+            .collect();
+        assert_eq!(files, listed);
+        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1, "versions count up from 1");
+            let file = std::fs::read_to_string(format!("{dir}/{}", listed[i])).unwrap();
+            assert_eq!(*sql, file);
+        }
+    }
+}
