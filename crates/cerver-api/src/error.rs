@@ -1,9 +1,9 @@
 //! The one place where errors become HTTP responses: `{"error": "...", "code": "..."}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cerver_control::ControlError;
+use cerver_control::{ControlError, Usage};
 use cerver_runtime::{FileErrorKind, RuntimeError};
 use cerver_types::ErrorBody;
 
@@ -12,6 +12,26 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Extra response headers (e.g. `Retry-After` on 429).
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+/// `X-RateLimit-*` headers describing a caller's daily budget.
+pub fn rate_limit_headers(u: &Usage) -> Vec<(HeaderName, String)> {
+    vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            u.limit.to_string(),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            u.remaining.to_string(),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            u.reset_unix.to_string(),
+        ),
+    ]
 }
 
 impl ApiError {
@@ -20,6 +40,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            headers: Vec::new(),
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -36,7 +57,13 @@ impl IntoResponse for ApiError {
             error: self.message,
             code: self.code.to_string(),
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        response
     }
 }
 
@@ -49,6 +76,34 @@ impl From<ControlError> for ApiError {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m)
             }
             ControlError::Runtime(e) => e.into(),
+            ControlError::Unauthorized(m) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+            }
+            ControlError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            ControlError::RateLimited { message, usage } => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                e.headers = rate_limit_headers(&usage);
+                e.headers.push((
+                    axum::http::header::RETRY_AFTER,
+                    usage.reset_unix.saturating_sub(now).max(1).to_string(),
+                ));
+                e
+            }
+            ControlError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            ControlError::Internal(m) => {
+                tracing::error!("internal error: {m}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal server error",
+                )
+            }
         }
     }
 }

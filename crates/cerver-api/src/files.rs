@@ -11,7 +11,10 @@ use cerver_types::{
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Query};
-use crate::{AppState, LOCAL_OWNER};
+use axum::Extension;
+use cerver_control::Caller;
+
+use crate::AppState;
 
 #[utoipa::path(
     post,
@@ -35,6 +38,7 @@ use crate::{AppState, LOCAL_OWNER};
 )]
 pub async fn write(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<WriteFileRequest>,
 ) -> Result<Json<WriteFileResponse>, ApiError> {
@@ -62,7 +66,7 @@ pub async fn write(
     };
     let size = st
         .control
-        .write_file(LOCAL_OWNER, &id, &req.path, content)
+        .write_file(&caller.user.id, &id, &req.path, content)
         .await?;
     Ok(Json(WriteFileResponse {
         success: true,
@@ -92,12 +96,13 @@ pub async fn write(
 )]
 pub async fn get(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
     match q.path {
         Some(path) => {
-            let bytes = st.control.read_file(LOCAL_OWNER, &id, &path).await?;
+            let bytes = st.control.read_file(&caller.user.id, &id, &path).await?;
             let size = bytes.len() as u64;
             let (content, encoding) = match String::from_utf8(bytes) {
                 Ok(s) => (s, None),
@@ -115,7 +120,7 @@ pub async fn get(
             .into_response())
         }
         None => {
-            let list = st.control.list_files(LOCAL_OWNER, &id, "").await?;
+            let list = st.control.list_files(&caller.user.id, &id, "").await?;
             let files = list
                 .files
                 .into_iter()

@@ -8,6 +8,7 @@
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -18,14 +19,12 @@ pub mod sandboxes;
 
 use std::sync::Arc;
 
-use cerver_control::Control;
-
-/// Owner of every sandbox until accounts exist (control-plane issue).
-pub const LOCAL_OWNER: &str = "local";
+use cerver_control::{Accounts, Control};
 
 #[derive(Clone)]
 pub struct AppState {
     pub control: Arc<Control>,
+    pub accounts: Arc<Accounts>,
 }
 
 pub use routes::router;

@@ -11,7 +11,7 @@ use axum::http::{HeaderName, header};
 use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
-use crate::{files, runs, sandboxes};
+use crate::{auth, files, runs, sandboxes};
 
 /// The generated API description.
 #[derive(OpenApi)]
@@ -25,6 +25,11 @@ use crate::{files, runs, sandboxes};
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
+        auth::signup,
+        auth::verify_signup,
+        auth::login,
+        auth::verify_login,
+        auth::session,
         health,
         llms_txt,
         openapi_json,

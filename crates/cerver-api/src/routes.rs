@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{AppState, files, runs, sandboxes};
+use crate::{AppState, auth, files, runs, sandboxes};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
@@ -18,6 +18,21 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/llms.txt", get(llms_txt))
         .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/verify-signup", get(auth::verify_signup))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/login/verify", get(auth::verify_login))
+        .route("/auth/session", get(auth::session))
+        .merge(sandbox_routes(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// The routes that need an API key.
+fn sandbox_routes(state: AppState) -> Router<AppState> {
+    Router::new()
         .route("/sandbox", post(sandboxes::create))
         .route("/sandboxes", get(sandboxes::list))
         .route(
@@ -28,10 +43,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
         .route("/sandbox/{id}/files", get(files::get).post(files::write))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::require_key,
+        ))
 }
 
 async fn health() -> Json<Health> {

@@ -13,7 +13,10 @@ use futures::Stream;
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::{AppState, LOCAL_OWNER};
+use axum::Extension;
+use cerver_control::Caller;
+
+use crate::AppState;
 
 const TRUNCATED: &str = "\n[output truncated: the run wrote more than the limit of";
 
@@ -37,8 +40,13 @@ fn params(req: RunRequest) -> Result<RunParams, ApiError> {
     })
 }
 
-async fn start(st: &AppState, id: &str, req: RunRequest) -> Result<RunHandle, ApiError> {
-    Ok(st.control.run(LOCAL_OWNER, id, params(req)?).await?)
+async fn start(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    req: RunRequest,
+) -> Result<RunHandle, ApiError> {
+    Ok(st.control.run(&caller.user.id, id, params(req)?).await?)
 }
 
 /// As in the documented examples: one trailing newline is not part of the value.
@@ -77,10 +85,11 @@ fn exit_message(exit: &RunExit) -> Option<&str> {
 )]
 pub async fn run(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RunRequest>,
 ) -> Result<Json<RunResponse>, ApiError> {
-    let handle = start(&st, &id, req).await?;
+    let handle = start(&st, &caller, &id, req).await?;
     let max = st.control.runtime().config().max_output_bytes;
     let out = handle.collect(max).await;
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -176,10 +185,11 @@ fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
 )]
 pub async fn run_stream(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RunRequest>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let handle = start(&st, &id, req).await?;
+    let handle = start(&st, &caller, &id, req).await?;
     struct S {
         handle: RunHandle,
         out: Utf8Stream,

@@ -10,7 +10,10 @@ use cerver_types::{
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, non_negative_int};
-use crate::{AppState, LOCAL_OWNER};
+use axum::Extension;
+use cerver_control::Caller;
+
+use crate::AppState;
 
 pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
     SandboxInfo {
@@ -49,6 +52,7 @@ pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
 )]
 pub async fn create(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     OptionalJson(req): OptionalJson<CreateSandboxRequest>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
     let timeout_ms = req
@@ -62,8 +66,12 @@ pub async fn create(
         timeout_ms,
         metadata: req.metadata.unwrap_or_default(),
     };
-    let (entry, lifetime) = st.control.create(LOCAL_OWNER, opts).await?;
-    Ok(Json(info_of(&entry, lifetime, st.control.max_timeout_ms())))
+    let (entry, lifetime) = st.control.create(&caller, opts).await?;
+    Ok(Json(info_of(
+        &entry,
+        lifetime,
+        st.control.max_timeout_for(&caller),
+    )))
 }
 
 #[utoipa::path(
@@ -80,10 +88,15 @@ pub async fn create(
 )]
 pub async fn info(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    let e = st.control.get(LOCAL_OWNER, &id)?;
-    Ok(Json(info_of(&e, e.lifetime(), st.control.max_timeout_ms())))
+    let e = st.control.get(&caller.user.id, &id)?;
+    Ok(Json(info_of(
+        &e,
+        e.lifetime(),
+        st.control.max_timeout_for(&caller),
+    )))
 }
 
 #[utoipa::path(
@@ -96,11 +109,14 @@ pub async fn info(
         (status = 200, description = "The caller's active sandboxes, oldest first.", body = cerver_types::SandboxList),
     )
 )]
-pub async fn list(State(st): State<AppState>) -> Json<SandboxList> {
-    let max = st.control.max_timeout_ms();
+pub async fn list(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Json<SandboxList> {
+    let max = st.control.max_timeout_for(&caller);
     let sandboxes = st
         .control
-        .list(LOCAL_OWNER)
+        .list(&caller.user.id)
         .iter()
         .map(|e| info_of(e, e.lifetime(), max))
         .collect();
@@ -122,9 +138,10 @@ pub async fn list(State(st): State<AppState>) -> Json<SandboxList> {
 )]
 pub async fn delete(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    st.control.delete(LOCAL_OWNER, &id).await?;
+    st.control.delete(&caller.user.id, &id).await?;
     Ok(Json(DeleteResponse {
         success: true,
         sandbox_id: id,
@@ -150,12 +167,13 @@ pub async fn delete(
 )]
 pub async fn set_timeout(
     State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SetTimeoutRequest>,
 ) -> Result<Json<SetTimeoutResponse>, ApiError> {
     let ms = non_negative_int(&req.timeout_ms, "timeout_ms", u64::MAX)?;
-    let l = st.control.set_timeout(LOCAL_OWNER, &id, ms)?;
-    let max = st.control.max_timeout_ms();
+    let l = st.control.set_timeout(&caller, &id, ms).await?;
+    let max = st.control.max_timeout_for(&caller);
     Ok(Json(SetTimeoutResponse {
         sandbox_id: id,
         timeout_ms: l.timeout_ms,

@@ -41,6 +41,37 @@ impl Server {
         let data_dir = work_dir.join("data");
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("create {}", data_dir.display()))?;
+        // A pro-plan key, so that plan quotas never limit the benchmark.
+        let admin = Command::new(binary)
+            .args([
+                "admin",
+                "create-key",
+                "--email",
+                "bench@example.com",
+                "--plan",
+                "pro",
+                "--data-dir",
+            ])
+            .arg(&data_dir)
+            .output()
+            .with_context(|| format!("run {} admin create-key", binary.display()))?;
+        if !admin.status.success() {
+            bail!(
+                "admin create-key failed: {}",
+                String::from_utf8_lossy(&admin.stderr)
+            );
+        }
+        let key = String::from_utf8_lossy(&admin.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().context("API key header")?,
+        );
         let log = std::fs::File::create(work_dir.join("server.log"))?;
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -74,6 +105,7 @@ impl Server {
             pid: child.id(),
             child: Mutex::new(Some(child)),
             client: reqwest::Client::builder()
+                .default_headers(headers)
                 .timeout(Duration::from_secs(120))
                 .pool_max_idle_per_host(4)
                 .build()?,

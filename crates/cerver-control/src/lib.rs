@@ -2,8 +2,14 @@
 //! gets, and the limits on what callers ask for. It knows no HTTP: the API crate turns requests
 //! into calls here and [`ControlError`]s into responses.
 //!
-//! Accounts, keys, plans and quotas arrive with the control-plane issue; sandboxes already
-//! carry an `owner` so that every lookup is scoped to its caller.
+//! # Layout
+//! - [`accounts`]: sign-up, keys, login links, sessions, the per-request daily quota.
+//! - [`plans`]: what each plan allows.
+//! - this file: the sandbox registry. Every lookup is scoped to the caller (another user's
+//!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
+
+pub mod accounts;
+pub mod plans;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,6 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use cerver_runtime::{Engine, FileList, RunHandle, Runtime, RuntimeError, Sandbox};
+use cerver_store::{NewSandbox, Store, StoreError};
+
+pub use accounts::{Accounts, Caller, Usage};
 
 /// Default sandbox lifetime (documented: 300000 ms).
 pub const DEFAULT_TIMEOUT_MS: u64 = 300_000;
@@ -36,6 +45,21 @@ pub enum ControlError {
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
+    /// No or an invalid API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's plan does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller's daily request budget is spent.
+    #[error("{message}")]
+    RateLimited { message: String, usage: Usage },
+    /// A dependency (e.g. mail delivery) is not available right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something unexpected (logged with detail, shown bare).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -127,8 +151,19 @@ pub fn unix(t: SystemTime) -> u64 {
 
 pub struct Control {
     runtime: Arc<Runtime>,
+    store: Arc<dyn Store>,
     cfg: ControlConfig,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+fn store_err(e: StoreError) -> ControlError {
+    ControlError::Internal(format!("store: {e}"))
+}
+
+fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as i64
 }
 
 /// A run request after validation.
@@ -183,14 +218,28 @@ fn parse_engine(engine: Option<&str>) -> Result<Engine, ControlError> {
 }
 
 impl Control {
-    pub fn new(runtime: Arc<Runtime>, cfg: ControlConfig) -> Arc<Control> {
+    /// Sandboxes do not survive a server restart: records the store still shows as active are
+    /// closed first.
+    pub async fn new(
+        runtime: Arc<Runtime>,
+        store: Arc<dyn Store>,
+        cfg: ControlConfig,
+    ) -> Result<Arc<Control>, ControlError> {
+        let now = cerver_store::now_ms();
+        for record in store.sandboxes_left_active().await.map_err(store_err)? {
+            store
+                .mark_sandbox_deleted(&record.id, now)
+                .await
+                .map_err(store_err)?;
+        }
         let control = Arc::new(Control {
             runtime,
+            store,
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
-        control
+        Ok(control)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -201,52 +250,86 @@ impl Control {
         self.cfg.max_timeout_ms
     }
 
-    fn timeout_ms(&self, requested: Option<u64>) -> Result<(u64, bool), ControlError> {
-        let ms = requested.unwrap_or(DEFAULT_TIMEOUT_MS);
+    /// The caller's maximum sandbox lifetime: their plan's, within the server's.
+    pub fn max_timeout_for(&self, caller: &Caller) -> u64 {
+        caller.limits.max_timeout_ms.min(self.cfg.max_timeout_ms)
+    }
+
+    fn timeout_ms(&self, requested: Option<u64>, max: u64) -> Result<(u64, bool), ControlError> {
+        let ms = requested.unwrap_or(DEFAULT_TIMEOUT_MS.min(max));
         if ms == 0 {
             return Err(ControlError::BadRequest(
                 "timeout_ms must be positive".into(),
             ));
         }
-        if ms > self.cfg.max_timeout_ms {
-            return Ok((self.cfg.max_timeout_ms, true));
+        if ms > max {
+            return Ok((max, true));
         }
         Ok((ms, false))
     }
 
     pub async fn create(
         &self,
-        owner: &str,
+        caller: &Caller,
         opts: CreateOptions,
     ) -> Result<(Arc<Entry>, LifetimeView), ControlError> {
+        let owner = caller.user.id.as_str();
         let engine = parse_engine(opts.engine.as_deref())?;
         validate_env(&opts.envs)?;
-        if opts.metadata.len() > MAX_METADATA
-            || opts
-                .metadata
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
-                > MAX_METADATA_BYTES
-        {
+        let metadata_bytes: usize = opts.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if opts.metadata.len() > MAX_METADATA || metadata_bytes > MAX_METADATA_BYTES {
             return Err(ControlError::BadRequest(format!(
                 "metadata is limited to {MAX_METADATA} pairs and {MAX_METADATA_BYTES} bytes"
             )));
         }
-        let (timeout_ms, capped) = self.timeout_ms(opts.timeout_ms)?;
+        let (timeout_ms, capped) =
+            self.timeout_ms(opts.timeout_ms, self.max_timeout_for(caller))?;
         if self.sandboxes.lock().unwrap().len() >= self.cfg.max_sandboxes {
             return Err(ControlError::Limit(
                 "this server runs its maximum number of sandboxes".into(),
             ));
         }
-        let sandbox = self.runtime.create(engine).await?;
         let now = SystemTime::now();
         let lifetime = Lifetime {
             timeout_ms,
             expires_at: now + Duration::from_millis(timeout_ms),
         };
+        let id = uuid::Uuid::new_v4().to_string();
+        // Claim one of the plan's sandbox slots atomically, then build the sandbox.
+        let record = NewSandbox {
+            id: id.clone(),
+            user_id: owner.to_string(),
+            engine: engine.as_str().to_string(),
+            created_at: unix_ms(now),
+            expires_at: unix_ms(lifetime.expires_at),
+            metadata: serde_json::to_value(&opts.metadata).unwrap_or_default(),
+        };
+        let claim = self
+            .store
+            .try_insert_sandbox_if_below(record, caller.limits.max_sandboxes, unix_ms(now))
+            .await;
+        match claim {
+            Ok(_) => {}
+            Err(StoreError::SandboxLimit { limit }) => {
+                return Err(ControlError::Limit(format!(
+                    "the {} plan allows {limit} sandbox(es) at a time; delete one first",
+                    caller.user.plan
+                )));
+            }
+            Err(e) => return Err(store_err(e)),
+        }
+        let sandbox = match self.runtime.create(engine).await {
+            Ok(sb) => sb,
+            Err(e) => {
+                let _ = self
+                    .store
+                    .mark_sandbox_deleted(&id, cerver_store::now_ms())
+                    .await;
+                return Err(e.into());
+            }
+        };
         let entry = Arc::new(Entry {
-            id: uuid::Uuid::new_v4().to_string(),
+            id,
             owner: owner.to_string(),
             engine,
             sandbox,
@@ -256,7 +339,7 @@ impl Control {
             lifetime: Mutex::new(lifetime),
             runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
         });
-        tracing::info!(sandbox.id = %entry.id, engine = engine.as_str(), "sandbox created");
+        tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         self.sandboxes
             .lock()
             .unwrap()
@@ -298,25 +381,36 @@ impl Control {
 
     async fn remove(&self, entry: &Entry) {
         self.sandboxes.lock().unwrap().remove(&entry.id);
+        if let Err(e) = self
+            .store
+            .mark_sandbox_deleted(&entry.id, cerver_store::now_ms())
+            .await
+        {
+            tracing::error!(sandbox.id = %entry.id, "could not record the deletion: {e}");
+        }
         entry.sandbox.destroy().await;
         tracing::info!(sandbox.id = %entry.id, "sandbox destroyed");
     }
 
-    /// Sets the remaining lifetime to `timeout_ms` from now (capped at the maximum).
-    pub fn set_timeout(
+    /// Sets the remaining lifetime to `timeout_ms` from now (capped at the caller's maximum).
+    pub async fn set_timeout(
         &self,
-        owner: &str,
+        caller: &Caller,
         id: &str,
         timeout_ms: u64,
     ) -> Result<LifetimeView, ControlError> {
-        let entry = self.get(owner, id)?;
-        let (ms, capped) = self.timeout_ms(Some(timeout_ms))?;
-        let mut l = entry.lifetime.lock().unwrap();
-        *l = Lifetime {
+        let entry = self.get(&caller.user.id, id)?;
+        let (ms, capped) = self.timeout_ms(Some(timeout_ms), self.max_timeout_for(caller))?;
+        let l = Lifetime {
             timeout_ms: ms,
             expires_at: SystemTime::now() + Duration::from_millis(ms),
         };
-        Ok(view(*l, capped))
+        *entry.lifetime.lock().unwrap() = l;
+        self.store
+            .set_sandbox_expiry(id, unix_ms(l.expires_at))
+            .await
+            .map_err(store_err)?;
+        Ok(view(l, capped))
     }
 
     /// The environment code sees: defaults, then the sandbox's envs, then the run's overrides.
@@ -418,7 +512,7 @@ impl Control {
             .map(|(_, e)| e)
             .collect();
         for e in all {
-            e.sandbox.destroy().await;
+            self.remove(&e).await;
         }
         self.runtime.shutdown().await;
     }

@@ -272,3 +272,46 @@ pub struct Health {
     /// The server's version.
     pub version: String,
 }
+
+/// `POST /auth/signup` and `POST /auth/login`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(json!({"email": "you@example.com"})))]
+pub struct EmailRequest {
+    /// The account's email address.
+    pub email: String,
+}
+
+/// Answer of `POST /auth/signup` (the same whether or not the address is already known).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignupResponse {
+    /// `"Verification email sent!"`.
+    pub message: String,
+    /// The address the link was sent to.
+    pub email: String,
+    /// What to do next.
+    pub next: String,
+}
+
+/// Answer of `GET /auth/verify-signup` when JSON is asked for (`Accept: application/json`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct VerifySignupResponse {
+    /// The new key (`sk_trial_...`), shown once.
+    pub api_key: String,
+    /// `trial`, `free` or `pro`.
+    pub plan: String,
+    pub email: String,
+    pub message: String,
+}
+
+/// A short confirmation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+/// `GET /auth/session`: the dashboard session's user.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionInfo {
+    pub email: String,
+    pub plan: String,
+}

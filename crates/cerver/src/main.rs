@@ -26,10 +26,45 @@ struct Cli {
 enum Command {
     /// Start the API server.
     Serve(ServeArgs),
+    /// Manage users and keys (works while the server runs on the same data dir).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+        /// The server's data directory.
+        #[arg(long, env = "CERVER_DATA_DIR", default_value = "./data", global = true)]
+        data_dir: PathBuf,
+    },
     /// Internal: build and supervise one sandbox (spawned by the server, which writes the
     /// sandbox configuration as JSON to its stdin: argv would be visible inside the sandbox).
     #[command(name = "__jail", hide = true)]
     Jail,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create the user if needed and a new API key; prints the key alone on the last line.
+    CreateKey {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "trial")]
+        plan: String,
+    },
+    /// Move a user to another plan (trial, free, pro); takes effect at once.
+    SetPlan {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        plan: String,
+    },
+    /// Revoke a key, given whole (`--key`) or by its displayed prefix (`--prefix`).
+    RevokeKey {
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        key: Option<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// List users with their plans and key counts.
+    ListUsers,
 }
 
 #[derive(clap::Args)]
@@ -49,9 +84,28 @@ struct ServeArgs {
     /// Most sandboxes alive at once.
     #[arg(long, env = "CERVER_MAX_SANDBOXES", default_value_t = 200)]
     max_sandboxes: usize,
-    /// TOML file with per-engine sandbox limits (`[workers]`, `[containers]`).
+    /// TOML file with per-engine sandbox limits (`[workers]`, `[containers]`) and `[mail]`.
     #[arg(long, env = "CERVER_CONFIG")]
     config: Option<PathBuf>,
+    /// Base URL of this server in links sent by email (default: the listen address).
+    #[arg(long, env = "CERVER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// SMTP relay for sign-up and login mails; without one, mails are written to
+    /// `<data-dir>/mail/` and their links logged.
+    #[arg(long, env = "CERVER_SMTP_HOST")]
+    smtp_host: Option<String>,
+    #[arg(long, env = "CERVER_SMTP_PORT")]
+    smtp_port: Option<u16>,
+    #[arg(long, env = "CERVER_SMTP_USERNAME")]
+    smtp_username: Option<String>,
+    #[arg(long, env = "CERVER_SMTP_PASSWORD", hide_env_values = true)]
+    smtp_password: Option<String>,
+    /// none | starttls | tls
+    #[arg(long, env = "CERVER_SMTP_TLS")]
+    smtp_tls: Option<cerver_mail::TlsMode>,
+    /// `From` of the mails, e.g. `Cerver <noreply@example.com>`.
+    #[arg(long, env = "CERVER_MAIL_FROM")]
+    mail_from: Option<String>,
 }
 
 /// The optional configuration file: per-engine overrides of the sandbox limits. Fields left out
@@ -59,6 +113,8 @@ struct ServeArgs {
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
+    #[serde(default)]
+    mail: cerver_mail::MailConfig,
     #[serde(default)]
     workers: LimitOverrides,
     #[serde(default)]
@@ -119,6 +175,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = serde_json::from_str(&config).context("invalid jail configuration")?;
             std::process::exit(cerver_jail::helper::main(cfg));
         }
+        Command::Admin { command, data_dir } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(admin(command, data_dir)),
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -159,7 +219,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let helper = std::env::current_exe().context("locate the cerver binary")?;
     let file = load_config(args.config.as_deref())?;
-    let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir, helper);
+    let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
     file.workers.apply(&mut rt_cfg.workers);
@@ -171,18 +231,43 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let control_cfg = cerver_control::ControlConfig {
-        max_sandboxes: args.max_sandboxes,
-        ..Default::default()
-    };
-    let control = cerver_control::Control::new(runtime, control_cfg);
-    let app = cerver_api::router(cerver_api::AppState {
-        control: control.clone(),
-    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let store: Arc<dyn cerver_store::Store> = Arc::new(
+        cerver_store::SqliteStore::open(&data_dir)
+            .await
+            .context("open the database")?,
+    );
+    let mut mail = file.mail;
+    mail.host = args.smtp_host.or(mail.host);
+    mail.port = args.smtp_port.or(mail.port);
+    mail.username = args.smtp_username.or(mail.username);
+    mail.password = args
+        .smtp_password
+        .map(cerver_mail::Secret::new)
+        .or(mail.password);
+    mail.tls = args.smtp_tls.unwrap_or(mail.tls);
+    mail.from = args.mail_from.or(mail.from);
+    let mailer = cerver_mail::Mailer::new(&mail, &data_dir).context("mail configuration")?;
+    let public_url = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
+    let accounts = Arc::new(cerver_control::Accounts::new(
+        store.clone(),
+        mailer,
+        public_url,
+    ));
+    let control_cfg = cerver_control::ControlConfig {
+        max_sandboxes: args.max_sandboxes,
+        ..Default::default()
+    };
+    let control = cerver_control::Control::new(runtime, store, control_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = cerver_api::router(cerver_api::AppState {
+        control: control.clone(),
+        accounts,
+    });
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on http://{addr}");
@@ -191,6 +276,55 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     tracing::info!("shutting down: destroying sandboxes");
     shutdown(control).await;
+    Ok(())
+}
+
+async fn admin(command: AdminCommand, data_dir: PathBuf) -> anyhow::Result<()> {
+    use cerver_store::{KeyRef, Plan, SqliteStore, Store};
+    let store = SqliteStore::open(&data_dir)
+        .await
+        .context("open the database")?;
+    let plan_of = |p: &str| -> anyhow::Result<Plan> {
+        p.parse()
+            .map_err(|_| anyhow::anyhow!("unknown plan {p:?}: use trial, free or pro"))
+    };
+    match command {
+        AdminCommand::CreateKey { email, plan } => {
+            let (key, user) = cerver_control::accounts::create_key(&store, &email, plan_of(&plan)?)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("user {} ({}), plan {}", user.email, user.id, user.plan);
+            println!("{key}");
+        }
+        AdminCommand::SetPlan { email, plan } => {
+            let user = store
+                .set_plan(&email.to_lowercase(), plan_of(&plan)?)
+                .await?;
+            println!("{} is now on the {} plan", user.email, user.plan);
+        }
+        AdminCommand::RevokeKey { key, prefix } => {
+            let hash;
+            let which = match (&key, &prefix) {
+                (Some(k), _) => {
+                    hash = cerver_store::keys::hash_key(k);
+                    KeyRef::Hash(&hash)
+                }
+                (None, Some(p)) => KeyRef::Prefix(p),
+                (None, None) => anyhow::bail!("give --key or --prefix"),
+            };
+            let revoked = store.revoke_key(which).await?;
+            println!("revoked {}", revoked.prefix);
+        }
+        AdminCommand::ListUsers => {
+            for u in store.list_users().await? {
+                println!(
+                    "{}\t{}\t{}\tkeys: {} active / {} total",
+                    u.user.email, u.user.plan, u.user.id, u.active_keys, u.total_keys
+                );
+            }
+        }
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -331,7 +331,7 @@ async fn bad_input_gets_clear_json_errors() {
     let big = "x".repeat(30 << 20);
     // Its own connection: the server closes a connection whose body it refused, and a pooled
     // connection would race with that close on the next request.
-    let r = reqwest::Client::new()
+    let r = common::client_with_key(&s.key)
         .post(s.url(&run))
         .header("content-type", "application/json")
         .body(format!("{{\"code\": \"{big}\"}}"))

@@ -13,7 +13,52 @@ pub struct Server {
     pub base: String,
     pub data_dir: PathBuf,
     child: Child,
+    /// A client that sends `key` (a pro-plan user's) with every request.
     pub client: reqwest::Client,
+    pub key: String,
+}
+
+/// Runs `cerver admin create-key` on `data_dir` and returns the key (the last line of stdout).
+pub fn create_key(data_dir: &std::path::Path, email: &str, plan: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cerver"))
+        .args([
+            "admin",
+            "create-key",
+            "--email",
+            email,
+            "--plan",
+            plan,
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .expect("run cerver admin");
+    assert!(
+        out.status.success(),
+        "create-key failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// An HTTP client that authenticates with `key`.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 impl Server {
@@ -30,6 +75,7 @@ impl Server {
     /// Starts a server on an existing (or new) data directory.
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
         std::fs::create_dir_all(&data_dir).unwrap();
+        let key = create_key(&data_dir, "tester@example.com", "pro");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cerver"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
@@ -57,10 +103,8 @@ impl Server {
             base,
             data_dir,
             child,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
+            client: client_with_key(&key),
+            key,
         }
     }
 

@@ -1,0 +1,265 @@
+//! Accounts: sign-up by email, API keys, login links and sessions, and the per-request quota.
+//!
+//! Secrets (keys, tokens, session ids) leave this module once, to the person they belong to;
+//! the store keeps only their SHA-256 hashes. Answers to sign-up and login never reveal whether
+//! an address is known.
+
+use std::sync::Arc;
+
+use cerver_mail::Mailer;
+use cerver_store::keys::{generate_key, generate_secret, hash_key, is_well_formed_key};
+use cerver_store::{Plan, Store, StoreError, TokenKind, User, now_ms, utc_day};
+
+use crate::ControlError;
+use crate::plans::{PlanLimits, limits};
+
+/// How long a sign-up verification link works.
+const SIGNUP_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
+/// How long a login link works.
+const LOGIN_TOKEN_TTL_MS: i64 = 15 * 60 * 1000;
+/// How long a dashboard session lasts.
+pub const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub limits: PlanLimits,
+}
+
+/// The caller's daily request budget after this request (for `X-RateLimit-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Usage {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the budget resets (the next UTC midnight), unix seconds.
+    pub reset_unix: u64,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    mailer: Mailer,
+    /// Base of the links in mails, e.g. `http://127.0.0.1:8080`.
+    public_url: String,
+}
+
+fn store_err(e: StoreError) -> ControlError {
+    ControlError::Internal(format!("store: {e}"))
+}
+
+fn usage_at(limit: u64, remaining: u64, now: i64) -> Usage {
+    let next_midnight = (utc_day(now) + 1) * DAY_MS;
+    Usage {
+        limit,
+        remaining,
+        reset_unix: (next_midnight / 1000) as u64,
+    }
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>, mailer: Mailer, public_url: String) -> Accounts {
+        Accounts {
+            store,
+            mailer,
+            public_url: public_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Mails a verification link. The answer is the same whether or not the address is known.
+    pub async fn signup(&self, email: &str) -> Result<(), ControlError> {
+        let to = cerver_mail::parse_email(email)
+            .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?;
+        let secret = generate_secret();
+        let email = to.to_string().to_lowercase();
+        self.store
+            .insert_token(
+                &secret.hash,
+                TokenKind::Signup,
+                &email,
+                now_ms() + SIGNUP_TOKEN_TTL_MS,
+            )
+            .await
+            .map_err(store_err)?;
+        let link = format!(
+            "{}/auth/verify-signup?token={}",
+            self.public_url, secret.token
+        );
+        self.send(cerver_mail::signup_message(&to, &link)).await
+    }
+
+    /// Consumes a sign-up link and mints the user's key (shown once). A link works once.
+    pub async fn verify_signup(&self, token: &str) -> Result<(String, User), ControlError> {
+        let invalid = || {
+            ControlError::BadRequest("this verification link is invalid, used or expired".into())
+        };
+        if token.is_empty() || token.len() > 256 {
+            return Err(invalid());
+        }
+        let email = self
+            .store
+            .consume_token(&hash_key(token), TokenKind::Signup, now_ms())
+            .await
+            .map_err(store_err)?
+            .ok_or_else(invalid)?;
+        let user = self
+            .store
+            .create_user_if_missing(&email, Plan::Trial)
+            .await
+            .map_err(store_err)?;
+        let key = self.mint_key(&user).await?;
+        tracing::info!(user.id = %user.id, "sign-up verified, key issued");
+        Ok((key, user))
+    }
+
+    /// Mails a login link to a known address; answers the same for unknown ones.
+    pub async fn login(&self, email: &str) -> Result<(), ControlError> {
+        let to = cerver_mail::parse_email(email)
+            .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?;
+        let email = to.to_string().to_lowercase();
+        if self
+            .store
+            .user_by_email(&email)
+            .await
+            .map_err(store_err)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let secret = generate_secret();
+        self.store
+            .insert_token(
+                &secret.hash,
+                TokenKind::Login,
+                &email,
+                now_ms() + LOGIN_TOKEN_TTL_MS,
+            )
+            .await
+            .map_err(store_err)?;
+        let link = format!(
+            "{}/auth/login/verify?token={}",
+            self.public_url, secret.token
+        );
+        self.send(cerver_mail::login_message(&to, &link)).await
+    }
+
+    /// Consumes a login link and opens a session; returns the session secret (for a cookie).
+    pub async fn verify_login(&self, token: &str) -> Result<(String, User), ControlError> {
+        let invalid =
+            || ControlError::BadRequest("this login link is invalid, used or expired".into());
+        if token.is_empty() || token.len() > 256 {
+            return Err(invalid());
+        }
+        let email = self
+            .store
+            .consume_token(&hash_key(token), TokenKind::Login, now_ms())
+            .await
+            .map_err(store_err)?
+            .ok_or_else(invalid)?;
+        let user = self
+            .store
+            .user_by_email(&email)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(invalid)?;
+        let secret = generate_secret();
+        self.store
+            .insert_session(&secret.hash, &user.id, now_ms() + SESSION_TTL_MS)
+            .await
+            .map_err(store_err)?;
+        Ok((secret.token, user))
+    }
+
+    /// The user of a dashboard session, if it is valid.
+    pub async fn session_user(&self, session: &str) -> Result<Option<User>, ControlError> {
+        if session.is_empty() || session.len() > 256 {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .session(&hash_key(session), now_ms())
+            .await
+            .map_err(store_err)?
+            .map(|(_, user)| user))
+    }
+
+    /// Resolves an API key and charges one request to its owner's daily budget.
+    pub async fn authenticate(&self, key: &str) -> Result<(Caller, Usage), ControlError> {
+        let unauthorized = || ControlError::Unauthorized("invalid API key".into());
+        if !is_well_formed_key(key) {
+            return Err(unauthorized());
+        }
+        let (_key, user) = self
+            .store
+            .key_by_hash(&hash_key(key))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(unauthorized)?;
+        let limits = limits(user.plan);
+        let now = now_ms();
+        match self
+            .store
+            .try_consume_request(&user.id, utc_day(now), limits.requests_per_day)
+            .await
+        {
+            Ok(remaining) => Ok((
+                Caller { user, limits },
+                usage_at(limits.requests_per_day, remaining, now),
+            )),
+            Err(StoreError::QuotaExceeded { limit }) => Err(ControlError::RateLimited {
+                message: format!(
+                    "daily request limit of {limit} reached for the {} plan",
+                    user.plan
+                ),
+                usage: usage_at(limit, 0, now),
+            }),
+            Err(e) => Err(store_err(e)),
+        }
+    }
+
+    async fn mint_key(&self, user: &User) -> Result<String, ControlError> {
+        mint_key(self.store.as_ref(), user).await
+    }
+
+    async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
+        self.mailer.send(&msg).await.map_err(|e| {
+            tracing::error!("mail delivery failed: {e}");
+            ControlError::Unavailable("the email could not be sent; try again later".into())
+        })
+    }
+}
+
+async fn mint_key(store: &dyn Store, user: &User) -> Result<String, ControlError> {
+    let key = generate_key(user.plan);
+    store
+        .insert_key(&user.id, &key.prefix, &key.hash)
+        .await
+        .map_err(store_err)?;
+    Ok(key.full)
+}
+
+/// Creates the user if needed (or moves them to `plan`) and a new key for them: the admin
+/// CLI's `create-key`, which works on the data dir while the server runs.
+pub async fn create_key(
+    store: &dyn Store,
+    email: &str,
+    plan: Plan,
+) -> Result<(String, User), ControlError> {
+    let email = cerver_mail::parse_email(email)
+        .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?
+        .to_string()
+        .to_lowercase();
+    let mut user = store
+        .create_user_if_missing(&email, plan)
+        .await
+        .map_err(store_err)?;
+    if user.plan != plan {
+        user = store.set_plan(&email, plan).await.map_err(store_err)?;
+    }
+    let key = mint_key(store, &user).await?;
+    Ok((key, user))
+}
