@@ -93,6 +93,9 @@ impl From<ControlError> for ApiError {
                 ));
                 e
             }
+            ControlError::NotImplemented(m) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
+            }
             ControlError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             }

@@ -38,6 +38,8 @@ use crate::{auth, files, runs, sandboxes};
         sandboxes::info,
         sandboxes::delete,
         sandboxes::set_timeout,
+        sandboxes::install,
+        sandboxes::host,
         runs::run,
         runs::run_stream,
         files::write,

@@ -43,6 +43,8 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
         .route("/sandbox/{id}/files", get(files::get).post(files::write))
+        .route("/sandbox/{id}/install", post(sandboxes::install))
+        .route("/sandbox/{id}/host", get(sandboxes::host))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_key,

@@ -9,7 +9,7 @@ use cerver_types::{
 };
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, OptionalJson, non_negative_int};
+use crate::extract::{JsonBody, OptionalJson, Query, non_negative_int};
 use axum::Extension;
 use cerver_control::Caller;
 
@@ -183,4 +183,72 @@ pub async fn set_timeout(
             .capped
             .then(|| format!("timeout_ms was capped to the maximum of {max} ms")),
     }))
+}
+
+/// `POST /sandbox/:id/install`.
+#[utoipa::path(
+    post,
+    path = "/sandbox/{id}/install",
+    tag = "sandboxes",
+    operation_id = "install_packages",
+    summary = "Install pip packages (containers engine)",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
+    request_body(content = cerver_types::InstallRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Installed.", body = cerver_types::InstallResponse),
+        (status = 400, description = "A requirement is not a plain PEP 508 requirement (options, URLs, paths and shell syntax are refused).", body = cerver_types::ErrorBody),
+        (status = 404, description = "No such sandbox.", body = cerver_types::ErrorBody),
+        (status = 422, description = "A field has the wrong type.", body = cerver_types::ErrorBody),
+        (status = 501, description = "This server's engines cannot install packages yet.", body = cerver_types::ErrorBody),
+    )
+)]
+pub async fn install(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(req): JsonBody<cerver_types::InstallRequest>,
+) -> Result<Json<cerver_types::InstallResponse>, ApiError> {
+    st.control.install(
+        &caller.user.id,
+        &id,
+        req.packages.as_deref(),
+        req.package.as_deref(),
+    )?;
+    Ok(Json(cerver_types::InstallResponse {
+        success: true,
+        upgraded: false,
+        output: None,
+        error: None,
+    }))
+}
+
+/// `GET /sandbox/:id/host?port=N`.
+#[utoipa::path(
+    get,
+    path = "/sandbox/{id}/host",
+    tag = "sandboxes",
+    operation_id = "get_host",
+    summary = "External URL of a port (containers engine)",
+    params(("id" = String, Path, description = "The sandbox's `sandbox_id`."), cerver_types::HostQuery),
+    responses(
+        (status = 200, description = "The port's external address.", body = cerver_types::HostResponse),
+        (status = 400, description = "Bad port, or a workers sandbox (use containers).", body = cerver_types::ErrorBody),
+        (status = 403, description = "The plan does not include port exposure (checked first).", body = cerver_types::ErrorBody),
+        (status = 404, description = "No such sandbox.", body = cerver_types::ErrorBody),
+        (status = 501, description = "This server's engines cannot expose ports yet.", body = cerver_types::ErrorBody),
+    )
+)]
+pub async fn host(
+    State(st): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(q): Query<cerver_types::HostQuery>,
+) -> Result<Json<cerver_types::HostResponse>, ApiError> {
+    st.control
+        .host(&caller, &id, q.port.as_deref().unwrap_or(""))?;
+    Err(ApiError::new(
+        axum::http::StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "port exposure is not available",
+    ))
 }

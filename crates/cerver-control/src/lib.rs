@@ -9,6 +9,7 @@
 //!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
 
 pub mod accounts;
+pub mod packages;
 pub mod plans;
 
 use std::collections::{BTreeMap, HashMap};
@@ -57,6 +58,9 @@ pub enum ControlError {
     /// A dependency (e.g. mail delivery) is not available right now.
     #[error("{0}")]
     Unavailable(String),
+    /// The feature needs an engine capability this server does not have yet.
+    #[error("{0}")]
+    NotImplemented(String),
     /// Something unexpected (logged with detail, shown bare).
     #[error("internal error: {0}")]
     Internal(String),
@@ -500,6 +504,51 @@ impl Control {
         let entry = self.get(owner, id)?;
         let max = self.runtime.config().max_list_entries;
         Ok(entry.sandbox.list_files(path, max).await?)
+    }
+
+    /// `POST /sandbox/:id/install`: the requirements are validated here; installing them is
+    /// the containers engine's work (network and pip), which this server does not have yet.
+    pub fn install(
+        &self,
+        owner: &str,
+        id: &str,
+        packages: Option<&str>,
+        package: Option<&str>,
+    ) -> Result<Vec<String>, ControlError> {
+        self.get(owner, id)?;
+        let requirements = packages::parse(packages, package)?;
+        Err(ControlError::NotImplemented(format!(
+            "installing {} needs the containers engine's network and pip support, which this \
+             server does not provide yet; the standard library is available",
+            requirements.join(", ")
+        )))
+    }
+
+    /// `GET /sandbox/:id/host?port=N`: the plan is checked first, then the sandbox and port.
+    pub fn host(&self, caller: &Caller, id: &str, port: &str) -> Result<(), ControlError> {
+        if !caller.limits.port_exposure {
+            return Err(ControlError::Forbidden(format!(
+                "the {} plan does not include port exposure; upgrade to free or pro",
+                caller.user.plan
+            )));
+        }
+        let entry = self.get(&caller.user.id, id)?;
+        match port.parse::<u16>() {
+            Ok(p) if p >= 1 => {}
+            _ => {
+                return Err(ControlError::BadRequest(
+                    "port must be a number from 1 to 65535".into(),
+                ));
+            }
+        }
+        if entry.engine == Engine::Workers {
+            return Err(ControlError::BadRequest(
+                "port exposure needs a sandbox created with \"engine\": \"containers\"".into(),
+            ));
+        }
+        Err(ControlError::NotImplemented(
+            "port exposure arrives with the containers engine's network support".into(),
+        ))
     }
 
     /// Destroys every sandbox (server shutdown).

@@ -315,3 +315,47 @@ pub struct SessionInfo {
     pub email: String,
     pub plan: String,
 }
+
+/// `POST /sandbox/:id/install`: `packages` (space-separated) and/or `package`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(examples(json!({"packages": "pandas numpy"})))]
+pub struct InstallRequest {
+    /// Space-separated PEP 508 requirements, e.g. `"pandas numpy==1.26.4"`.
+    #[serde(default)]
+    pub packages: Option<String>,
+    /// One requirement (what the published 0.1.0 client sends).
+    #[serde(default)]
+    pub package: Option<String>,
+}
+
+/// Answer of a successful install.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InstallResponse {
+    pub success: bool,
+    /// Whether a `workers` sandbox was upgraded to `containers` in place.
+    pub upgraded: bool,
+    /// The installer's log (bounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /sandbox/:id/host?port=N`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HostQuery {
+    /// The port a server in the sandbox listens on (1-65535).
+    #[param(example = "8080")]
+    #[serde(default)]
+    pub port: Option<String>,
+}
+
+/// The external address of a port.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HostResponse {
+    pub sandbox_id: String,
+    pub port: u16,
+    pub url: String,
+    pub host: String,
+}

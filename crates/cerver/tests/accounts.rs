@@ -361,3 +361,72 @@ async fn admin_cli_manages_users_and_keys_while_the_server_runs() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_fresh_trial_key_gets_exactly_100_of_150_parallel_requests() {
+    let s = Server::start();
+    let trial = client_with_key(&create_key(&s.data_dir, "fresh@example.com", "trial"));
+    let tasks: Vec<_> = (0..150)
+        .map(|_| {
+            let (c, url) = (trial.clone(), s.url("/sandboxes"));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 100);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 50);
+}
+
+#[tokio::test]
+async fn install_and_host_are_checked_before_the_engine() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let install = format!("/sandbox/{id}/install");
+    for bad in [
+        "--index-url=http://x y",
+        "pkg;id",
+        "git+https://example.com/x",
+        "../x",
+        "a@http://x",
+    ] {
+        let (status, v) = s.post(&install, json!({"packages": bad})).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    let (status, v) = s.post(&install, json!({})).await;
+    assert_eq!(status, 400, "{v}");
+    // A valid requirement reaches the engine question: not available on this server yet.
+    let (status, v) = s.post(&install, json!({"package": "six"})).await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (501, Some("not_implemented")),
+        "{v}"
+    );
+    let other = client_with_key(&create_key(&s.data_dir, "o2@example.com", "pro"));
+    let r = other
+        .post(s.url(&install))
+        .json(&json!({"package": "six"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Ports: the plan first, then the sandbox, the port and the engine.
+    let trial = client_with_key(&create_key(&s.data_dir, "t2@example.com", "trial"));
+    let r = trial
+        .get(s.url(&format!("/sandbox/{id}/host?port=8080")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (status, v) = s.get(&format!("/sandbox/{id}/host?port=8080")).await;
+    assert_eq!(status, 400, "workers sandbox: {v}");
+    assert!(v["error"].as_str().unwrap().contains("containers"));
+    let (status, _) = s.get(&format!("/sandbox/{id}/host?port=99999")).await;
+    assert_eq!(status, 400);
+    let c = s.sandbox_with(json!({"engine": "containers"})).await;
+    let (status, _) = s.get(&format!("/sandbox/{c}/host?port=8080")).await;
+    assert_eq!(status, 501);
+}

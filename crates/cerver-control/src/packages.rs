@@ -1,0 +1,102 @@
+//! Package requirements for `POST /sandbox/:id/install`: each item must be a plain PEP 508
+//! requirement (name, extras, version specifiers). Installer options, URLs, paths and shell
+//! syntax are refused before anything reaches an installer.
+
+use std::str::FromStr;
+
+use pep508_rs::{Requirement, VersionOrUrl};
+
+use crate::ControlError;
+
+/// Most requirements in one install.
+pub const MAX_PACKAGES: usize = 50;
+/// Longest single requirement.
+pub const MAX_REQUIREMENT: usize = 200;
+
+fn bad(item: &str, why: &str) -> ControlError {
+    let shown: String = item.chars().take(64).collect();
+    ControlError::BadRequest(format!("invalid package {shown:?}: {why}"))
+}
+
+/// Parses `packages` (whitespace-separated) and/or `package` into normalized requirements.
+pub fn parse(packages: Option<&str>, package: Option<&str>) -> Result<Vec<String>, ControlError> {
+    let items: Vec<&str> = packages
+        .into_iter()
+        .chain(package)
+        .flat_map(str::split_whitespace)
+        .collect();
+    if items.is_empty() {
+        return Err(ControlError::BadRequest(
+            "give `packages` (e.g. \"pandas numpy\") or `package` (e.g. \"six\")".into(),
+        ));
+    }
+    if items.len() > MAX_PACKAGES {
+        return Err(ControlError::BadRequest(format!(
+            "at most {MAX_PACKAGES} packages per install"
+        )));
+    }
+    items.into_iter().map(parse_one).collect()
+}
+
+fn parse_one(item: &str) -> Result<String, ControlError> {
+    if item.len() > MAX_REQUIREMENT {
+        return Err(bad(item, "too long"));
+    }
+    if item.starts_with('-') {
+        return Err(bad(item, "installer options are not allowed"));
+    }
+    // Only what a name, extras and version specifiers use: no URLs, paths, markers or shell.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._-[],<>=!~*+".contains(c);
+    if let Some(c) = item.chars().find(|c| !allowed(*c)) {
+        return Err(bad(
+            item,
+            &format!("character {c:?} is not allowed in a requirement"),
+        ));
+    }
+    let req: Requirement =
+        Requirement::from_str(item).map_err(|e| bad(item, &e.message.to_string()))?;
+    if let Some(VersionOrUrl::Url(_)) = req.version_or_url {
+        return Err(bad(item, "URLs are not allowed"));
+    }
+    Ok(req.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn accepts_plain_requirements() {
+        let got = parse(Some("pandas  numpy==1.26.4"), Some("requests[socks]>=2,<3")).unwrap();
+        assert_eq!(got, ["pandas", "numpy==1.26.4", "requests[socks]>=2,<3"]);
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        for bad in [
+            "-r",
+            "--index-url=http://x",
+            "git+https://github.com/x/y",
+            "./local",
+            "/abs/path",
+            "x;rm",
+            "x|y",
+            "$(id)",
+            "`id`",
+            "pkg@https://x/y.whl",
+            "a>>b",
+            "",
+            "x==1.0;python_version<'3'",
+            "pkg\\..\\x",
+            "~=1",
+        ] {
+            assert!(
+                parse(Some(bad), None).is_err() || bad.is_empty(),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(parse(None, None).is_err());
+        assert!(parse(Some(&"a ".repeat(51)), None).is_err());
+        assert!(parse(Some(&"a".repeat(201)), None).is_err());
+    }
+}
