@@ -48,6 +48,14 @@ fn store_err(e: StoreError) -> ControlError {
     ControlError::Internal(format!("store: {e}"))
 }
 
+/// A recipient for mail, and the address as stored (lower-cased). Addresses are hostile input.
+fn parse_address(email: &str) -> Result<(cerver_mail::Address, String), ControlError> {
+    let to = cerver_mail::parse_email(email)
+        .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?;
+    let stored = to.to_string().to_lowercase();
+    Ok((to, stored))
+}
+
 fn usage_at(limit: u64, remaining: u64, now: i64) -> Usage {
     let next_midnight = (utc_day(now) + 1) * DAY_MS;
     Usage {
@@ -70,12 +78,29 @@ impl Accounts {
         &self.store
     }
 
+    /// The address a one-time link was for; each link works once, before it expires.
+    async fn consume(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        what: &str,
+    ) -> Result<String, ControlError> {
+        let invalid =
+            || ControlError::BadRequest(format!("this {what} link is invalid, used or expired"));
+        if token.is_empty() || token.len() > 256 {
+            return Err(invalid());
+        }
+        self.store
+            .consume_token(&hash_key(token), kind, now_ms())
+            .await
+            .map_err(store_err)?
+            .ok_or_else(invalid)
+    }
+
     /// Mails a verification link. The answer is the same whether or not the address is known.
     pub async fn signup(&self, email: &str) -> Result<(), ControlError> {
-        let to = cerver_mail::parse_email(email)
-            .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?;
+        let (to, email) = parse_address(email)?;
         let secret = generate_secret();
-        let email = to.to_string().to_lowercase();
         self.store
             .insert_token(
                 &secret.hash,
@@ -94,33 +119,22 @@ impl Accounts {
 
     /// Consumes a sign-up link and mints the user's key (shown once). A link works once.
     pub async fn verify_signup(&self, token: &str) -> Result<(String, User), ControlError> {
-        let invalid = || {
-            ControlError::BadRequest("this verification link is invalid, used or expired".into())
-        };
-        if token.is_empty() || token.len() > 256 {
-            return Err(invalid());
-        }
         let email = self
-            .store
-            .consume_token(&hash_key(token), TokenKind::Signup, now_ms())
-            .await
-            .map_err(store_err)?
-            .ok_or_else(invalid)?;
+            .consume(token, TokenKind::Signup, "verification")
+            .await?;
         let user = self
             .store
             .create_user_if_missing(&email, Plan::Trial)
             .await
             .map_err(store_err)?;
-        let key = self.mint_key(&user).await?;
+        let key = mint_key(self.store.as_ref(), &user).await?;
         tracing::info!(user.id = %user.id, "sign-up verified, key issued");
         Ok((key, user))
     }
 
     /// Mails a login link to a known address; answers the same for unknown ones.
     pub async fn login(&self, email: &str) -> Result<(), ControlError> {
-        let to = cerver_mail::parse_email(email)
-            .map_err(|_| ControlError::BadRequest("a valid email address is required".into()))?;
-        let email = to.to_string().to_lowercase();
+        let (to, email) = parse_address(email)?;
         if self
             .store
             .user_by_email(&email)
@@ -149,23 +163,15 @@ impl Accounts {
 
     /// Consumes a login link and opens a session; returns the session secret (for a cookie).
     pub async fn verify_login(&self, token: &str) -> Result<(String, User), ControlError> {
-        let invalid =
-            || ControlError::BadRequest("this login link is invalid, used or expired".into());
-        if token.is_empty() || token.len() > 256 {
-            return Err(invalid());
-        }
-        let email = self
-            .store
-            .consume_token(&hash_key(token), TokenKind::Login, now_ms())
-            .await
-            .map_err(store_err)?
-            .ok_or_else(invalid)?;
+        let email = self.consume(token, TokenKind::Login, "login").await?;
         let user = self
             .store
             .user_by_email(&email)
             .await
             .map_err(store_err)?
-            .ok_or_else(invalid)?;
+            .ok_or_else(|| {
+                ControlError::BadRequest("this login link is invalid, used or expired".into())
+            })?;
         let secret = generate_secret();
         self.store
             .insert_session(&secret.hash, &user.id, now_ms() + SESSION_TTL_MS)
@@ -219,10 +225,6 @@ impl Accounts {
             }),
             Err(e) => Err(store_err(e)),
         }
-    }
-
-    async fn mint_key(&self, user: &User) -> Result<String, ControlError> {
-        mint_key(self.store.as_ref(), user).await
     }
 
     async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
