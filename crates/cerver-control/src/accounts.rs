@@ -4,7 +4,11 @@
 //! the store keeps only their SHA-256 hashes. Answers to sign-up and login never reveal whether
 //! an address is known.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use cerver_mail::Mailer;
 use cerver_store::keys::{generate_key, generate_secret, hash_key, is_well_formed_key};
@@ -20,6 +24,8 @@ const LOGIN_TOKEN_TTL_MS: i64 = 15 * 60 * 1000;
 /// How long a dashboard session lasts.
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Bound on the key cache (it is emptied whenever accounts change).
+const MAX_CACHED_KEYS: usize = 100_000;
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -42,6 +48,39 @@ pub struct Accounts {
     mailer: Mailer,
     /// Base of the links in mails, e.g. `http://127.0.0.1:8080`.
     public_url: String,
+    /// Users by key hash, valid while the accounts generation file is unchanged (the admin CLI
+    /// rewrites it after every change, so revocations and plan changes apply at once).
+    keys: std::sync::Mutex<KeyCache>,
+    generation_file: PathBuf,
+    /// Today's request counts, exact (one server per data dir holds its lock): loaded from the
+    /// store on first use, written back by [`Accounts::flush_usage`] (every
+    /// [`USAGE_FLUSH_INTERVAL`] and at shutdown), so requests never wait for a database write.
+    usage: tokio::sync::Mutex<HashMap<(String, i64), Counter>>,
+}
+
+#[derive(Clone, Copy)]
+struct Counter {
+    count: u64,
+    persisted: u64,
+}
+
+/// How often request counts are written to the store; a crash loses at most this much.
+pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+#[derive(Default)]
+struct KeyCache {
+    generation: Option<(u64, SystemTime)>,
+    users: HashMap<String, User>,
+}
+
+/// File whose change tells a running server that accounts changed behind its back.
+const GENERATION_FILE: &str = "accounts.generation";
+
+/// Marks the accounts of `data_dir` as changed (after the admin CLI wrote to the store).
+pub fn bump_generation(data_dir: &Path) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{GENERATION_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{}\n", generate_secret().token))?;
+    std::fs::rename(tmp, data_dir.join(GENERATION_FILE))
 }
 
 fn store_err(e: StoreError) -> ControlError {
@@ -66,12 +105,46 @@ fn usage_at(limit: u64, remaining: u64, now: i64) -> Usage {
 }
 
 impl Accounts {
-    pub fn new(store: Arc<dyn Store>, mailer: Mailer, public_url: String) -> Accounts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mailer: Mailer,
+        public_url: String,
+        data_dir: &Path,
+    ) -> Accounts {
         Accounts {
             store,
             mailer,
             public_url: public_url.trim_end_matches('/').to_string(),
+            keys: Default::default(),
+            generation_file: data_dir.join(GENERATION_FILE),
+            usage: Default::default(),
         }
+    }
+
+    /// The user of a key hash: from the cache while the accounts generation is unchanged.
+    async fn user_of_key(&self, hash: &str) -> Result<Option<User>, ControlError> {
+        let generation = std::fs::metadata(&self.generation_file)
+            .ok()
+            .and_then(|m| Some((m.ino(), m.modified().ok()?)));
+        {
+            let mut cache = self.keys.lock().unwrap();
+            if cache.generation != generation {
+                cache.users.clear();
+                cache.generation = generation;
+            }
+            if let Some(user) = cache.users.get(hash) {
+                return Ok(Some(user.clone()));
+            }
+        }
+        let found = self.store.key_by_hash(hash).await.map_err(store_err)?;
+        let Some((_, user)) = found else {
+            return Ok(None);
+        };
+        let mut cache = self.keys.lock().unwrap();
+        if cache.generation == generation && cache.users.len() < MAX_CACHED_KEYS {
+            cache.users.insert(hash.to_string(), user.clone());
+        }
+        Ok(Some(user))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -199,32 +272,86 @@ impl Accounts {
         if !is_well_formed_key(key) {
             return Err(unauthorized());
         }
-        let (_key, user) = self
-            .store
-            .key_by_hash(&hash_key(key))
-            .await
-            .map_err(store_err)?
+        let user = self
+            .user_of_key(&hash_key(key))
+            .await?
             .ok_or_else(unauthorized)?;
         let limits = limits(user.plan);
         let now = now_ms();
-        match self
-            .store
-            .try_consume_request(&user.id, utc_day(now), limits.requests_per_day)
-            .await
-        {
-            Ok(remaining) => Ok((
-                Caller { user, limits },
-                usage_at(limits.requests_per_day, remaining, now),
-            )),
-            Err(StoreError::QuotaExceeded { limit }) => Err(ControlError::RateLimited {
-                message: format!(
-                    "daily request limit of {limit} reached for the {} plan",
-                    user.plan
-                ),
-                usage: usage_at(limit, 0, now),
-            }),
-            Err(e) => Err(store_err(e)),
+        let day = utc_day(now);
+        let count = {
+            let mut usage = self.usage.lock().await;
+            let slot = (user.id.clone(), day);
+            if !usage.contains_key(&slot) {
+                let before = self
+                    .store
+                    .requests_on(&user.id, day)
+                    .await
+                    .map_err(store_err)?;
+                usage.insert(
+                    slot.clone(),
+                    Counter {
+                        count: before,
+                        persisted: before,
+                    },
+                );
+            }
+            let counter = usage.get_mut(&slot).expect("inserted above");
+            if counter.count >= limits.requests_per_day {
+                return Err(ControlError::RateLimited {
+                    message: format!(
+                        "daily request limit of {} reached for the {} plan",
+                        limits.requests_per_day, user.plan
+                    ),
+                    usage: usage_at(limits.requests_per_day, 0, now),
+                });
+            }
+            counter.count += 1;
+            counter.count
+        };
+        let remaining = limits.requests_per_day - count;
+        Ok((
+            Caller { user, limits },
+            usage_at(limits.requests_per_day, remaining, now),
+        ))
+    }
+
+    /// Writes the request counts that changed since the last flush, and forgets past days.
+    pub async fn flush_usage(&self) {
+        let today = utc_day(now_ms());
+        let changed: Vec<((String, i64), u64)> = {
+            let mut usage = self.usage.lock().await;
+            let changed = usage
+                .iter_mut()
+                .filter(|(_, c)| c.count > c.persisted)
+                .map(|(slot, c)| {
+                    c.persisted = c.count;
+                    (slot.clone(), c.count)
+                })
+                .collect();
+            usage.retain(|(_, day), _| *day >= today);
+            changed
+        };
+        for ((user_id, day), count) in changed {
+            if let Err(e) = self.store.record_requests(&user_id, day, count).await {
+                tracing::error!(user.id = %user_id, "could not record usage: {e}");
+            }
         }
+    }
+
+    /// Flushes request counts every [`USAGE_FLUSH_INTERVAL`] for as long as `self` lives.
+    pub fn start_usage_flusher(self: &Arc<Self>) {
+        let accounts = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(accounts) = accounts.upgrade() else {
+                    return;
+                };
+                accounts.flush_usage().await;
+            }
+        });
     }
 
     async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {

@@ -135,6 +135,10 @@ pub trait Store: Send + Sync {
     /// Requests counted for `user_id` on UTC `day`.
     async fn requests_on(&self, user_id: &str, day: i64) -> Result<u64>;
 
+    /// Records that `user_id` has made at least `count` requests on UTC `day` (the count never
+    /// goes down): how a server that counts exactly in memory persists its counters.
+    async fn record_requests(&self, user_id: &str, day: i64, count: u64) -> Result<()>;
+
     // ---- sandboxes ----
 
     /// Records a sandbox without any limit (the caller has checked, or none applies). Fails

@@ -593,6 +593,19 @@ impl Store for SqliteStore {
         Ok(n.map_or(0, count))
     }
 
+    async fn record_requests(&self, user_id: &str, day: i64, count: u64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO daily_usage (user_id, day, count) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (user_id, day) DO UPDATE SET count = max(count, excluded.count)",
+        )
+        .bind(user_id)
+        .bind(day)
+        .bind(count as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn insert_sandbox(&self, sandbox: NewSandbox) -> Result<SandboxRecord> {
         insert_sandbox_on(&self.pool, &sandbox).await?;
         Ok(sandbox.into())

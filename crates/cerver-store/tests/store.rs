@@ -851,3 +851,22 @@ async fn sandbox_slots_are_exact_under_20_concurrent_claims() {
     assert_eq!(a.active_sandbox_count(&alice.id, now).await.unwrap(), 5);
     assert_eq!(b.sandboxes_left_active().await.unwrap().len(), 5);
 }
+
+#[tokio::test]
+async fn recorded_request_counts_never_go_down() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let alice = user(store.as_ref(), "counts@example.com").await;
+    let day = 20_000;
+    store.record_requests(&alice.id, day, 5).await.unwrap();
+    assert_eq!(store.requests_on(&alice.id, day).await.unwrap(), 5);
+    store.record_requests(&alice.id, day, 3).await.unwrap();
+    assert_eq!(
+        store.requests_on(&alice.id, day).await.unwrap(),
+        5,
+        "a late, smaller write"
+    );
+    store.record_requests(&alice.id, day, 9).await.unwrap();
+    assert_eq!(store.requests_on(&alice.id, day).await.unwrap(), 9);
+    assert_eq!(store.requests_on(&alice.id, day + 1).await.unwrap(), 0);
+}

@@ -256,7 +256,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store.clone(),
         mailer,
         public_url,
+        &data_dir,
     ));
+    accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_sandboxes: args.max_sandboxes,
         ..Default::default()
@@ -266,7 +268,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let app = cerver_api::router(cerver_api::AppState {
         control: control.clone(),
-        accounts,
+        accounts: accounts.clone(),
     });
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.
@@ -276,6 +278,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     tracing::info!("shutting down: destroying sandboxes");
     shutdown(control).await;
+    accounts.flush_usage().await;
     Ok(())
 }
 
@@ -325,6 +328,8 @@ async fn admin(command: AdminCommand, data_dir: PathBuf) -> anyhow::Result<()> {
         }
     }
     store.close().await;
+    // Tell a running server that accounts changed (it drops its cached keys at once).
+    cerver_control::accounts::bump_generation(&data_dir).context("mark accounts as changed")?;
     Ok(())
 }
 

@@ -430,3 +430,30 @@ async fn install_and_host_are_checked_before_the_engine() {
     let (status, _) = s.get(&format!("/sandbox/{c}/host?port=8080")).await;
     assert_eq!(status, 501);
 }
+
+#[tokio::test]
+async fn request_counts_survive_a_restart() {
+    let s = Server::start();
+    let key = create_key(&s.data_dir, "counted@example.com", "trial");
+    let c = client_with_key(&key);
+    for _ in 0..5 {
+        assert_eq!(
+            c.get(s.url("/sandboxes")).send().await.unwrap().status(),
+            200
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // counts are persisted off the request path
+    let dir = s.data_dir.clone();
+    let s = {
+        let data = s.crash();
+        assert_eq!(data, dir);
+        Server::start_in(data, &[])
+    };
+    let r = c.get(s.url("/sandboxes")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-ratelimit-remaining"],
+        "94",
+        "5 before the restart, 1 now"
+    );
+}
