@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use cerver_control::RunParams;
-use cerver_runtime::{RunEvent, RunExit, RunHandle};
+use cerver_runtime::{RunEvent, RunHandle};
 use cerver_types::{RunRequest, RunResponse, StreamEvent};
 use futures::Stream;
 
@@ -60,10 +60,6 @@ fn trim_one_newline(mut s: String) -> String {
     s
 }
 
-fn exit_message(exit: &RunExit) -> Option<&str> {
-    exit.error.as_deref()
-}
-
 #[utoipa::path(
     post,
     path = "/sandbox/{id}/run",
@@ -101,7 +97,7 @@ pub async fn run(
         error.push_str(&format!("{TRUNCATED} {max} bytes]"));
     }
     let mut error = trim_one_newline(error);
-    if let Some(msg) = exit_message(&out.exit) {
+    if let Some(msg) = out.exit.error.as_deref() {
         if !error.is_empty() {
             error.push('\n');
         }

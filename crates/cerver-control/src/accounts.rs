@@ -56,6 +56,45 @@ pub struct Accounts {
     /// store on first use, written back by [`Accounts::flush_usage`] (every
     /// [`USAGE_FLUSH_INTERVAL`] and at shutdown), so requests never wait for a database write.
     usage: tokio::sync::Mutex<HashMap<(String, i64), Counter>>,
+    mail_budget: std::sync::Mutex<MailBudget>,
+}
+
+/// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
+/// total, so that the server cannot be used to flood an inbox or fill the mail spool.
+const MAILS_PER_ADDRESS_PER_HOUR: u32 = 5;
+const MAILS_PER_MINUTE: u32 = 60;
+
+#[derive(Default)]
+struct MailBudget {
+    /// Address → (start of its one-hour window, mails sent in it).
+    per_address: HashMap<String, (i64, u32)>,
+    /// Start of the current one-minute window and mails sent in it.
+    minute: (i64, u32),
+}
+
+impl MailBudget {
+    /// Takes one mail from the budget of `email` at `now` (ms); false when spent.
+    fn take(&mut self, email: &str, now: i64) -> bool {
+        const HOUR: i64 = 3600 * 1000;
+        const MINUTE: i64 = 60 * 1000;
+        if now - self.minute.0 >= MINUTE {
+            self.minute = (now, 0);
+        }
+        if self.minute.1 >= MAILS_PER_MINUTE {
+            return false;
+        }
+        self.per_address.retain(|_, (start, _)| now - *start < HOUR);
+        let (_, sent) = self
+            .per_address
+            .entry(email.to_string())
+            .or_insert((now, 0));
+        if *sent >= MAILS_PER_ADDRESS_PER_HOUR {
+            return false;
+        }
+        *sent += 1;
+        self.minute.1 += 1;
+        true
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -63,6 +102,9 @@ struct Counter {
     count: u64,
     persisted: u64,
 }
+
+/// Expired tokens and sessions are purged every this many flushes (about a minute).
+const PURGE_EVERY_TICKS: u64 = 240;
 
 /// How often request counts are written to the store; a crash loses at most this much.
 pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
@@ -118,6 +160,7 @@ impl Accounts {
             keys: Default::default(),
             generation_file: data_dir.join(GENERATION_FILE),
             usage: Default::default(),
+            mail_budget: Default::default(),
         }
     }
 
@@ -344,17 +387,41 @@ impl Accounts {
         let accounts = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
                 let Some(accounts) = accounts.upgrade() else {
                     return;
                 };
                 accounts.flush_usage().await;
+                // Used and expired links and sessions would otherwise pile up forever.
+                ticks += 1;
+                if ticks.is_multiple_of(PURGE_EVERY_TICKS)
+                    && let Err(e) = accounts.store.purge_expired(now_ms()).await
+                {
+                    tracing::error!("could not purge expired tokens and sessions: {e}");
+                }
             }
         });
     }
 
     async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
+        let now = now_ms();
+        let allowed = self
+            .mail_budget
+            .lock()
+            .unwrap()
+            .take(&msg.to.to_string().to_lowercase(), now);
+        if !allowed {
+            return Err(ControlError::RateLimited {
+                message: "too many emails requested; try again later".into(),
+                usage: Usage {
+                    limit: u64::from(MAILS_PER_ADDRESS_PER_HOUR),
+                    remaining: 0,
+                    reset_unix: (now / 1000 + 3600) as u64,
+                },
+            });
+        }
         self.mailer.send(&msg).await.map_err(|e| {
             tracing::error!("mail delivery failed: {e}");
             ControlError::Unavailable("the email could not be sent; try again later".into())
@@ -391,4 +458,28 @@ pub async fn create_key(
     }
     let key = mint_key(store, &user).await?;
     Ok((key, user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAILS_PER_ADDRESS_PER_HOUR, MAILS_PER_MINUTE, MailBudget};
+
+    #[test]
+    fn mail_budget_bounds_each_address_and_the_total() {
+        let mut b = MailBudget::default();
+        for _ in 0..MAILS_PER_ADDRESS_PER_HOUR {
+            assert!(b.take("a@x.io", 0));
+        }
+        assert!(
+            !b.take("a@x.io", 1000),
+            "sixth mail to one address within the hour"
+        );
+        assert!(b.take("a@x.io", 3600 * 1000), "a new hour");
+        let mut b = MailBudget::default();
+        let sent = (0..200)
+            .filter(|i| b.take(&format!("u{i}@x.io"), 0))
+            .count();
+        assert_eq!(sent, MAILS_PER_MINUTE as usize);
+        assert!(b.take("late@x.io", 60 * 1000), "a new minute");
+    }
 }

@@ -250,10 +250,6 @@ impl Control {
         &self.runtime
     }
 
-    pub fn max_timeout_ms(&self) -> u64 {
-        self.cfg.max_timeout_ms
-    }
-
     /// The caller's maximum sandbox lifetime: their plan's, within the server's.
     pub fn max_timeout_for(&self, caller: &Caller) -> u64 {
         caller.limits.max_timeout_ms.min(self.cfg.max_timeout_ms)

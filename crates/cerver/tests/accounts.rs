@@ -125,6 +125,19 @@ async fn sign_up_by_email_then_use_the_key() {
     assert_eq!(r.status(), 422);
     let (status, _) = get_json(&s.url("/auth/verify-signup?token=nope")).await;
     assert_eq!(status, 400);
+
+    // Nobody can use the server to flood an inbox: a few mails per address and hour.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = anon
+            .post(s.url("/auth/signup"))
+            .json(&json!({"email": "victim@example.com"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
 }
 
 #[tokio::test]
