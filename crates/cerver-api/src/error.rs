@@ -142,6 +142,9 @@ impl From<RuntimeError> for ApiError {
                     "could not create a sandbox right now; retry shortly",
                 )
             }
+            RuntimeError::Unavailable(m) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "engine_unavailable", m)
+            }
             RuntimeError::Unsupported(m) | RuntimeError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 ApiError::new(

@@ -195,11 +195,12 @@ pub async fn set_timeout(
     params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
     request_body(content = cerver_types::InstallRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Installed.", body = cerver_types::InstallResponse),
+        (status = 200, description = "The installer ran: `success` says whether it installed everything, `output` (on success) or `error` (on failure) carries its log (bounded). `upgraded` is true when a workers sandbox was turned into a containers one in place (same id, files kept, network attached).", body = cerver_types::InstallResponse),
         (status = 400, description = "A requirement is not a plain PEP 508 requirement (options, URLs, paths and shell syntax are refused).", body = cerver_types::ErrorBody),
         (status = 404, description = "No such sandbox.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 501, description = "This server's engines cannot install packages yet.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 503, description = "This host cannot run the containers engine or has no installer.", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn install(
@@ -208,17 +209,25 @@ pub async fn install(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<cerver_types::InstallRequest>,
 ) -> Result<Json<cerver_types::InstallResponse>, ApiError> {
-    st.control.install(
-        &caller.user.id,
-        &id,
-        req.packages.as_deref(),
-        req.package.as_deref(),
-    )?;
+    let outcome = st
+        .control
+        .install(
+            &caller.user.id,
+            &id,
+            req.packages.as_deref(),
+            req.package.as_deref(),
+        )
+        .await?;
+    let (output, error) = if outcome.success {
+        (Some(outcome.log), None)
+    } else {
+        (None, Some(outcome.log))
+    };
     Ok(Json(cerver_types::InstallResponse {
-        success: true,
-        upgraded: false,
-        output: None,
-        error: None,
+        success: outcome.success,
+        upgraded: outcome.upgraded,
+        output,
+        error,
     }))
 }
 

@@ -34,6 +34,42 @@ const MAX_METADATA: usize = 64;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Largest code accepted for one run.
 pub const MAX_CODE_BYTES: usize = 1 << 20;
+/// Most bytes of the installer's log kept per stream.
+const MAX_INSTALL_LOG: usize = 64 << 10;
+/// How long packing or unpacking a workspace may take during an upgrade.
+const UPGRADE_STEP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Run inside the old sandbox: the workspace as a tar stream on stdout.
+const PACK_WORKSPACE: &str = r#"import sys, tarfile
+with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as t:
+    t.add("/home/user", arcname=".")
+"#;
+/// Run inside the new sandbox: the tar stream from stdin into the workspace.
+const UNPACK_WORKSPACE: &str = r#"import sys, tarfile
+with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as t:
+    t.extractall("/home/user")
+"#;
+
+/// The result of `POST /sandbox/:id/install`.
+#[derive(Debug, Clone)]
+pub struct InstallOutcome {
+    pub success: bool,
+    pub upgraded: bool,
+    /// The installer's log (bounded).
+    pub log: String,
+}
+
+fn install_outcome(out: cerver_runtime::run::RunOutput, upgraded: bool) -> InstallOutcome {
+    let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
+    log.push_str(&String::from_utf8_lossy(&out.stdout));
+    if let Some(e) = &out.exit.error {
+        log.push_str(e);
+    }
+    InstallOutcome {
+        success: out.exit.exit_code == 0,
+        upgraded,
+        log,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -158,6 +194,8 @@ pub struct Control {
     store: Arc<dyn Store>,
     cfg: ControlConfig,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Upgrades (workers → containers) run one at a time.
+    upgrades: tokio::sync::Mutex<()>,
 }
 
 fn store_err(e: StoreError) -> ControlError {
@@ -241,6 +279,7 @@ impl Control {
             store,
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
+            upgrades: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)
@@ -431,6 +470,14 @@ impl Control {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        if entry.engine == Engine::Containers {
+            // As in an activated venv: `python`, `pip`-installed scripts come from it.
+            env.insert(
+                "PATH".into(),
+                "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".into(),
+            );
+            env.insert("VIRTUAL_ENV".into(), cerver_runtime::packages::VENV.into());
+        }
         env.extend(entry.envs.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
         env
@@ -502,22 +549,134 @@ impl Control {
         Ok(entry.sandbox.list_files(path, max).await?)
     }
 
-    /// `POST /sandbox/:id/install`: the requirements are validated here; installing them is
-    /// the containers engine's work (network and pip), which this server does not have yet.
-    pub fn install(
+    /// `POST /sandbox/:id/install`: validates the requirements, upgrades a workers sandbox
+    /// to containers in place, then installs inside the sandbox (see
+    /// `cerver_runtime::packages` for how downloads are shared).
+    pub async fn install(
         &self,
         owner: &str,
         id: &str,
         packages: Option<&str>,
         package: Option<&str>,
-    ) -> Result<Vec<String>, ControlError> {
-        self.get(owner, id)?;
+    ) -> Result<InstallOutcome, ControlError> {
+        let entry = self.get(owner, id)?;
         let requirements = packages::parse(packages, package)?;
-        Err(ControlError::NotImplemented(format!(
-            "installing {} needs the containers engine's network and pip support, which this \
-             server does not provide yet; the standard library is available",
-            requirements.join(", ")
-        )))
+        let (entry, upgraded) = match entry.engine {
+            Engine::Workers => (self.upgrade(&entry).await?, true),
+            Engine::Containers => (entry, false),
+        };
+        if self.runtime.installer().is_none() {
+            return Err(ControlError::Unavailable(
+                "this server has no package installer (uv); ask its operator to install it".into(),
+            ));
+        }
+        let _permit =
+            entry.runs.clone().try_acquire_owned().map_err(|_| {
+                ControlError::Limit("too many runs in progress in this sandbox".into())
+            })?;
+        // Fast path: everything is already in the shared wheel cache.
+        let offline = self.run_installer(&entry, &requirements, true).await?;
+        if offline.exit.exit_code == 0 {
+            return Ok(install_outcome(offline, upgraded));
+        }
+        match self.runtime.fetch_wheels(&requirements).await {
+            Ok(()) => {
+                let offline = self.run_installer(&entry, &requirements, true).await?;
+                if offline.exit.exit_code == 0 {
+                    return Ok(install_outcome(offline, upgraded));
+                }
+            }
+            Err(e) => tracing::info!(sandbox.id = %entry.id, "wheel fetch: {e}"),
+        }
+        let online = self.run_installer(&entry, &requirements, false).await?;
+        Ok(install_outcome(online, upgraded))
+    }
+
+    async fn run_installer(
+        &self,
+        entry: &Entry,
+        requirements: &[String],
+        offline: bool,
+    ) -> Result<cerver_runtime::run::RunOutput, ControlError> {
+        let spec = cerver_runtime::packages::install_spec(requirements, offline);
+        let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
+        let timeout = self.runtime.config().install_timeout.min(remaining);
+        let handle = entry.sandbox.start(&spec, None, timeout).await?;
+        Ok(handle.collect(MAX_INSTALL_LOG).await)
+    }
+
+    /// Replaces a workers sandbox by a containers one under the same id, carrying its
+    /// workspace files over (a tar stream from the old sandbox into the new one, both packed
+    /// and unpacked inside the sandboxes as the sandbox user). Processes of the old sandbox
+    /// end.
+    async fn upgrade(&self, old: &Arc<Entry>) -> Result<Arc<Entry>, ControlError> {
+        let _one_at_a_time = self.upgrades.lock().await;
+        // Another install may have upgraded it while we waited.
+        if let Ok(current) = self.get(&old.owner, &old.id)
+            && current.engine == Engine::Containers
+        {
+            return Ok(current);
+        }
+        let limit = old.sandbox.limits().workspace_bytes as usize + (16 << 20);
+        let env = Self::run_env(old, &BTreeMap::new());
+        let pack = old
+            .sandbox
+            .start(
+                &cerver_runtime::run::code_spec(PACK_WORKSPACE.into(), env.clone()),
+                None,
+                UPGRADE_STEP_TIMEOUT,
+            )
+            .await?
+            .collect(limit)
+            .await;
+        if pack.exit.exit_code != 0 || pack.stdout_truncated {
+            return Err(ControlError::Internal(format!(
+                "could not pack the workspace for the upgrade: {}",
+                String::from_utf8_lossy(&pack.stderr)
+            )));
+        }
+        let sandbox = self.runtime.create(Engine::Containers).await?;
+        let unpack = sandbox
+            .start(
+                &cerver_runtime::run::code_spec(UNPACK_WORKSPACE.into(), env),
+                Some(pack.stdout.into()),
+                UPGRADE_STEP_TIMEOUT,
+            )
+            .await?
+            .collect(MAX_INSTALL_LOG)
+            .await;
+        if unpack.exit.exit_code != 0 {
+            sandbox.destroy().await;
+            return Err(ControlError::Internal(format!(
+                "could not unpack the workspace for the upgrade: {}",
+                String::from_utf8_lossy(&unpack.stderr)
+            )));
+        }
+        let new = Arc::new(Entry {
+            id: old.id.clone(),
+            owner: old.owner.clone(),
+            engine: Engine::Containers,
+            sandbox,
+            envs: old.envs.clone(),
+            metadata: old.metadata.clone(),
+            created_at: old.created_at,
+            lifetime: Mutex::new(*old.lifetime.lock().unwrap()),
+            runs: old.runs.clone(),
+        });
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .insert(new.id.clone(), new.clone());
+        if let Err(e) = self
+            .store
+            .set_sandbox_engine(&new.id, Engine::Containers.as_str())
+            .await
+        {
+            tracing::error!(sandbox.id = %new.id, "could not record the upgrade: {e}");
+        }
+        old.sandbox.destroy().await;
+        tracing::info!(sandbox.id = %new.id, "sandbox upgraded to containers");
+        Ok(new)
     }
 
     /// `GET /sandbox/:id/host?port=N`: the plan is checked first, then the sandbox and port.

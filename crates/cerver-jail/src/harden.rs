@@ -9,7 +9,7 @@ use landlock::{
 use nix::sys::resource::{Resource, setrlimit};
 
 use crate::JailError;
-use crate::protocol::{Limits, WORKSPACE};
+use crate::protocol::{Limits, VENV, WORKSPACE};
 
 /// Capabilities the zygote keeps (inside the sandbox's user namespace only):
 /// - SETUID/SETGID: switch each run to the unprivileged sandbox user, which clears all caps;
@@ -31,8 +31,8 @@ pub const ZYGOTE_CAPS: [Capability; 4] = [
 /// scratch areas, write only the scratch areas. `/proc` is writable because a process's own
 /// files there (e.g. `oom_score_adj`) live under per-pid inodes that no static rule can name.
 const READ_ONLY: [&str; 1] = ["/"];
-const READ_EXEC: [&str; 1] = ["/usr"];
-const READ_WRITE: [&str; 4] = [WORKSPACE, "/tmp", "/dev", "/proc"];
+const READ_EXEC: [&str; 2] = ["/usr", "/opt/cerver"];
+const READ_WRITE: [&str; 5] = [WORKSPACE, "/tmp", "/dev", "/proc", VENV];
 
 fn e(what: &'static str) -> impl FnOnce(String) -> JailError {
     move |m| JailError::Setup(format!("{what}: {m}"))

@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 
 use crate::JailError;
 use crate::cgroup::SandboxCgroup;
-use crate::protocol::{JailConfig, LIFELINE_FD, MAPPED_IDS};
+use crate::protocol::{JailConfig, LIFELINE_FD, MAPPED_IDS, Network};
 
 /// Stack for the cloned init until it is a process of its own (it never execs).
 const INIT_STACK: usize = 256 * 1024;
@@ -130,6 +130,9 @@ fn start_init(
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{init}/{file}");
         fs::write(&path, &map).map_err(|e| JailError::Setup(format!("write {path}: {e}")))?;
+    }
+    if let Network::Egress(net) = &cfg.network {
+        crate::net::create_veth(net, init.as_raw())?;
     }
     nix::unistd::write(&go, b"g").map_err(|e| JailError::Setup(format!("release init: {e}")))?;
     Ok(())

@@ -61,8 +61,12 @@ fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
     crate::rootfs::enter(cfg)?;
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("sethostname"))?;
-    match cfg.network {
+    match &cfg.network {
         Network::Loopback => crate::net::loopback_up()?,
+        Network::Egress(net) => {
+            crate::net::loopback_up()?;
+            crate::net::configure_sandbox_side(net)?;
+        }
     }
 
     // SIGCHLD stays blocked (inherited from the helper) and is consumed with sigwait below.

@@ -52,15 +52,59 @@ pub struct JailConfig {
     pub limits: Limits,
     /// What the sandbox's network namespace gets.
     pub network: Network,
+    /// Package tooling for the containers engine: a writable virtual environment at
+    /// [`VENV`], the installer binary and the shared wheel cache, both read-only.
+    #[serde(default)]
+    pub packages: Option<Packages>,
+}
+
+/// The sandbox's virtual environment (containers engine): its `bin/python` is the sandbox's
+/// interpreter, its site-packages are on every run's path.
+pub const VENV: &str = "/opt/venv";
+/// Where the installer binary is bound (read-only).
+pub const INSTALLER: &str = "/opt/cerver/uv";
+/// Where the shared wheel cache is bound (read-only; only the host writes it).
+pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
+
+/// Package tooling bound into a containers sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Packages {
+    /// Host path of the installer (`uv`) binary, when the host has one.
+    pub installer: Option<PathBuf>,
+    /// Host directory of downloaded wheels, filled by the host only.
+    pub wheelhouse: PathBuf,
+    /// Size of the tmpfs holding the virtual environment.
+    pub venv_bytes: u64,
 }
 
 /// The network of a sandbox (its own network namespace in every case).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// Only `lo`: code can talk to itself, nothing else (the workers engine).
     Loopback,
+    /// `lo` plus `eth0`, one end of a veth pair whose other end (`host_if`) stays in the host;
+    /// the host routes and NATs its traffic through a firewall that allows the internet and
+    /// the listed resolvers only (the containers engine).
+    Egress(Egress),
 }
+
+/// Addresses of a sandbox's veth pair: a /30 per sandbox.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    /// Host-side interface name (`cerv<n>`), matched by the host firewall's rules.
+    pub host_if: String,
+    /// The host end's address: the sandbox's gateway.
+    pub gateway: std::net::Ipv4Addr,
+    /// The sandbox's own address on `eth0`.
+    pub address: std::net::Ipv4Addr,
+    pub prefix_len: u8,
+    /// DNS resolvers written to the sandbox's `/etc/resolv.conf`.
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+}
+
+/// Name of the sandbox end of the veth pair.
+pub const SANDBOX_IF: &str = "eth0";
 
 /// Resource limits of one sandbox.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -112,6 +156,12 @@ pub enum RunSpec {
     /// Python source, executed like `python -c`.
     Code {
         code: String,
+        env: BTreeMap<String, String>,
+    },
+    /// Execute a program (`argv[0]` is its absolute path) as the sandbox user, like a shell
+    /// would: the install step runs the installer this way.
+    Exec {
+        argv: Vec<String>,
         env: BTreeMap<String, String>,
     },
     /// Write stdin to `path` (relative to the workspace), creating parent directories.

@@ -11,6 +11,9 @@
 //! | `/dev` | tmpfs with null zero full random urandom tty bound from the host, `/dev/pts` (own instance), `/dev/shm` |
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
 //! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
+//! | `/opt/venv` | containers: the sandbox's virtual environment, a tmpfs (`venv_bytes`) owned by the sandbox user; an empty read-only directory otherwise |
+//! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the shared wheel cache, read-only |
+//! | `/etc/resolv.conf` | containers: the resolvers the host firewall lets through |
 //!
 //! Nothing else of the host is reachable: the old root is detached after the pivot.
 
@@ -22,7 +25,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::JailError;
-use crate::protocol::{JailConfig, SANDBOX_UID, WORKSPACE};
+use crate::protocol::{
+    INSTALLER, JailConfig, Network, Packages, SANDBOX_UID, VENV, WHEELHOUSE, WORKSPACE,
+};
 
 /// Host directories that are bound (or symlinked, when usr-merged) from the rootfs.
 const SYSTEM_DIRS: [&str; 5] = ["bin", "sbin", "lib", "lib64", "libx32"];
@@ -102,10 +107,29 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     let rootfs_dir = fs::File::open(&cfg.rootfs)
         .map_err(io_err(format!("open rootfs {}", cfg.rootfs.display())))?;
     let rootfs = PathBuf::from(format!("/proc/self/fd/{}", rootfs_dir.as_raw_fd()));
+    // The same for the package tooling's host paths.
+    let held = |path: &Path| -> Result<(fs::File, PathBuf), JailError> {
+        let file = fs::File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+        let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        Ok((file, fd_path))
+    };
+    let mut packages = cfg.packages.clone();
+    let mut _held = Vec::new();
+    if let Some(p) = packages.as_mut() {
+        if let Some(installer) = p.installer.as_mut() {
+            let (file, path) = held(installer)?;
+            _held.push(file);
+            *installer = path;
+        }
+        let (file, path) = held(&p.wheelhouse)?;
+        _held.push(file);
+        p.wheelhouse = path;
+    }
     let root = Path::new(STAGING);
     tmpfs(root, 16 << 20, "0755", "")?;
-    populate(cfg, &rootfs, root)?;
+    populate(cfg, packages.as_ref(), &rootfs, root)?;
     drop(rootfs_dir);
+    drop(_held);
 
     let old = root.join(".old");
     mkdir(&old)?;
@@ -126,7 +150,12 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     Ok(())
 }
 
-fn populate(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
+fn populate(
+    cfg: &JailConfig,
+    packages: Option<&Packages>,
+    rootfs: &Path,
+    root: &Path,
+) -> Result<(), JailError> {
     let limits = &cfg.limits;
 
     mkdir(&root.join("usr"))?;
@@ -174,7 +203,98 @@ fn populate(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailErro
         "0755",
         &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
     )?;
+    venv(cfg, packages, rootfs, root)
+}
+
+/// `/opt`: the virtual environment and, for the containers engine, the installer and the
+/// shared wheel cache. The venv is built by hand (a `pyvenv.cfg` and two symlinks are all a
+/// venv is): `python -m venv` would cost an interpreter start per sandbox.
+fn venv(
+    cfg: &JailConfig,
+    packages: Option<&Packages>,
+    rootfs: &Path,
+    root: &Path,
+) -> Result<(), JailError> {
+    let venv = root.join(VENV.trim_start_matches('/'));
+    mkdir(&venv)?;
+    let installer = root.join(INSTALLER.trim_start_matches('/'));
+    mkdir(installer.parent().expect("installer has a parent"))?;
+    let Some(packages) = packages else {
+        return Ok(());
+    };
+    tmpfs(
+        &venv,
+        packages.venv_bytes,
+        "0755",
+        &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
+    )?;
+    let python = Path::new(&cfg.python);
+    let home = python.parent().unwrap_or(Path::new("/usr/bin"));
+    let version = python_version(&rootfs.join(cfg.python.trim_start_matches('/')));
+    write(
+        &venv.join("pyvenv.cfg"),
+        &format!(
+            "home = {}\ninclude-system-site-packages = false\nversion = {version}\n",
+            home.display()
+        ),
+    )?;
+    let site = venv.join(format!(
+        "lib/python{}/site-packages",
+        short_version(&version)
+    ));
+    fs::create_dir_all(&site).map_err(io_err("create venv site-packages"))?;
+    mkdir(&venv.join("bin"))?;
+    for name in ["python", "python3"] {
+        symlink(python, venv.join("bin").join(name)).map_err(io_err(format!("venv bin/{name}")))?;
+    }
+    // Everything in the venv belongs to the sandbox user, who installs into it.
+    for path in [
+        venv.join("pyvenv.cfg"),
+        venv.join("lib"),
+        venv.join(format!("lib/python{}", short_version(&version))),
+        site,
+        venv.join("bin"),
+        venv.join("bin/python"),
+        venv.join("bin/python3"),
+    ] {
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            Some(nix::unistd::Uid::from_raw(SANDBOX_UID)),
+            Some(nix::unistd::Gid::from_raw(SANDBOX_UID)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(err(format!("chown {}", path.display())))?;
+    }
+
+    if let Some(host_installer) = &packages.installer {
+        fs::File::create(&installer).map_err(io_err("create installer mount point"))?;
+        bind_ro(host_installer, &installer, MsFlags::MS_NODEV)?;
+    }
+    let wheels = root.join(WHEELHOUSE.trim_start_matches('/'));
+    mkdir(&wheels)?;
+    bind_ro(
+        &packages.wheelhouse,
+        &wheels,
+        MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+    )?;
     Ok(())
+}
+
+/// The interpreter's version as `pyvenv.cfg` wants it, read from the versioned name its
+/// symlinks lead to (`python3` → `python3.11`); the full version is not needed by anything
+/// that reads the file in this layout.
+fn python_version(python: &Path) -> String {
+    let resolved = fs::read_link(python).unwrap_or_else(|_| python.to_path_buf());
+    let name = resolved
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("python3");
+    name.trim_start_matches("python").to_string()
+}
+
+fn short_version(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
 fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
@@ -200,6 +320,17 @@ fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
             cfg.hostname
         ),
     )?;
+    if let Network::Egress(net) = &cfg.network {
+        let servers: String = net
+            .nameservers
+            .iter()
+            .map(|ns| format!("nameserver {ns}\n"))
+            .collect();
+        write(
+            &etc.join("resolv.conf"),
+            &format!("{servers}options timeout:2 attempts:2\n"),
+        )?;
+    }
     write(
         &etc.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nhosts: files dns\n",

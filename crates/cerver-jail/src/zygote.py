@@ -44,6 +44,7 @@ site.sethelper()
 
 SETTINGS = json.loads(sys.argv[1])
 WORKSPACE = SETTINGS["workspace"]
+VENV = SETTINGS["venv"]
 UID = SETTINGS["uid"]
 USER_NPROC = SETTINGS["user_nproc"]
 CONTROL_FD = 3
@@ -276,6 +277,9 @@ def run_main(sock):
         kind = spec["kind"]
         if kind == "code":
             code = run_code(spec)
+        elif kind == "exec":
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored signals survive exec
+            os.execve(spec["argv"][0], spec["argv"], spec["env"])
         else:
             code = FILE_OPS[kind](spec)
     except BaseException:
@@ -300,10 +304,25 @@ def set_stdio():
         write_through=True)
 
 
+def use_venv():
+    # Packages installed into the sandbox's venv (containers engine) are importable, and
+    # sys.executable is the venv's interpreter, as in an activated venv.
+    site_dir = VENV + "/lib/python%d.%d/site-packages" % sys.version_info[:2]
+    try:
+        if not os.listdir(site_dir):
+            return
+    except OSError:
+        return
+    import site
+    site.addsitedir(site_dir)
+    sys.executable = VENV + "/bin/python"
+
+
 def run_code(spec):
     os.environ.clear()
     os.environ.update(spec["env"])
     sys.argv = ["-c"]
+    use_venv()
     sys.path.insert(0, "")
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins

@@ -36,6 +36,7 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
         "run_filter": (crate::seccomp::RUN_FILTER != crate::seccomp::ZYGOTE_FILTER)
             .then(|| hex(crate::seccomp::RUN_FILTER)),
         "workspace": WORKSPACE,
+        "venv": crate::protocol::VENV,
         "uid": SANDBOX_UID,
         "user_nproc": cfg.limits.pids.saturating_sub(ROOT_PROCESS_RESERVE).max(1),
     })

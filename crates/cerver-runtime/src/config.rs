@@ -9,17 +9,12 @@ use cerver_jail::protocol::Limits;
 pub enum Engine {
     /// Fast, Python standard library only, loopback-only network.
     Workers,
-    /// Full environment: larger limits (network and pip arrive with the containers issue).
+    /// Full environment: larger limits, egress to the internet through the host firewall,
+    /// a virtual environment that packages are installed into.
     Containers,
 }
 
 impl Engine {
-    /// The network each engine's sandboxes get. Containers get egress with the containers
-    /// issue (a veth pair and NAT set up by the helper); until then both are loopback-only.
-    pub fn network(self) -> cerver_jail::protocol::Network {
-        cerver_jail::protocol::Network::Loopback
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Engine::Workers => "workers",
@@ -55,6 +50,21 @@ pub struct RuntimeConfig {
     pub max_list_entries: u64,
     /// How long creating a sandbox (outside the pool) may take.
     pub create_timeout: std::time::Duration,
+    /// First address of the /18 that containers sandboxes' veth pairs are numbered from (a
+    /// /30 per uid-range slot).
+    pub egress_subnet: std::net::Ipv4Addr,
+    /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
+    /// `PATH` at start.
+    pub installer: Option<PathBuf>,
+    /// Shared wheel cache: filled by the host only, read-only in sandboxes.
+    pub wheelhouse: PathBuf,
+    /// Size of a containers sandbox's virtual environment (a tmpfs, so it also counts
+    /// against the sandbox's memory limit).
+    pub venv_bytes: u64,
+    /// Largest total size of the wheel cache; past it, nothing more is cached.
+    pub max_wheelhouse_bytes: u64,
+    /// How long one package installation may take.
+    pub install_timeout: std::time::Duration,
 }
 
 const MIB: u64 = 1 << 20;
@@ -62,6 +72,7 @@ const MIB: u64 = 1 << 20;
 impl RuntimeConfig {
     pub fn new(data_dir: PathBuf, helper: PathBuf) -> Self {
         RuntimeConfig {
+            wheelhouse: data_dir.join("wheelhouse"),
             data_dir,
             helper,
             rootfs: PathBuf::from("/"),
@@ -95,6 +106,11 @@ impl RuntimeConfig {
             max_file_bytes: 10 * MIB,
             max_list_entries: 10_000,
             create_timeout: std::time::Duration::from_secs(20),
+            egress_subnet: std::net::Ipv4Addr::new(10, 213, 0, 0),
+            installer: None,
+            venv_bytes: 2048 * MIB,
+            max_wheelhouse_bytes: 8192 * MIB,
+            install_timeout: std::time::Duration::from_secs(600),
         }
     }
 

@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod files;
+pub mod network;
+pub mod packages;
 pub mod preflight;
 pub mod run;
 pub mod sandbox;
@@ -50,6 +52,9 @@ pub enum RuntimeError {
     /// Something unexpected on the host side.
     #[error("internal error: {0}")]
     Internal(String),
+    /// This host lacks what the request needs (e.g. the containers engine's firewall).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 struct Pool {
@@ -62,6 +67,12 @@ pub struct Runtime {
     cfg: RuntimeConfig,
     cgroup_parent: String,
     pools: Vec<Arc<Pool>>,
+    /// The containers engine's network, or why it is unavailable on this host.
+    egress: Result<network::EgressPlan, String>,
+    /// The installer binary found at start.
+    installer: Option<std::path::PathBuf>,
+    /// Host-side wheel fetches run one at a time.
+    fetch_lock: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -88,10 +99,25 @@ impl Runtime {
                 })
             })
             .collect();
+        let egress = network::setup(cfg.egress_subnet).await;
+        if let Err(reason) = &egress {
+            tracing::warn!("containers engine unavailable: {reason}");
+        }
+        let installer = cfg.installer.clone().or_else(|| find_on_path("uv"));
+        match &installer {
+            Some(path) => tracing::info!(installer = %path.display(), "package installer"),
+            None => tracing::warn!("no `uv` found: package installs will fail"),
+        }
+        std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
+            RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))
+        })?;
         let rt = Arc::new(Runtime {
             cfg,
             cgroup_parent,
             pools,
+            egress,
+            installer,
+            fetch_lock: tokio::sync::Mutex::new(()),
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -124,9 +150,31 @@ impl Runtime {
                 None => break,
             }
         }
-        Ok(Arc::new(
-            Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine).await?,
-        ))
+        Ok(Arc::new(self.spawn(engine).await?))
+    }
+
+    async fn spawn(&self, engine: Engine) -> Result<Sandbox, RuntimeError> {
+        let setup = match engine {
+            Engine::Workers => sandbox::Setup::default(),
+            Engine::Containers => sandbox::Setup {
+                egress: Some(self.egress.clone().map_err(|reason| {
+                    RuntimeError::Unavailable(format!(
+                        "the containers engine is unavailable on this host: {reason}"
+                    ))
+                })?),
+                packages: Some(cerver_jail::protocol::Packages {
+                    installer: self.installer.clone(),
+                    wheelhouse: self.cfg.wheelhouse.clone(),
+                    venv_bytes: self.cfg.venv_bytes,
+                }),
+            },
+        };
+        Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine, setup).await
+    }
+
+    /// The installer binary, when the host has one.
+    pub fn installer(&self) -> Option<&std::path::Path> {
+        self.installer.as_deref()
     }
 
     /// Destroys the pooled sandboxes (live ones belong to their owners).
@@ -140,12 +188,24 @@ impl Runtime {
     }
 }
 
+/// The absolute path of `name` on `PATH`.
+pub(crate) fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 async fn refill(rt: std::sync::Weak<Runtime>, pool: Arc<Pool>) {
     loop {
         let Some(runtime) = rt.upgrade() else { return };
         let have = pool.ready.lock().unwrap().len();
         if have < runtime.cfg.pool_size {
-            match Sandbox::spawn(&runtime.cfg, &runtime.cgroup_parent, pool.engine).await {
+            if pool.engine == Engine::Containers && runtime.egress.is_err() {
+                return; // logged at start; nothing to keep warm
+            }
+            match runtime.spawn(pool.engine).await {
                 Ok(sb) => pool.ready.lock().unwrap().push_back(Arc::new(sb)),
                 Err(e) => {
                     tracing::error!(engine = pool.engine.as_str(), "warm pool: {e}");

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use cerver_jail::cgroup::SandboxCgroup;
 use cerver_jail::protocol::{
-    CONTROL_FD, JailConfig, LIFELINE_FD, Limits, MAX_CONTROL_MESSAGE, ZygoteEvent, ZygoteRequest,
+    CONTROL_FD, JailConfig, LIFELINE_FD, Limits, MAX_CONTROL_MESSAGE, Network, ZygoteEvent,
+    ZygoteRequest,
 };
 use command_fds::{CommandFdExt, FdMapping};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -43,6 +44,8 @@ pub struct Sandbox {
     destroyed: AtomicBool,
     pub(crate) limits: Limits,
     oom_counter: Option<std::path::PathBuf>,
+    /// The sandbox's address on its veth pair (containers engine).
+    ip_addr: Option<std::net::Ipv4Addr>,
     _uids: UidRange,
 }
 
@@ -55,15 +58,31 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
+/// What an engine adds to the base sandbox.
+#[derive(Default)]
+pub(crate) struct Setup {
+    pub egress: Option<crate::network::EgressPlan>,
+    pub packages: Option<cerver_jail::protocol::Packages>,
+}
+
 impl Sandbox {
     /// Spawns the helper and waits until the sandbox's zygote says it is ready.
     pub(crate) async fn spawn(
         cfg: &RuntimeConfig,
         cgroup_parent: &str,
         engine: Engine,
+        setup: Setup,
     ) -> Result<Sandbox, RuntimeError> {
         let uids = crate::uids::claim(&cfg.uid_lock_dir, cfg.uid_base)
             .map_err(|e| RuntimeError::Create(format!("uid range: {e}")))?;
+        let network = match &setup.egress {
+            Some(plan) => Network::Egress(plan.for_slot(uids.slot)),
+            None => Network::Loopback,
+        };
+        let ip_addr = match &network {
+            Network::Egress(net) => Some(net.address),
+            Network::Loopback => None,
+        };
         let label = format!("sb-{:016x}", rand::random::<u64>());
         let limits = cfg.limits(engine).clone();
         let jail = JailConfig {
@@ -74,7 +93,8 @@ impl Sandbox {
             python: cfg.python.clone(),
             hostname: "sandbox".into(),
             limits: limits.clone(),
-            network: engine.network(),
+            network,
+            packages: setup.packages,
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
         let (life_read, life_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -152,6 +172,7 @@ impl Sandbox {
             destroyed: AtomicBool::new(false),
             oom_counter,
             limits,
+            ip_addr,
             _uids: uids,
         };
         match tokio::time::timeout(cfg.create_timeout, sandbox.wait_ready()).await {
@@ -203,6 +224,11 @@ impl Sandbox {
 
     pub fn label(&self) -> &str {
         &self.label
+    }
+
+    /// The sandbox's IPv4 address, reachable from the host (containers engine only).
+    pub fn ip_addr(&self) -> Option<std::net::Ipv4Addr> {
+        self.ip_addr
     }
 
     pub fn engine(&self) -> Engine {

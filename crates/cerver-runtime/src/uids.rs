@@ -15,6 +15,8 @@ const RANGES: u32 = 4096;
 
 pub struct UidRange {
     pub base: u32,
+    /// Which range this is (0..RANGES): also picks the sandbox's network addresses.
+    pub slot: u32,
     _lock: File,
 }
 
@@ -31,6 +33,7 @@ pub fn claim(lock_dir: &Path, first_uid: u32) -> std::io::Result<UidRange> {
         if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
             return Ok(UidRange {
                 base: first_uid + n * MAPPED_IDS,
+                slot: n,
                 _lock: file,
             });
         }

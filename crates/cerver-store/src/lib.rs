@@ -159,6 +159,9 @@ pub trait Store: Send + Sync {
     /// deleted).
     async fn mark_sandbox_deleted(&self, id: &str, at: i64) -> Result<bool>;
 
+    /// Records a not-deleted sandbox's new engine (an in-place upgrade); whether there was one.
+    async fn set_sandbox_engine(&self, id: &str, engine: &str) -> Result<bool>;
+
     /// Moves a not-deleted sandbox's expiry to `expires_at`; whether there was one.
     async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool>;
 

@@ -648,6 +648,16 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn set_sandbox_engine(&self, id: &str, engine: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE sandboxes SET engine = ?1 WHERE id = ?2 AND deleted_at IS NULL")
+                .bind(engine)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE sandboxes SET expires_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",

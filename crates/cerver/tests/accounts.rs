@@ -410,13 +410,6 @@ async fn install_and_host_are_checked_before_the_engine() {
     }
     let (status, v) = s.post(&install, json!({})).await;
     assert_eq!(status, 400, "{v}");
-    // A valid requirement reaches the engine question: not available on this server yet.
-    let (status, v) = s.post(&install, json!({"package": "six"})).await;
-    assert_eq!(
-        (status, v["code"].as_str()),
-        (501, Some("not_implemented")),
-        "{v}"
-    );
     let other = client_with_key(&create_key(&s.data_dir, "o2@example.com", "pro"));
     let r = other
         .post(s.url(&install))

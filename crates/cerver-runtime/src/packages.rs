@@ -1,0 +1,170 @@
+//! Package installs for the containers engine.
+//!
+//! An install runs *inside* the sandbox, as the sandbox user, under its limits: the installer
+//! (`uv`, bound read-only at [`INSTALLER`]) installs into the sandbox's own venv ([`VENV`]).
+//! Downloads are shared safely through the **wheelhouse**, a directory of wheels that only the
+//! host writes and sandboxes see read-only ([`WHEELHOUSE`]): the host fills it with
+//! `pip download --only-binary=:all:` (binary wheels only, so no package code runs on the
+//! host), placing each wheel atomically. No sandbox can write what another one reads.
+//!
+//! Order of an install: offline from the wheelhouse (fast path: a repeated install needs no
+//! network at all) → host fetch into the wheelhouse, then offline again → online from the
+//! index inside the sandbox (source-only packages, anything pip could not fetch as a wheel).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use cerver_jail::protocol::VENV;
+use cerver_jail::protocol::{INSTALLER, RunSpec, WHEELHOUSE};
+
+use crate::Runtime;
+
+/// How long the host may spend fetching wheels for one install.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The run that installs `requirements` into the sandbox's venv.
+pub fn install_spec(requirements: &[String], offline: bool) -> RunSpec {
+    RunSpec::Exec {
+        argv: install_argv(requirements, offline),
+        env: install_env(),
+    }
+}
+
+/// The installer's command line for `requirements` (already validated PEP 508 strings, passed
+/// after `--` so none can be taken for an option).
+fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        INSTALLER,
+        "pip",
+        "install",
+        "--python",
+        &format!("{VENV}/bin/python"),
+        "--find-links",
+        WHEELHOUSE,
+        "--link-mode",
+        "copy",
+        "--no-progress",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if offline {
+        argv.extend(["--offline", "--no-index"].map(String::from));
+    }
+    argv.push("--".into());
+    argv.extend(requirements.iter().cloned());
+    argv
+}
+
+/// The installer's environment: no user configuration (the workspace is the user's), a
+/// throw-away cache in the sandbox's `/tmp`, never a Python download.
+fn install_env() -> std::collections::BTreeMap<String, String> {
+    [
+        ("HOME", "/home/user"),
+        ("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+        ("VIRTUAL_ENV", VENV),
+        ("TMPDIR", "/tmp"),
+        ("UV_NO_CACHE", "1"),
+        ("UV_NO_CONFIG", "1"),
+        ("UV_PYTHON_DOWNLOADS", "never"),
+        ("UV_NO_PROGRESS", "1"),
+        // The host's CA bundle (bound read-only), so a TLS-inspecting proxy the host trusts
+        // works the same inside.
+        ("UV_SYSTEM_CERTS", "1"),
+        ("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"),
+        ("LANG", "C.UTF-8"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Runtime {
+    /// Fetches binary wheels for `requirements` (and their dependencies) into the wheelhouse,
+    /// on the host. One fetch at a time; skipped when the wheelhouse is full.
+    pub async fn fetch_wheels(&self, requirements: &[String]) -> Result<(), String> {
+        let _one_at_a_time = self.fetch_lock.lock().await;
+        let cfg = &self.cfg;
+        let wheelhouse = cfg.wheelhouse.clone();
+        let used = tokio::task::spawn_blocking({
+            let w = wheelhouse.clone();
+            move || dir_size(&w)
+        })
+        .await
+        .unwrap_or(u64::MAX);
+        if used >= cfg.max_wheelhouse_bytes {
+            return Err("the wheel cache is full".into());
+        }
+        let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
+        let scratch = tempfile::Builder::new()
+            .prefix(".fetch-")
+            .tempdir_in(&cfg.data_dir)
+            .map_err(|e| format!("scratch dir: {e}"))?;
+        let out = tokio::time::timeout(
+            FETCH_TIMEOUT,
+            tokio::process::Command::new(&python)
+                .args(["-I", "-m", "pip", "download", "--only-binary=:all:"])
+                .args(["--no-input", "--disable-pip-version-check", "--quiet"])
+                .arg("--dest")
+                .arg(scratch.path())
+                .arg("--")
+                .args(requirements)
+                .env_clear()
+                .env("HOME", scratch.path())
+                .env("PATH", "/usr/bin:/bin")
+                .env("PIP_CACHE_DIR", cfg.data_dir.join("pip-cache"))
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .map_err(|_| "fetching wheels took too long".to_string())?
+        .map_err(|e| format!("run pip: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pip download: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("failed")
+            ));
+        }
+        // Publish each wheel with a rename, so a sandbox never sees a partial file.
+        let mut entries = tokio::fs::read_dir(scratch.path())
+            .await
+            .map_err(|e| format!("read scratch dir: {e}"))?;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let name = entry.file_name();
+            if Path::new(&name).extension().is_some_and(|e| e == "whl") {
+                let _ = tokio::fs::rename(entry.path(), wheelhouse.join(&name)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dir_size(dir: &PathBuf) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_come_after_the_option_terminator() {
+        let argv = install_argv(&["six==1.16.0".into(), "-r".into()], true);
+        let end = argv.iter().position(|a| a == "--").unwrap();
+        assert_eq!(&argv[end + 1..], ["six==1.16.0", "-r"]);
+        assert!(argv[..end].contains(&"--offline".to_string()));
+        assert_eq!(argv[0], INSTALLER);
+    }
+}
