@@ -27,6 +27,8 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// Targets: run p50 and create p50 relative to the bare spawn p50; memory per idle sandbox.
 const RUN_RATIO_TARGET: f64 = 0.5;
 const CREATE_RATIO_TARGET: f64 = 1.0;
+/// Containers engine: create p50 at most this multiple of a bare interpreter spawn.
+const CONTAINERS_CREATE_RATIO_TARGET: f64 = 5.0;
 const MEMORY_TARGET_MIB: f64 = 8.0;
 /// How long a server may take to fill its pool (or settle) before the benchmark gives up.
 const POOL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -193,6 +195,13 @@ struct Report {
     run_server: Summary,
     create_warm: Summary,
     create_cold: Summary,
+    /// Containers engine: create (warm pool), first run in a new sandbox, create (no pool).
+    containers_create: Summary,
+    containers_first_run: Summary,
+    containers_cold: Summary,
+    /// `six==1.16.0` into a new containers sandbox: first time (host fetch), then cached.
+    install_cold: Duration,
+    install_cached: Duration,
     pool_fill: Duration,
     /// `__jail` helpers of the full warm pool (the server keeps a pool per engine).
     pool_helpers: usize,
@@ -245,6 +254,33 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         Duration::from_millis(args.create_gap_ms),
     )
     .await?;
+
+    progress(&format!(
+        "containers: {} x (create, first print(1), delete), {} ms apart (pool {})",
+        args.iterations, args.create_gap_ms, args.pool_size
+    ));
+    let mut containers_create = Vec::with_capacity(args.iterations);
+    let mut containers_first_run = Vec::with_capacity(args.iterations);
+    for _ in 0..args.iterations {
+        let start = Instant::now();
+        let (id, _) = warm.create_with(Some("containers")).await?;
+        containers_create.push(start.elapsed());
+        let run_start = Instant::now();
+        warm.run(&id, "print(1)", "1").await?;
+        containers_first_run.push(run_start.elapsed());
+        warm.delete(&id).await?;
+        tokio::time::sleep(Duration::from_millis(args.create_gap_ms)).await;
+    }
+
+    progress("install: six==1.16.0 into a fresh containers sandbox, twice (cold, then cached)");
+    let mut installs = Vec::new();
+    for _ in 0..2 {
+        let (id, _) = warm.create_with(Some("containers")).await?;
+        let start = Instant::now();
+        warm.install(&id, "six==1.16.0").await?;
+        installs.push(start.elapsed());
+        warm.delete(&id).await?;
+    }
     if !warm.stop() {
         bail!(
             "the --pool-size {} server did not exit on SIGTERM",
@@ -253,6 +289,7 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
     }
 
     // Cold server: cold-create and memory figures.
+    let containers_warm = containers_create.clone();
     progress(&format!("starting {} --pool-size 0", args.server.display()));
     let mut cold = Server::start(&args.server, 0, "cold")?;
     progress(&format!(
@@ -266,6 +303,14 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         Duration::from_millis(args.create_gap_ms),
     )
     .await?;
+    let mut containers_cold = Vec::with_capacity(args.cold_iterations);
+    for _ in 0..args.cold_iterations {
+        let start = Instant::now();
+        let (id, _) = cold.create_with(Some("containers")).await?;
+        containers_cold.push(start.elapsed());
+        cold.delete(&id).await?;
+        tokio::time::sleep(Duration::from_millis(args.create_gap_ms)).await;
+    }
 
     progress(&format!("memory: {} idle sandboxes", args.idle_sandboxes));
     let memory = measure_memory(
@@ -284,6 +329,11 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         run_server: Summary::of(&run_server).expect("at least one iteration"),
         create_warm: Summary::of(&create_warm).expect("at least one iteration"),
         create_cold: Summary::of(&create_cold).expect("at least one iteration"),
+        containers_create: Summary::of(&containers_warm).expect("at least one iteration"),
+        containers_first_run: Summary::of(&containers_first_run).expect("at least one iteration"),
+        containers_cold: Summary::of(&containers_cold).expect("at least one iteration"),
+        install_cold: installs[0],
+        install_cached: installs[1],
         pool_fill,
         pool_helpers,
         engine,
@@ -440,6 +490,20 @@ impl Report {
             &self.create_warm,
         );
         row("create, cold (--pool-size 0)", &self.create_cold);
+        row("containers: create, warm pool", &self.containers_create);
+        row(
+            "containers: first print(1) after create",
+            &self.containers_first_run,
+        );
+        row(
+            "containers: create, cold (--pool-size 0)",
+            &self.containers_cold,
+        );
+        println!(
+            "  containers: install six==1.16.0 in a new sandbox: first {:.0} ms (host fetch), again {:.0} ms (cached)",
+            self.install_cold.as_secs_f64() * 1000.0,
+            self.install_cached.as_secs_f64() * 1000.0
+        );
         println!(
             "  notes: {} untimed warm-up bare spawns and runs, 1 untimed cold create; the warm",
             args.warmup
@@ -503,9 +567,23 @@ impl Report {
             "  memory per idle sandbox (MiB)         {mem:>10.2}   <= {MEMORY_TARGET_MIB:<6.1} {}   ({source})",
             verdict(mem <= MEMORY_TARGET_MIB)
         );
+        let containers_ratio = self.containers_create.p50 / self.bare.p50;
+        println!(
+            "  containers create p50 / bare p50      {containers_ratio:>10.3}   <= {CONTAINERS_CREATE_RATIO_TARGET:<6.1} {}",
+            verdict(containers_ratio <= CONTAINERS_CREATE_RATIO_TARGET)
+        );
         println!(
             "  (info) cold create p50 / bare p50     {:>10.3}",
             self.create_cold.p50 / self.bare.p50
+        );
+        println!(
+            "  (info) containers cold create / bare  {:>10.3}",
+            self.containers_cold.p50 / self.bare.p50
+        );
+        println!(
+            "  (info) cached install (s)             {:>10.3}   <= 1.0    {}",
+            self.install_cached.as_secs_f64(),
+            verdict(self.install_cached.as_secs_f64() <= 1.0)
         );
         println!();
         println!("total benchmark time {:.1} s", elapsed.as_secs_f64());

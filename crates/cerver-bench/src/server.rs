@@ -184,14 +184,34 @@ impl Server {
 
     /// `POST /sandbox` (empty body) -> (sandbox id, engine).
     pub async fn create(&self) -> anyhow::Result<(String, String)> {
-        let v = self
-            .call(self.client.post(self.url("/sandbox")), "create sandbox")
-            .await?;
+        self.create_with(None).await
+    }
+
+    /// `POST /sandbox`, with `{"engine": engine}` when given (no body otherwise).
+    pub async fn create_with(&self, engine: Option<&str>) -> anyhow::Result<(String, String)> {
+        let mut req = self.client.post(self.url("/sandbox"));
+        if let Some(engine) = engine {
+            req = req.json(&json!({ "engine": engine }));
+        }
+        let v = self.call(req, "create sandbox").await?;
         let id = v["sandbox_id"]
             .as_str()
             .ok_or_else(|| anyhow!("create sandbox: no sandbox_id in {v}"))?;
         let engine = v["engine"].as_str().unwrap_or("?");
         Ok((id.to_string(), engine.to_string()))
+    }
+
+    /// `POST /sandbox/{id}/install` of `packages`; fails unless it succeeded.
+    pub async fn install(&self, id: &str, packages: &str) -> anyhow::Result<()> {
+        let req = self
+            .client
+            .post(self.url(&format!("/sandbox/{id}/install")))
+            .json(&json!({ "packages": packages }));
+        let v = self.call(req, "install").await?;
+        if v["success"] != true {
+            bail!("install {packages:?}: {v}");
+        }
+        Ok(())
     }
 
     /// `POST /sandbox/{id}/run`; fails unless the run exits 0 with `expect` as its output.

@@ -81,9 +81,13 @@ fn install_env() -> std::collections::BTreeMap<String, String> {
 
 impl Runtime {
     /// Fetches binary wheels for `requirements` (and their dependencies) into the wheelhouse,
-    /// on the host. One fetch at a time; skipped when the wheelhouse is full.
+    /// on the host. One fetch at a time: while one runs, others are skipped (their installs go
+    /// to the index from inside their sandboxes) so that no user's large fetch holds up
+    /// another's install; skipped too when the wheelhouse is full.
     pub async fn fetch_wheels(&self, requirements: &[String]) -> Result<(), String> {
-        let _one_at_a_time = self.fetch_lock.lock().await;
+        let Ok(_one_at_a_time) = self.fetch_lock.try_lock() else {
+            return Err("another wheel fetch is running".into());
+        };
         let cfg = &self.cfg;
         let wheelhouse = cfg.wheelhouse.clone();
         let used = tokio::task::spawn_blocking({

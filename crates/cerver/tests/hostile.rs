@@ -434,7 +434,8 @@ for name in UNIX:
 for p in FLAGS + ["/etc/shadow", "/etc/gshadow", "/proc/1/environ", "/root/.bashrc", "/work/main/Cargo.toml",
                   DATA_DIR + "/server.lock", "/run/cerver/uid-ranges/0", "/var/log/syslog"]:
     res["read"][p] = attempt(lambda: read(p))
-for p in ["/", "/home", "/tmp", "/root", "/work", DATA_DIR, "/run", "/var", "/sys", "/mnt", "/opt", "/srv", "/boot"]:
+for p in ["/", "/home", "/tmp", "/root", "/work", DATA_DIR, "/run", "/var", "/sys", "/mnt", "/opt", "/opt/venv",
+          "/opt/cerver", "/srv", "/boot"]:
     res["list"][p] = attempt(lambda: sorted(os.listdir(p)))
 for host, port in TARGETS:
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -492,12 +493,15 @@ emit(res)
         "/var",
         "/sys",
         "/mnt",
-        "/opt",
         "/srv",
         "/boot",
     ] {
         assert_errno(&res["list"], p, &[ENOENT]);
     }
+    // A workers sandbox's /opt holds only the empty mount points of the containers engine.
+    assert_eq!(res["list"]["/opt"]["value"], json!(["cerver", "venv"]));
+    assert_eq!(res["list"]["/opt/venv"]["value"], json!([]));
+    assert_eq!(res["list"]["/opt/cerver"]["value"], json!([]));
     let root: Vec<String> = serde_json::from_value(res["list"]["/"]["value"].clone()).unwrap();
     for name in ["work", "root", "run", "var", "sys", data_dir_name.as_str()] {
         assert!(
