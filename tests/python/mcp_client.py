@@ -9,9 +9,9 @@ import asyncio
 import json
 import sys
 
+import httpx2
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 
 def summary(result):
@@ -25,7 +25,9 @@ def summary(result):
 
 async def main(url: str, key: str, other_sandbox: str) -> dict:
     out: dict = {}
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {key}"})
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30.0, read=300.0)
+    )
     async with http, streamable_http_client(url, http_client=http) as (read, write):
         async with ClientSession(read, write) as session:
             init = await session.initialize()

@@ -347,6 +347,30 @@ async fn mcp_needs_a_key_and_counts_requests() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["code"], "not_acceptable", "{body}");
 
+    // The quick reference describes the endpoint and every tool.
+    let llms = s
+        .client
+        .get(s.url("/llms.txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "POST /mcp",
+        "create_sandbox",
+        "run_code",
+        "write_file",
+        "read_file",
+        "list_files",
+        "install_packages",
+        "list_sandboxes",
+        "delete_sandbox",
+    ] {
+        assert!(llms.contains(needle), "llms.txt does not mention {needle}");
+    }
+
     // Bodies are bounded like every request body.
     let huge = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"x":"{}"}}}}"#,
