@@ -113,12 +113,15 @@ async fn transport_error_as_json(response: Response) -> Response {
         s if s.is_server_error() => "internal",
         _ => "mcp_transport_error",
     };
-    // The transport's messages are one short line; anything longer is cut.
+    // The transport's messages are one short line; a longer body gives way to the reason.
     let body = axum::body::to_bytes(response.into_body(), 4096)
         .await
         .unwrap_or_default();
     let message = String::from_utf8_lossy(&body).trim().to_string();
-    let message = if message.is_empty() {
+    let message = if status.is_server_error() {
+        tracing::error!("MCP transport error {status}: {message}");
+        "internal server error".to_string()
+    } else if message.is_empty() {
         status.canonical_reason().unwrap_or("error").to_string()
     } else {
         message
@@ -150,11 +153,14 @@ fn caller(parts: &Parts) -> Result<Caller, ApiError> {
 fn ok<T: Serialize>(value: &T) -> CallToolResult {
     match serde_json::to_value(value) {
         Ok(v) => CallToolResult::structured(v),
-        Err(e) => failed(ApiError::new(
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("could not serialize the result: {e}"),
-        )),
+        Err(e) => {
+            tracing::error!("could not serialize an MCP tool result: {e}");
+            failed(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error",
+            ))
+        }
     }
 }
 
