@@ -1,6 +1,7 @@
 """Drives a Cerver server's `/mcp` endpoint with the official MCP Python SDK, as any MCP client
-would, and prints what it saw as one JSON object on the last line of stdout (the Rust test
-`crates/cerver/tests/mcp.rs` asserts on it).
+would (a `ClientSession` with the initialize handshake, then the high-level `Client`, which
+negotiates the newest protocol revision), and prints what it saw as one JSON object on the last
+line of stdout (the Rust test `crates/cerver/tests/mcp.rs` asserts on it).
 
 Usage: mcp_client.py URL API_KEY OTHER_USERS_SANDBOX_ID
 """
@@ -10,6 +11,7 @@ import json
 import sys
 
 import httpx2
+from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -92,6 +94,24 @@ async def main(url: str, key: str, other_sandbox: str) -> dict:
             out["delete"] = await call("delete_sandbox", sandbox_id=sid)
             out["run_after_delete"] = await call("run_code", sandbox_id=sid, code="print(1)")
             out["sid"] = sid
+
+    # The SDK's high-level client negotiates the newest protocol (2026-07-28: no initialize,
+    # per-request metadata) when the server offers it.
+    http = httpx2.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"}, timeout=httpx2.Timeout(30.0, read=300.0)
+    )
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        modern = {"protocol_version": client.protocol_version}
+        created = summary(await client.call_tool("create_sandbox", {}))
+        msid = created["structured"]["sandbox_id"]
+        modern["run"] = summary(
+            await client.call_tool("run_code", {"sandbox_id": msid, "code": "print(6 * 7)"})
+        )
+        modern["other_run"] = summary(
+            await client.call_tool("run_code", {"sandbox_id": other_sandbox, "code": "1"})
+        )
+        modern["delete"] = summary(await client.call_tool("delete_sandbox", {"sandbox_id": msid}))
+        out["modern"] = modern
     return out
 
 

@@ -75,7 +75,9 @@ async fn an_mcp_client_uses_every_tool() {
 
     let r = run_client(&s, &s.key, &other_sandbox);
 
+    // A session with the initialize handshake (the newest revision that has one) ...
     assert_eq!(r["server"]["name"], "cerver", "{r}");
+    assert_eq!(r["server"]["protocol_version"], "2025-11-25");
     assert_eq!(r["server"]["has_tools"], true);
     assert!(r["server"]["instructions"].is_string());
 
@@ -229,6 +231,18 @@ async fn an_mcp_client_uses_every_tool() {
     assert_tool_error(&r["run_after_delete"], "not found", "run after delete");
     let (status, _) = s.get(&format!("/sandbox/{sid}")).await;
     assert_eq!(status, 404);
+
+    // ... and the same through the newest revision, which has none.
+    let modern = &r["modern"];
+    assert_eq!(modern["protocol_version"], "2026-07-28", "{modern}");
+    assert_ok(&modern["run"], "modern run");
+    assert_eq!(modern["run"]["structured"]["output"], "42");
+    assert_tool_error(
+        &modern["other_run"],
+        "sandbox not found",
+        "modern other_run",
+    );
+    assert_ok(&modern["delete"], "modern delete");
 }
 
 const MCP_ACCEPT: &str = "application/json, text/event-stream";
