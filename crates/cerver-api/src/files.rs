@@ -101,39 +101,48 @@ pub async fn get(
     Query(q): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
     match q.path {
-        Some(path) => {
-            let bytes = st.control.read_file(&caller.user.id, &id, &path).await?;
-            let size = bytes.len() as u64;
-            let (content, encoding) = match String::from_utf8(bytes) {
-                Ok(s) => (s, None),
-                Err(e) => (
-                    base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
-                    Some("base64".to_string()),
-                ),
-            };
-            Ok(Json(ReadFileResponse {
-                path,
-                content,
-                size,
-                encoding,
-            })
-            .into_response())
-        }
-        None => {
-            let list = st.control.list_files(&caller.user.id, &id, "").await?;
-            let files = list
-                .files
-                .into_iter()
-                .map(|f| FileInfo {
-                    path: f.path,
-                    size: f.size,
-                })
-                .collect();
-            Ok(Json(ListFilesResponse {
-                files,
-                truncated: list.truncated,
-            })
-            .into_response())
-        }
+        Some(path) => Ok(Json(read(&st, &caller, &id, path).await?).into_response()),
+        None => Ok(Json(list(&st, &caller, &id).await?).into_response()),
     }
+}
+
+/// Reads one file of the workspace (base64 when it is not UTF-8).
+pub async fn read(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    path: String,
+) -> Result<ReadFileResponse, ApiError> {
+    let bytes = st.control.read_file(&caller.user.id, id, &path).await?;
+    let size = bytes.len() as u64;
+    let (content, encoding) = match String::from_utf8(bytes) {
+        Ok(s) => (s, None),
+        Err(e) => (
+            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+            Some("base64".to_string()),
+        ),
+    };
+    Ok(ReadFileResponse {
+        path,
+        content,
+        size,
+        encoding,
+    })
+}
+
+/// Lists every file of the workspace.
+pub async fn list(st: &AppState, caller: &Caller, id: &str) -> Result<ListFilesResponse, ApiError> {
+    let list = st.control.list_files(&caller.user.id, id, "").await?;
+    let files = list
+        .files
+        .into_iter()
+        .map(|f| FileInfo {
+            path: f.path,
+            size: f.size,
+        })
+        .collect();
+    Ok(ListFilesResponse {
+        files,
+        truncated: list.truncated,
+    })
 }

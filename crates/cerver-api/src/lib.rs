@@ -7,11 +7,13 @@
 //! - [`runs`]: synchronous and SSE runs.
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
+//! - [`mcp`]: `/mcp`, the same operations as Model Context Protocol tools.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod mcp;
 pub mod openapi;
 pub mod routes;
 pub mod runs;

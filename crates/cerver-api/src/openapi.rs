@@ -11,7 +11,7 @@ use axum::http::{HeaderName, header};
 use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
-use crate::{auth, files, runs, sandboxes};
+use crate::{auth, files, mcp, runs, sandboxes};
 
 /// The generated API description.
 #[derive(OpenApi)]
@@ -44,6 +44,7 @@ use crate::{auth, files, runs, sandboxes};
         runs::run_stream,
         files::write,
         files::get,
+        mcp::handle,
     ),
     components(schemas(
         cerver_types::CreateSandboxRequest,
@@ -63,11 +64,13 @@ use crate::{auth, files, runs, sandboxes};
         cerver_types::GetFilesResponse,
         cerver_types::ErrorBody,
         cerver_types::Health,
+        cerver_types::mcp::McpMessage,
     )),
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle: create, inspect, list, extend, delete."),
         (name = "runs", description = "Running Python code, synchronously or as Server-Sent Events."),
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
+        (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),
         (name = "meta", description = "The server itself: health and API descriptions."),
     ),
     modifiers(&OptionalCreateBody),

@@ -1,13 +1,13 @@
 //! Every route of the API.
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{AppState, auth, files, runs, sandboxes};
+use crate::{AppState, auth, files, mcp, runs, sandboxes};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
 
 /// The routes that need an API key.
 fn sandbox_routes(state: AppState) -> Router<AppState> {
+    let mcp = mcp::service(state.clone(), MAX_BODY);
     Router::new()
         .route("/sandbox", post(sandboxes::create))
         .route("/sandboxes", get(sandboxes::list))
@@ -45,6 +46,12 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
         .route("/sandbox/{id}/files", get(files::get).post(files::write))
         .route("/sandbox/{id}/install", post(sandboxes::install))
         .route("/sandbox/{id}/host", get(sandboxes::host))
+        // Stateless Streamable HTTP: POST only; GET and DELETE answer 405 like any other
+        // method a route does not have.
+        .route(
+            "/mcp",
+            post(move |req: Request| mcp::handle(mcp.clone(), req)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_key,

@@ -4,6 +4,10 @@
 //! Every type also derives [`utoipa::ToSchema`]: the OpenAPI document served at
 //! `GET /openapi.json` is generated from these definitions and their doc comments, so keep
 //! both true to what the handlers send and accept.
+//!
+//! [`mcp`] holds the arguments of the `/mcp` tools (JSON Schema via `schemars`, as MCP wants).
+
+pub mod mcp;
 
 use std::collections::BTreeMap;
 

@@ -182,8 +182,9 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             tracing_subscriber::fmt()
                 .with_env_filter(
+                    // The MCP library logs every stateless request's start and end at info.
                     tracing_subscriber::EnvFilter::try_from_env("CERVER_LOG")
-                        .unwrap_or_else(|_| "info".into()),
+                        .unwrap_or_else(|_| "info,rmcp=warn".into()),
                 )
                 .init();
             tokio::runtime::Builder::new_multi_thread()

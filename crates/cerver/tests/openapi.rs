@@ -162,6 +162,14 @@ const ROUTES: &[Route] = &[
         Some("GetFilesResponse"),
         &[400, 404, 413],
     ),
+    route(
+        "post",
+        "/mcp",
+        Some("McpMessage"),
+        JSON,
+        None,
+        &[400, 401, 406, 413, 415, 429],
+    ),
     // Last: the live-server test calls the routes in this order.
     route(
         "delete",
@@ -549,7 +557,8 @@ async fn every_route_answers_as_documented() {
 
     for r in ROUTES {
         // These need a secret that only arrives by email, or the containers engine's network
-        // (501 until then); tests/accounts.rs covers them.
+        // (501 until then); tests/accounts.rs covers them. `/mcp` needs an MCP client's
+        // headers; tests/mcp.rs drives it with the official MCP SDK.
         if matches!(
             r.path,
             "/auth/verify-signup"
@@ -557,6 +566,7 @@ async fn every_route_answers_as_documented() {
                 | "/auth/session"
                 | "/sandbox/{id}/install"
                 | "/sandbox/{id}/host"
+                | "/mcp"
         ) {
             continue;
         }

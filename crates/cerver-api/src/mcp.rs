@@ -1,0 +1,440 @@
+//! `/mcp`: the API as Model Context Protocol tools, over the Streamable HTTP transport.
+//!
+//! Stateless: every POST is one JSON-RPC exchange answered with JSON, so the server keeps no
+//! MCP session (nothing to bound or expire). The route sits behind
+//! [`crate::auth::require_key`] like every `/sandbox*` route: the [`Caller`] it puts in the
+//! request extensions reaches each tool through the HTTP request parts rmcp hands over.
+//!
+//! Each tool calls the HTTP handler of the same operation, so validation, owner scoping,
+//! limits and error messages are those of the HTTP API; an [`ApiError`] becomes a tool result
+//! with `isError: true` whose text is the HTTP error message (and whose structured content is
+//! the HTTP error body).
+
+use axum::Extension as AxumExtension;
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use cerver_control::Caller;
+use cerver_types::mcp::{
+    CreateSandboxArgs, InstallPackagesArgs, ReadFileArgs, RunCodeArgs, SandboxArgs, WriteFileArgs,
+};
+use cerver_types::{CreateSandboxRequest, ErrorBody, InstallRequest, RunRequest, WriteFileRequest};
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::tool::Extension;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJson};
+use crate::{AppState, files, runs, sandboxes};
+
+/// The `/mcp` service: one [`CerverMcp`] per request (stateless).
+pub type McpService = StreamableHttpService<CerverMcp, NeverSessionManager>;
+
+/// Builds the `/mcp` service. `max_body` bounds a request body like the rest of the API.
+pub fn service(state: AppState, max_body: usize) -> McpService {
+    let tools = CerverMcp::tool_router();
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_max_request_body_bytes(max_body)
+        // The `Host` allow-list guards servers that trust whoever can reach them (DNS
+        // rebinding); this one authenticates every request by its API key, and is meant to
+        // be reached under its public name.
+        .disable_allowed_hosts();
+    StreamableHttpService::new(
+        move || {
+            Ok(CerverMcp {
+                state: state.clone(),
+                tool_router: tools.clone(),
+            })
+        },
+        Default::default(),
+        config,
+    )
+}
+
+/// `POST /mcp` (the router wraps this in the API-key middleware).
+#[utoipa::path(
+    post,
+    path = "/mcp",
+    tag = "mcp",
+    operation_id = "mcp",
+    summary = "Model Context Protocol endpoint (Streamable HTTP, stateless)",
+    description = "The API as MCP tools for any MCP client: `create_sandbox`, `run_code`, \
+        `write_file`, `read_file`, `list_files`, `install_packages`, `list_sandboxes`, \
+        `delete_sandbox`. Each POST carries one JSON-RPC message and needs \
+        `Accept: application/json, text/event-stream`; no session is kept (GET and DELETE \
+        answer 405). Authenticated and counted like every `/sandbox` route. A failed tool \
+        call is a tool result with `isError: true` and the HTTP API's error message.",
+    request_body(content = cerver_types::mcp::McpMessage, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The JSON-RPC response (a tool's result is in `result`).", content_type = "application/json", body = Object),
+        (status = 202, description = "A notification was accepted (no body)."),
+        (status = 400, description = "Not a JSON-RPC message, or an unsupported `MCP-Protocol-Version`.", body = cerver_types::ErrorBody),
+        (status = 401, description = "Missing or invalid API key.", body = cerver_types::ErrorBody),
+        (status = 406, description = "`Accept` lacks `application/json` or `text/event-stream`.", body = cerver_types::ErrorBody),
+        (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
+        (status = 415, description = "`Content-Type` is not `application/json`.", body = cerver_types::ErrorBody),
+        (status = 429, description = "The daily request budget is spent.", body = cerver_types::ErrorBody),
+    )
+)]
+pub async fn handle(service: McpService, req: Request) -> Response {
+    let response = service.handle(req).await.into_response();
+    transport_error_as_json(response).await
+}
+
+/// The transport answers its own refusals (406, 413, 415, ...) in plain text; they become the
+/// API's `{"error", "code"}` like every other error. JSON answers pass unchanged.
+async fn transport_error_as_json(response: Response) -> Response {
+    use axum::http::{StatusCode, header};
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_success() || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_ACCEPTABLE => "not_acceptable",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "mcp_transport_error",
+    };
+    // The transport's messages are one short line; a longer body gives way to the reason.
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if status.is_server_error() {
+        tracing::error!("MCP transport error {status}: {message}");
+        "internal server error".to_string()
+    } else if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        message
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
+/// The MCP server: the tools, over the server's [`AppState`].
+#[derive(Clone)]
+pub struct CerverMcp {
+    state: AppState,
+    tool_router: ToolRouter<Self>,
+}
+
+/// The caller the API-key middleware authenticated.
+fn caller(parts: &Parts) -> Result<Caller, ApiError> {
+    parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+        // The route is always behind `require_key`; reaching this is a routing bug.
+        tracing::error!("an MCP request reached a tool without an authenticated caller");
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    })
+}
+
+/// A successful tool result: the response as JSON text and as structured content.
+fn ok<T: Serialize>(value: &T) -> CallToolResult {
+    match serde_json::to_value(value) {
+        Ok(v) => CallToolResult::structured(v),
+        Err(e) => {
+            tracing::error!("could not serialize an MCP tool result: {e}");
+            failed(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal server error",
+            ))
+        }
+    }
+}
+
+/// A failed tool call: the HTTP API's message as text, its error body as structured content.
+fn failed(e: ApiError) -> CallToolResult {
+    let body = ErrorBody {
+        error: e.message,
+        code: e.code.to_string(),
+    };
+    let mut result = CallToolResult::structured_error(
+        serde_json::to_value(&body).unwrap_or(serde_json::Value::Null),
+    );
+    result.content = vec![ContentBlock::text(body.error)];
+    result
+}
+
+fn result<T: Serialize>(r: Result<axum::Json<T>, ApiError>) -> CallToolResult {
+    match r {
+        Ok(axum::Json(v)) => ok(&v),
+        Err(e) => failed(e),
+    }
+}
+
+#[tool_router]
+impl CerverMcp {
+    #[tool(
+        description = "Create a sandbox: an isolated Linux environment with a persistent \
+                       workspace (/home/user) where Python code runs. Returns its sandbox_id, \
+                       which every other tool takes. Sandboxes end after timeout_ms.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn create_sandbox(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<CreateSandboxArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let req = CreateSandboxRequest {
+            engine: args.engine,
+            envs: args.envs,
+            timeout_ms: args.timeout_ms.map(serde_json::Number::from),
+            metadata: args.metadata,
+        };
+        result(
+            sandboxes::create(
+                State(self.state.clone()),
+                AxumExtension(caller),
+                OptionalJson(req),
+            )
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Run Python 3 code in a sandbox as a fresh process and wait for it. \
+                       Returns output (stdout), error (stderr, or why the run ended), exit_code \
+                       and duration (ms). The tool result is an error when exit_code is not 0. \
+                       Files in /home/user persist between runs.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn run_code(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<RunCodeArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let timeout = match args.timeout.map(serde_json::Number::from_f64) {
+            None => None,
+            Some(Some(n)) => Some(n),
+            Some(None) => {
+                return failed(ApiError::bad_request(
+                    "invalid_request",
+                    "timeout must be a positive number of seconds",
+                ));
+            }
+        };
+        let req = RunRequest {
+            code: args.code,
+            envs: args.envs,
+            timeout,
+        };
+        match runs::run(
+            State(self.state.clone()),
+            AxumExtension(caller),
+            Path(args.sandbox_id),
+            JsonBody(req),
+        )
+        .await
+        {
+            Ok(axum::Json(out)) => {
+                let mut r = ok(&out);
+                r.is_error = Some(out.exit_code != 0);
+                r
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    #[tool(
+        description = "Write a file in a sandbox's workspace (/home/user), creating parent \
+                       directories. Use encoding \"base64\" for binary content.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn write_file(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<WriteFileArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let req = WriteFileRequest {
+            path: args.path,
+            content: args.content,
+            encoding: args.encoding,
+        };
+        result(
+            files::write(
+                State(self.state.clone()),
+                AxumExtension(caller),
+                Path(args.sandbox_id),
+                JsonBody(req),
+            )
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "Read a file from a sandbox's workspace (/home/user). Returns path, \
+                       content and size; content is base64 (with encoding \"base64\") when the \
+                       file is not UTF-8 text.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn read_file(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<ReadFileArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        match files::read(&self.state, &caller, &args.sandbox_id, args.path).await {
+            Ok(v) => ok(&v),
+            Err(e) => failed(e),
+        }
+    }
+
+    #[tool(
+        description = "List every file of a sandbox's workspace (/home/user) with its size.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_files(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SandboxArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        match files::list(&self.state, &caller, &args.sandbox_id).await {
+            Ok(v) => ok(&v),
+            Err(e) => failed(e),
+        }
+    }
+
+    #[tool(
+        description = "Install pip packages into a sandbox (containers engine). packages is a \
+                       space-separated list of plain PEP 508 requirements; options, URLs and \
+                       paths are refused.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            open_world_hint = true
+        )
+    )]
+    async fn install_packages(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<InstallPackagesArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let req = InstallRequest {
+            packages: Some(args.packages),
+            package: None,
+        };
+        result(
+            sandboxes::install(
+                State(self.state.clone()),
+                AxumExtension(caller),
+                Path(args.sandbox_id),
+                JsonBody(req),
+            )
+            .await,
+        )
+    }
+
+    #[tool(
+        description = "List your active sandboxes with their engine and remaining lifetime.",
+        annotations(read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_sandboxes(&self, Extension(parts): Extension<Parts>) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        let axum::Json(list) =
+            sandboxes::list(State(self.state.clone()), AxumExtension(caller)).await;
+        ok(&list)
+    }
+
+    #[tool(
+        description = "Delete a sandbox: every process and file of it is gone.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn delete_sandbox(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SandboxArgs>,
+    ) -> CallToolResult {
+        let caller = match caller(&parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        result(
+            sandboxes::delete(
+                State(self.state.clone()),
+                AxumExtension(caller),
+                Path(args.sandbox_id),
+            )
+            .await,
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for CerverMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("cerver", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Run untrusted Python in isolated sandboxes. create_sandbox first, then \
+                 run_code, write_file, read_file, list_files with its sandbox_id; \
+                 delete_sandbox when done (sandboxes also end after their timeout). Each run \
+                 is a fresh Python 3 process; files in /home/user persist for the sandbox's \
+                 life.",
+            )
+    }
+}
