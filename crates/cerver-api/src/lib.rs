@@ -7,12 +7,14 @@
 //! - [`runs`]: synchronous and SSE runs.
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
+//! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod openapi;
+pub mod proxy;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;

@@ -209,6 +209,12 @@ impl Sandbox {
         self.engine
     }
 
+    /// The sandbox's IPv4 address reachable from the host (containers engine), if any.
+    pub fn ip_addr(&self) -> Option<std::net::Ipv4Addr> {
+        // placeholder: the containers network provides the address
+        None
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -106,6 +106,19 @@ struct ServeArgs {
     /// `From` of the mails, e.g. `Cerver <noreply@example.com>`.
     #[arg(long, env = "CERVER_MAIL_FROM")]
     mail_from: Option<String>,
+    /// Domain of exposed ports' host names, `<label>-<port>.<domain>` (default
+    /// `sandbox.localhost`, which resolves to loopback).
+    #[arg(long, env = "CERVER_SANDBOX_DOMAIN")]
+    sandbox_domain: Option<String>,
+    /// Scheme of exposed ports' URLs: http (default) or https (behind a TLS-terminating proxy).
+    #[arg(long, env = "CERVER_SANDBOX_SCHEME")]
+    sandbox_scheme: Option<String>,
+    /// Port of exposed ports' URLs (default: the listen port; left out when the scheme's default).
+    #[arg(long, env = "CERVER_SANDBOX_PUBLIC_PORT")]
+    sandbox_public_port: Option<u16>,
+    /// Require a per-port access token (in the URL `/host` gives) on every exposed port.
+    #[arg(long, env = "CERVER_PORT_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    port_tokens: Option<bool>,
 }
 
 /// The optional configuration file: per-engine overrides of the sandbox limits. Fields left out
@@ -119,6 +132,18 @@ struct ConfigFile {
     workers: LimitOverrides,
     #[serde(default)]
     containers: LimitOverrides,
+    #[serde(default)]
+    ports: PortsFile,
+}
+
+/// `[ports]` of the configuration file; flags and `CERVER_*` variables win over it.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PortsFile {
+    domain: Option<String>,
+    scheme: Option<String>,
+    public_port: Option<u16>,
+    tokens: Option<bool>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -235,6 +260,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let ports = cerver_control::ports::PortConfig {
+        domain: args
+            .sandbox_domain
+            .or(file.ports.domain)
+            .unwrap_or_else(|| "sandbox.localhost".into()),
+        scheme: args
+            .sandbox_scheme
+            .or(file.ports.scheme)
+            .unwrap_or_else(|| "http".into()),
+        public_port: Some(
+            args.sandbox_public_port
+                .or(file.ports.public_port)
+                .unwrap_or(addr.port()),
+        ),
+        tokens: if args.port_tokens.or(file.ports.tokens).unwrap_or(false) {
+            Some(
+                cerver_control::ports::PortTokens::load_or_create(&data_dir)
+                    .context("port token secret")?,
+            )
+        } else {
+            None
+        },
+    }
+    .validated()
+    .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))?;
     let store: Arc<dyn cerver_store::Store> = Arc::new(
         cerver_store::SqliteStore::open(&data_dir)
             .await
@@ -261,6 +311,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_sandboxes: args.max_sandboxes,
+        ports,
         ..Default::default()
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)
@@ -273,7 +324,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on http://{addr}");
-    axum::serve(listener, app)
+    // The peer address feeds the port proxy's `X-Forwarded-For`.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down: destroying sandboxes");
