@@ -169,10 +169,7 @@ pub fn proxy_error(status: StatusCode, code: &'static str, message: &str, json: 
         );
         (
             status,
-            [(
-                axum::http::header::CONTENT_TYPE,
-                "text/html; charset=utf-8",
-            )],
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
             page,
         )
             .into_response()

@@ -75,8 +75,8 @@ pub fn classify_host(host: &[u8], domain: &str) -> HostKind {
 /// `<8 hex>-<port>`, the port in canonical decimal (1-65535, no leading zero).
 fn parse_first_label(first: &str) -> Option<HostKind> {
     let (label, port) = first.split_once('-')?;
-    let valid_label =
-        label.len() == cerver_control::ports::LABEL_LEN && label.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid_label = label.len() == cerver_control::ports::LABEL_LEN
+        && label.bytes().all(|b| b.is_ascii_hexdigit());
     let canonical_port = !port.is_empty()
         && port.len() <= 5
         && port.bytes().all(|b| b.is_ascii_digit())
@@ -257,7 +257,9 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
         scheme: st.control.ports().scheme.clone(),
         client,
         permit: Some(permit),
-        alive: Some(Arc::new(move || weak.upgrade().is_some_and(|e| e.is_live()))),
+        alive: Some(Arc::new(move || {
+            weak.upgrade().is_some_and(|e| e.is_live())
+        })),
         ..ForwardOptions::default()
     };
     let mut response = forward(req, SocketAddr::new(IpAddr::V4(ip), port), opts).await;
@@ -360,7 +362,8 @@ impl Guard {
 /// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: <protocol>`).
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -467,24 +470,24 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     parts.version = Version::HTTP_11;
     let outbound = axum::http::Request::from_parts(parts, body);
 
-    let stream = match tokio::time::timeout(
-        opts.connect_timeout,
-        tokio::net::TcpStream::connect(target),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return bad_gateway(format!("nothing is listening on port {port} in the sandbox"));
-        }
-        Ok(Err(e)) => return bad_gateway(format!("could not reach port {port}: {e}")),
-        Err(_) => {
-            return bad_gateway(format!(
-                "port {port} did not accept a connection within {} s",
-                opts.connect_timeout.as_secs()
-            ));
-        }
-    };
+    let stream =
+        match tokio::time::timeout(opts.connect_timeout, tokio::net::TcpStream::connect(target))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return bad_gateway(format!(
+                    "nothing is listening on port {port} in the sandbox"
+                ));
+            }
+            Ok(Err(e)) => return bad_gateway(format!("could not reach port {port}: {e}")),
+            Err(_) => {
+                return bad_gateway(format!(
+                    "port {port} did not accept a connection within {} s",
+                    opts.connect_timeout.as_secs()
+                ));
+            }
+        };
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_UPSTREAM_HEAD)
@@ -518,7 +521,9 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     let mut response = match response {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            return bad_gateway(format!("the server on port {port} sent no valid response: {e}"));
+            return bad_gateway(format!(
+                "the server on port {port} sent no valid response: {e}"
+            ));
         }
         Err(_) => {
             return proxy_error(
@@ -602,7 +607,10 @@ mod tests {
     fn sandbox_hosts_are_recognised() {
         let cases: &[(&[u8], HostKind)] = &[
             (b"9f83e711-8080.sandbox.localhost", sb("9f83e711", 8080)),
-            (b"9f83e711-8080.sandbox.localhost:8080", sb("9f83e711", 8080)),
+            (
+                b"9f83e711-8080.sandbox.localhost:8080",
+                sb("9f83e711", 8080),
+            ),
             (b"9F83E711-8080.SANDBOX.Localhost", sb("9f83e711", 8080)),
             (b"9f83e711-8080.sandbox.localhost.", sb("9f83e711", 8080)),
             (b"9f83e711-8080.sandbox.localhost.:80", sb("9f83e711", 8080)),
@@ -612,10 +620,18 @@ mod tests {
             // A port suffix is ignored whatever it is.
             (b"9f83e711-80.sandbox.localhost:", sb("9f83e711", 80)),
             (b"9f83e711-80.sandbox.localhost:abc", sb("9f83e711", 80)),
-            (b"9f83e711-80.sandbox.localhost:99999999", sb("9f83e711", 80)),
+            (
+                b"9f83e711-80.sandbox.localhost:99999999",
+                sb("9f83e711", 80),
+            ),
         ];
         for (host, want) in cases {
-            assert_eq!(&classify_host(host, D), want, "{}", String::from_utf8_lossy(host));
+            assert_eq!(
+                &classify_host(host, D),
+                want,
+                "{}",
+                String::from_utf8_lossy(host)
+            );
         }
     }
 

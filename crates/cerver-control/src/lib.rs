@@ -611,7 +611,12 @@ impl Control {
 
     /// `GET /sandbox/:id/host?port=N`: the plan is checked first, then the sandbox, the port and
     /// the engine. From then on the port is reachable through the proxy under the answer's host.
-    pub fn host(&self, caller: &Caller, id: &str, port: &str) -> Result<ports::Exposure, ControlError> {
+    pub fn host(
+        &self,
+        caller: &Caller,
+        id: &str,
+        port: &str,
+    ) -> Result<ports::Exposure, ControlError> {
         if !caller.limits.port_exposure {
             return Err(ControlError::Forbidden(format!(
                 "the {} plan does not include port exposure; upgrade to free or pro",

@@ -65,7 +65,9 @@ impl PortConfig {
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
-        if self.domain.is_empty() || self.domain.len() > 200 || !self.domain.split('.').all(valid_label)
+        if self.domain.is_empty()
+            || self.domain.len() > 200
+            || !self.domain.split('.').all(valid_label)
         {
             return Err(format!("invalid sandbox domain {:?}", self.domain));
         }
@@ -243,7 +245,10 @@ mod tests {
         }
         .validated()
         .unwrap();
-        assert_eq!((c.domain.as_str(), c.scheme.as_str()), ("sandbox.example.com", "https"));
+        assert_eq!(
+            (c.domain.as_str(), c.scheme.as_str()),
+            ("sandbox.example.com", "https")
+        );
         for bad in ["", ".", "a..b", "-a.b", "a b", "é.com"] {
             let c = PortConfig {
                 domain: bad.into(),

@@ -329,8 +329,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("shutting down: destroying sandboxes");
     shutdown(control).await;
     accounts.flush_usage().await;
