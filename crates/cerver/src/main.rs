@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users and keys (works while the server runs on the same data dir).
     Admin {
         #[command(subcommand)]
@@ -214,7 +214,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(args))
+                .block_on(serve(*args))
         }
     }
 }
