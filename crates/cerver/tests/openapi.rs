@@ -100,7 +100,7 @@ const ROUTES: &[Route] = &[
         None,
         JSON,
         Some("HostResponse"),
-        &[400, 403, 404, 501],
+        &[400, 403, 404],
     ),
     route("get", "/health", None, JSON, Some("Health"), &[]),
     route("get", "/llms.txt", None, "text/plain", None, &[]),
@@ -548,8 +548,9 @@ async fn every_route_answers_as_documented() {
     let id = s.sandbox().await;
 
     for r in ROUTES {
-        // These need a secret that only arrives by email, or the containers engine's network
-        // (501 until then); tests/accounts.rs covers them.
+        // These need a secret that only arrives by email, the containers engine's network
+        // (install: 501 until then) or a containers sandbox (host); tests/accounts.rs and
+        // tests/ports.rs cover them.
         if matches!(
             r.path,
             "/auth/verify-signup"
