@@ -216,6 +216,14 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
             json,
         )
     };
+    if req.method() == axum::http::Method::CONNECT {
+        return proxy_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "CONNECT is not forwarded to sandboxes",
+            json,
+        );
+    }
     let Some(entry) = st.control.by_label(label) else {
         return not_found();
     };
@@ -505,13 +513,22 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     // Until the response head arrives, the connection is driven here: if the client goes
     // away, dropping this future closes the upstream connection too.
     let mut conn = Box::pin(conn.with_upgrades());
+    // The connection future may end first (an upgrade hands its IO over right after the 101);
+    // it must then not be polled again.
+    let mut conn_done = false;
     let head = async {
         let sent = sender.send_request(outbound);
         tokio::pin!(sent);
         tokio::select! {
             biased;
             r = &mut sent => r,
-            _ = &mut conn => sent.await,
+            r = &mut conn => {
+                conn_done = true;
+                if let Err(e) = r {
+                    tracing::debug!(%target, "proxy: upstream connection: {e}");
+                }
+                sent.await
+            }
         }
     };
     let response = tokio::select! {
@@ -539,15 +556,17 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     };
     drop(sender);
     // The body (or the upgrade hand-over) still needs the connection driven.
-    let conn_guard = guard.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            r = conn => if let Err(e) = r {
-                tracing::debug!(%target, "proxy: upstream connection: {e}");
-            },
-            _ = conn_guard.ended() => {}
-        }
-    });
+    if !conn_done {
+        let conn_guard = guard.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!(%target, "proxy: upstream connection: {e}");
+                },
+                _ = conn_guard.ended() => {}
+            }
+        });
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {

@@ -74,6 +74,7 @@ async fn upload(State(u): State<Upstream>, req: Request) -> String {
 
 struct Harness {
     front: SocketAddr,
+    upstream: SocketAddr,
     to_stream: mpsc::Sender<Bytes>,
     uploaded: mpsc::Receiver<Bytes>,
 }
@@ -126,6 +127,7 @@ async fn harness() -> Harness {
     let target = serve(upstream).await;
     Harness {
         front: front(target, None).await,
+        upstream: target,
         to_stream,
         uploaded,
     }
@@ -352,18 +354,8 @@ async fn websockets_are_joined_through_the_proxy() {
 #[tokio::test]
 async fn an_exchange_releases_its_slot_when_done() {
     let h = harness().await;
-    let target = {
-        // The harness's upstream, reached through a second front with one slot.
-        let r = client()
-            .get(format!("http://{}/whoami", h.front))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        h.front
-    };
     let slots = Arc::new(Semaphore::new(1));
-    let front = front(target, Some(slots.clone())).await;
+    let front = front(h.upstream, Some(slots.clone())).await;
     for _ in 0..3 {
         let r = client()
             .get(format!("http://{front}/again"))
@@ -382,6 +374,29 @@ async fn an_exchange_releases_its_slot_when_done() {
         }
         assert!(released, "the slot stayed taken after the exchange");
     }
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_stream_frees_the_slot() {
+    let h = harness().await;
+    let slots = Arc::new(Semaphore::new(1));
+    let front = front(h.upstream, Some(slots.clone())).await;
+    let mut r = client()
+        .get(format!("http://{front}/stream"))
+        .send()
+        .await
+        .unwrap();
+    h.to_stream.send(Bytes::from("first")).await.unwrap();
+    assert_eq!(r.chunk().await.unwrap().unwrap(), "first");
+    assert_eq!(slots.available_permits(), 0);
+    drop(r); // the upstream's stream never ends; the client goes away
+    for _ in 0..100 {
+        if slots.available_permits() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the slot stayed taken after the client left");
 }
 
 #[tokio::test]
