@@ -117,6 +117,8 @@ pub struct Entry {
     pub created_at: SystemTime,
     lifetime: Mutex<Lifetime>,
     runs: Arc<tokio::sync::Semaphore>,
+    /// The label in port host names (see [`ports::host_label`]).
+    label: String,
     /// Ports whose URL the owner asked for (`GET /sandbox/:id/host`): only these are proxied.
     exposed_ports: Mutex<BTreeSet<u16>>,
     proxy_connections: Arc<tokio::sync::Semaphore>,
@@ -145,8 +147,8 @@ impl Entry {
     }
 
     /// The sandbox's label in port host names (unique among live sandboxes).
-    pub fn label(&self) -> String {
-        ports::host_label(&self.id)
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// Whether `port` was exposed through `GET /sandbox/:id/host` (which checks the plan).
@@ -383,7 +385,7 @@ impl Control {
             timeout_ms,
             expires_at: now + Duration::from_millis(timeout_ms),
         };
-        let (id, _label) = self.new_sandbox_id();
+        let (id, label_claim) = self.new_sandbox_id();
         // Claim one of the plan's sandbox slots atomically, then build the sandbox.
         let record = NewSandbox {
             id: id.clone(),
@@ -427,6 +429,7 @@ impl Control {
             created_at: now,
             lifetime: Mutex::new(lifetime),
             runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
+            label: label_claim.label.clone(),
             exposed_ports: Mutex::new(BTreeSet::new()),
             proxy_connections: Arc::new(tokio::sync::Semaphore::new(
                 self.cfg.max_proxy_connections,
