@@ -244,6 +244,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let helper = std::env::current_exe().context("locate the cerver binary")?;
     let file = load_config(args.config.as_deref())?;
+    let mut ports = cerver_control::ports::PortConfig {
+        domain: args
+            .sandbox_domain
+            .or(file.ports.domain)
+            .unwrap_or_else(|| "sandbox.localhost".into()),
+        scheme: args
+            .sandbox_scheme
+            .or(file.ports.scheme)
+            .unwrap_or_else(|| "http".into()),
+        public_port: args.sandbox_public_port.or(file.ports.public_port),
+        tokens: if args.port_tokens.or(file.ports.tokens).unwrap_or(false) {
+            Some(
+                cerver_control::ports::PortTokens::load_or_create(&data_dir)
+                    .context("port token secret")?,
+            )
+        } else {
+            None
+        },
+    }
+    .validated()
+    .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))?;
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
@@ -260,31 +281,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let ports = cerver_control::ports::PortConfig {
-        domain: args
-            .sandbox_domain
-            .or(file.ports.domain)
-            .unwrap_or_else(|| "sandbox.localhost".into()),
-        scheme: args
-            .sandbox_scheme
-            .or(file.ports.scheme)
-            .unwrap_or_else(|| "http".into()),
-        public_port: Some(
-            args.sandbox_public_port
-                .or(file.ports.public_port)
-                .unwrap_or(addr.port()),
-        ),
-        tokens: if args.port_tokens.or(file.ports.tokens).unwrap_or(false) {
-            Some(
-                cerver_control::ports::PortTokens::load_or_create(&data_dir)
-                    .context("port token secret")?,
-            )
-        } else {
-            None
-        },
-    }
-    .validated()
-    .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))?;
+    // The public port defaults to the listen port, known once bound.
+    ports.public_port.get_or_insert(addr.port());
     let store: Arc<dyn cerver_store::Store> = Arc::new(
         cerver_store::SqliteStore::open(&data_dir)
             .await

@@ -533,3 +533,25 @@ async fn a_web_server_in_a_sandbox_is_reachable_through_its_host() {
     }
     assert_eq!(last, 502);
 }
+
+#[test]
+fn bad_port_settings_refuse_to_start() {
+    for (flag, value, says) in [
+        ("--sandbox-domain", "bad domain", "invalid sandbox domain"),
+        ("--sandbox-domain", "", "invalid sandbox domain"),
+        ("--sandbox-scheme", "ftp", "invalid public scheme"),
+        ("--sandbox-public-port", "0", "public port"),
+    ] {
+        let dir = std::env::temp_dir().join(format!("cerver-ports-{}", common::rand_suffix()));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cerver"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value:?} was accepted");
+        assert!(stderr.contains(says), "{flag} {value:?}: {stderr}");
+    }
+}
