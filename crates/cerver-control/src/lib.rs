@@ -640,7 +640,9 @@ impl Control {
                 "port exposure needs a sandbox created with \"engine\": \"containers\"".into(),
             ));
         }
-        entry.exposed_ports.lock().unwrap().insert(port);
+        if entry.exposed_ports.lock().unwrap().insert(port) {
+            tracing::info!(sandbox.id = %entry.id, port, "port exposed");
+        }
         Ok(self.cfg.ports.exposure(&entry.id, port))
     }
 
