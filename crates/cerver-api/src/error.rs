@@ -156,3 +156,45 @@ impl From<RuntimeError> for ApiError {
         }
     }
 }
+
+/// An error of the port proxy, answered to whoever visits an exposed port: the usual JSON body
+/// for clients that accept JSON, a small HTML page for browsers and everyone else.
+pub fn proxy_error(status: StatusCode, code: &'static str, message: &str, json: bool) -> Response {
+    let mut response = if json {
+        ApiError::new(status, code, message).into_response()
+    } else {
+        let reason = status.canonical_reason().unwrap_or("Error");
+        let message = html_escape(message);
+        let page = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\n\
+             <body><h1>{code} {reason}</h1>\n<p>{message}</p>\n<p><small>cerver</small></p></body></html>\n",
+            code = status.as_u16(),
+        );
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page,
+        )
+            .into_response()
+    };
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

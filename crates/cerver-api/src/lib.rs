@@ -8,6 +8,7 @@
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
 //! - [`mcp`]: `/mcp`, the same operations as Model Context Protocol tools.
+//! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
 
 pub mod auth;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod files;
 pub mod mcp;
 pub mod openapi;
+pub mod proxy;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;

@@ -27,6 +27,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Outermost: a sandbox host name never reaches the API's routes (nor its key check).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::intercept,
+        ))
         .with_state(state)
 }
 

@@ -238,13 +238,16 @@ pub async fn install(
     tag = "sandboxes",
     operation_id = "get_host",
     summary = "External URL of a port (containers engine)",
+    description = "Exposes the port: from now on, requests whose `Host` is the answer's `host` are \
+        forwarded to that port of the sandbox (HTTP/1.1, streaming, WebSockets), without an API key. \
+        When the server requires port tokens, `url` carries `?cerver_token=...`; the proxy also takes \
+        it as an `X-Cerver-Token` header and keeps it in a cookie for browsers.",
     params(("id" = String, Path, description = "The sandbox's `sandbox_id`."), cerver_types::HostQuery),
     responses(
-        (status = 200, description = "The port's external address.", body = cerver_types::HostResponse),
-        (status = 400, description = "Bad port, or a workers sandbox (use containers).", body = cerver_types::ErrorBody),
-        (status = 403, description = "The plan does not include port exposure (checked first).", body = cerver_types::ErrorBody),
+        (status = 200, description = "The port's external address: `host` is `<first 8 hex characters of the sandbox id>-<port>.<sandbox domain>`.", body = cerver_types::HostResponse),
+        (status = 400, description = "Bad port (not 1-65535), or a workers sandbox (use containers).", body = cerver_types::ErrorBody),
+        (status = 403, description = "The plan does not include port exposure (trial; checked first).", body = cerver_types::ErrorBody),
         (status = 404, description = "No such sandbox.", body = cerver_types::ErrorBody),
-        (status = 501, description = "This server's engines cannot expose ports yet.", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn host(
@@ -253,11 +256,13 @@ pub async fn host(
     Path(id): Path<String>,
     Query(q): Query<cerver_types::HostQuery>,
 ) -> Result<Json<cerver_types::HostResponse>, ApiError> {
-    st.control
+    let e = st
+        .control
         .host(&caller, &id, q.port.as_deref().unwrap_or(""))?;
-    Err(ApiError::new(
-        axum::http::StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "port exposure is not available",
-    ))
+    Ok(Json(cerver_types::HostResponse {
+        sandbox_id: e.sandbox_id,
+        port: e.port,
+        url: e.url,
+        host: e.host,
+    }))
 }

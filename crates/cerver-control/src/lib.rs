@@ -5,14 +5,16 @@
 //! # Layout
 //! - [`accounts`]: sign-up, keys, login links, sessions, the per-request daily quota.
 //! - [`plans`]: what each plan allows.
+//! - [`ports`]: public names, URLs and access tokens of exposed ports.
 //! - this file: the sandbox registry. Every lookup is scoped to the caller (another user's
 //!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
 
 pub mod accounts;
 pub mod packages;
 pub mod plans;
+pub mod ports;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -113,6 +115,10 @@ pub struct ControlConfig {
     pub max_sandboxes: usize,
     /// Most runs in flight per sandbox.
     pub max_concurrent_runs: usize,
+    /// Most connections proxied to one sandbox's exposed ports at once.
+    pub max_proxy_connections: usize,
+    /// How exposed ports are named and reached.
+    pub ports: ports::PortConfig,
 }
 
 impl Default for ControlConfig {
@@ -121,6 +127,8 @@ impl Default for ControlConfig {
             max_timeout_ms: 24 * 3600 * 1000,
             max_sandboxes: 200,
             max_concurrent_runs: 16,
+            max_proxy_connections: 64,
+            ports: ports::PortConfig::default(),
         }
     }
 }
@@ -145,6 +153,11 @@ pub struct Entry {
     pub created_at: SystemTime,
     lifetime: Mutex<Lifetime>,
     runs: Arc<tokio::sync::Semaphore>,
+    /// The label in port host names (see [`ports::host_label`]).
+    label: String,
+    /// Ports whose URL the owner asked for (`GET /sandbox/:id/host`): only these are proxied.
+    exposed_ports: Mutex<BTreeSet<u16>>,
+    proxy_connections: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Clone, Copy)]
@@ -167,6 +180,26 @@ impl Entry {
     pub fn lifetime(&self) -> LifetimeView {
         let l = *self.lifetime.lock().unwrap();
         view(l, false)
+    }
+
+    /// The sandbox's label in port host names (unique among live sandboxes).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether `port` was exposed through `GET /sandbox/:id/host` (which checks the plan).
+    pub fn is_exposed(&self, port: u16) -> bool {
+        self.exposed_ports.lock().unwrap().contains(&port)
+    }
+
+    /// One of the sandbox's proxied-connection slots, or `None` when all are taken.
+    pub fn proxy_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.proxy_connections.clone().try_acquire_owned().ok()
+    }
+
+    /// Whether the sandbox is alive and within its lifetime.
+    pub fn is_live(&self) -> bool {
+        self.sandbox.is_alive() && self.lifetime().remaining_ms > 0
     }
 }
 
@@ -196,6 +229,25 @@ pub struct Control {
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
     /// Upgrades (workers → containers) run one at a time.
     upgrades: tokio::sync::Mutex<()>,
+    /// Labels of sandboxes being created (not yet in `sandboxes`); see [`LabelClaim`].
+    pending_labels: Mutex<HashSet<String>>,
+}
+
+/// A label held for a sandbox being created, released when the claim is dropped (by then the
+/// sandbox is in the registry, or its creation failed).
+struct LabelClaim<'a> {
+    control: &'a Control,
+    label: String,
+}
+
+impl Drop for LabelClaim<'_> {
+    fn drop(&mut self) {
+        self.control
+            .pending_labels
+            .lock()
+            .unwrap()
+            .remove(&self.label);
+    }
 }
 
 fn store_err(e: StoreError) -> ControlError {
@@ -280,6 +332,7 @@ impl Control {
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
             upgrades: tokio::sync::Mutex::new(()),
+            pending_labels: Mutex::new(HashSet::new()),
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)
@@ -287,6 +340,44 @@ impl Control {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.runtime
+    }
+
+    /// How exposed ports are named and reached.
+    pub fn ports(&self) -> &ports::PortConfig {
+        &self.cfg.ports
+    }
+
+    /// A new sandbox id whose label no live or pending sandbox has (a fresh uuid until then).
+    fn new_sandbox_id(&self) -> (String, LabelClaim<'_>) {
+        let sandboxes = self.sandboxes.lock().unwrap();
+        let mut pending = self.pending_labels.lock().unwrap();
+        loop {
+            let id = uuid::Uuid::new_v4().to_string();
+            let label = ports::host_label(&id);
+            let taken = pending.contains(&label) || sandboxes.values().any(|e| e.label() == label);
+            if !taken {
+                pending.insert(label.clone());
+                return (
+                    id,
+                    LabelClaim {
+                        control: self,
+                        label,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The live sandbox labelled `label` (port host names), whoever owns it.
+    pub fn by_label(&self, label: &str) -> Option<Arc<Entry>> {
+        let found = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .find(|e| e.label() == label)
+            .cloned();
+        found.filter(|e| e.is_live())
     }
 
     /// The caller's maximum sandbox lifetime: their plan's, within the server's.
@@ -333,7 +424,7 @@ impl Control {
             timeout_ms,
             expires_at: now + Duration::from_millis(timeout_ms),
         };
-        let id = uuid::Uuid::new_v4().to_string();
+        let (id, label_claim) = self.new_sandbox_id();
         // Claim one of the plan's sandbox slots atomically, then build the sandbox.
         let record = NewSandbox {
             id: id.clone(),
@@ -377,6 +468,11 @@ impl Control {
             created_at: now,
             lifetime: Mutex::new(lifetime),
             runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
+            label: label_claim.label.clone(),
+            exposed_ports: Mutex::new(BTreeSet::new()),
+            proxy_connections: Arc::new(tokio::sync::Semaphore::new(
+                self.cfg.max_proxy_connections,
+            )),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         self.sandboxes
@@ -390,11 +486,7 @@ impl Control {
     pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Entry>, ControlError> {
         let entry = self.sandboxes.lock().unwrap().get(id).cloned();
         match entry {
-            Some(e)
-                if e.owner == owner && e.sandbox.is_alive() && e.lifetime().remaining_ms > 0 =>
-            {
-                Ok(e)
-            }
+            Some(e) if e.owner == owner && e.is_live() => Ok(e),
             _ => Err(ControlError::NotFound),
         }
     }
@@ -662,6 +754,9 @@ impl Control {
             created_at: old.created_at,
             lifetime: Mutex::new(*old.lifetime.lock().unwrap()),
             runs: old.runs.clone(),
+            label: old.label.clone(),
+            exposed_ports: Mutex::new(old.exposed_ports.lock().unwrap().clone()),
+            proxy_connections: old.proxy_connections.clone(),
         });
         self.sandboxes
             .lock()
@@ -679,8 +774,14 @@ impl Control {
         Ok(new)
     }
 
-    /// `GET /sandbox/:id/host?port=N`: the plan is checked first, then the sandbox and port.
-    pub fn host(&self, caller: &Caller, id: &str, port: &str) -> Result<(), ControlError> {
+    /// `GET /sandbox/:id/host?port=N`: the plan is checked first, then the sandbox, the port and
+    /// the engine. From then on the port is reachable through the proxy under the answer's host.
+    pub fn host(
+        &self,
+        caller: &Caller,
+        id: &str,
+        port: &str,
+    ) -> Result<ports::Exposure, ControlError> {
         if !caller.limits.port_exposure {
             return Err(ControlError::Forbidden(format!(
                 "the {} plan does not include port exposure; upgrade to free or pro",
@@ -688,22 +789,23 @@ impl Control {
             )));
         }
         let entry = self.get(&caller.user.id, id)?;
-        match port.parse::<u16>() {
-            Ok(p) if p >= 1 => {}
+        let port = match port.parse::<u16>() {
+            Ok(p) if p >= 1 && !port.starts_with(['0', '+']) => p,
             _ => {
                 return Err(ControlError::BadRequest(
                     "port must be a number from 1 to 65535".into(),
                 ));
             }
-        }
+        };
         if entry.engine == Engine::Workers {
             return Err(ControlError::BadRequest(
                 "port exposure needs a sandbox created with \"engine\": \"containers\"".into(),
             ));
         }
-        Err(ControlError::NotImplemented(
-            "port exposure arrives with the containers engine's network support".into(),
-        ))
+        if entry.exposed_ports.lock().unwrap().insert(port) {
+            tracing::info!(sandbox.id = %entry.id, port, "port exposed");
+        }
+        Ok(self.cfg.ports.exposure(&entry.id, port))
     }
 
     /// Destroys every sandbox (server shutdown).

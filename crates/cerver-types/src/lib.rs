@@ -357,9 +357,19 @@ pub struct HostQuery {
 
 /// The external address of a port.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(examples(json!({
+    "sandbox_id": "9f83e711-5b1c-4f43-9d1e-2a7c0b8e4d21",
+    "port": 8080,
+    "url": "http://9f83e711-8080.sandbox.localhost:8080/",
+    "host": "9f83e711-8080.sandbox.localhost"
+})))]
 pub struct HostResponse {
     pub sandbox_id: String,
     pub port: u16,
+    /// The public URL of the port; with `?cerver_token=...` when the server requires port
+    /// tokens.
     pub url: String,
+    /// `<first 8 hex characters of sandbox_id>-<port>.<sandbox domain>`: requests whose `Host`
+    /// is this name are forwarded to the port.
     pub host: String,
 }

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the API server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users and keys (works while the server runs on the same data dir).
     Admin {
         #[command(subcommand)]
@@ -106,6 +106,19 @@ struct ServeArgs {
     /// `From` of the mails, e.g. `Cerver <noreply@example.com>`.
     #[arg(long, env = "CERVER_MAIL_FROM")]
     mail_from: Option<String>,
+    /// Domain of exposed ports' host names, `<label>-<port>.<domain>` (default
+    /// `sandbox.localhost`, which resolves to loopback).
+    #[arg(long, env = "CERVER_SANDBOX_DOMAIN")]
+    sandbox_domain: Option<String>,
+    /// Scheme of exposed ports' URLs: http (default) or https (behind a TLS-terminating proxy).
+    #[arg(long, env = "CERVER_SANDBOX_SCHEME")]
+    sandbox_scheme: Option<String>,
+    /// Port of exposed ports' URLs (default: the listen port; left out when the scheme's default).
+    #[arg(long, env = "CERVER_SANDBOX_PUBLIC_PORT")]
+    sandbox_public_port: Option<u16>,
+    /// Require a per-port access token (in the URL `/host` gives) on every exposed port.
+    #[arg(long, env = "CERVER_PORT_TOKENS", num_args = 0..=1, default_missing_value = "true")]
+    port_tokens: Option<bool>,
 }
 
 /// The optional configuration file: per-engine overrides of the sandbox limits. Fields left out
@@ -119,6 +132,18 @@ struct ConfigFile {
     workers: LimitOverrides,
     #[serde(default)]
     containers: LimitOverrides,
+    #[serde(default)]
+    ports: PortsFile,
+}
+
+/// `[ports]` of the configuration file; flags and `CERVER_*` variables win over it.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PortsFile {
+    domain: Option<String>,
+    scheme: Option<String>,
+    public_port: Option<u16>,
+    tokens: Option<bool>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -190,7 +215,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(serve(args))
+                .block_on(serve(*args))
         }
     }
 }
@@ -220,6 +245,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let helper = std::env::current_exe().context("locate the cerver binary")?;
     let file = load_config(args.config.as_deref())?;
+    let mut ports = cerver_control::ports::PortConfig {
+        domain: args
+            .sandbox_domain
+            .or(file.ports.domain)
+            .unwrap_or_else(|| "sandbox.localhost".into()),
+        scheme: args
+            .sandbox_scheme
+            .or(file.ports.scheme)
+            .unwrap_or_else(|| "http".into()),
+        public_port: args.sandbox_public_port.or(file.ports.public_port),
+        tokens: if args.port_tokens.or(file.ports.tokens).unwrap_or(false) {
+            Some(
+                cerver_control::ports::PortTokens::load_or_create(&data_dir)
+                    .context("port token secret")?,
+            )
+        } else {
+            None
+        },
+    }
+    .validated()
+    .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))?;
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
@@ -236,6 +282,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    // The public port defaults to the listen port, known once bound.
+    ports.public_port.get_or_insert(addr.port());
     let store: Arc<dyn cerver_store::Store> = Arc::new(
         cerver_store::SqliteStore::open(&data_dir)
             .await
@@ -262,6 +310,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_sandboxes: args.max_sandboxes,
+        ports,
         ..Default::default()
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)
@@ -274,9 +323,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // The peer address feeds the port proxy's `X-Forwarded-For`.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("shutting down: destroying sandboxes");
     shutdown(control).await;
     accounts.flush_usage().await;

@@ -100,7 +100,7 @@ const ROUTES: &[Route] = &[
         None,
         JSON,
         Some("HostResponse"),
-        &[400, 403, 404, 501],
+        &[400, 403, 404],
     ),
     route("get", "/health", None, JSON, Some("Health"), &[]),
     route("get", "/llms.txt", None, "text/plain", None, &[]),
@@ -556,9 +556,10 @@ async fn every_route_answers_as_documented() {
     let id = s.sandbox().await;
 
     for r in ROUTES {
-        // These need a secret that only arrives by email, or the containers engine's network
-        // (501 until then); tests/accounts.rs covers them. `/mcp` needs an MCP client's
-        // headers; tests/mcp.rs drives it with the official MCP SDK.
+        // These need a secret that only arrives by email, real package installs (covered by
+        // tests/containers.rs and tests/accounts.rs) or a containers sandbox (host:
+        // tests/ports.rs). `/mcp` needs an MCP client's headers; tests/mcp.rs drives it with
+        // the official MCP SDK.
         if matches!(
             r.path,
             "/auth/verify-signup"
