@@ -5,12 +5,14 @@
 //! # Layout
 //! - [`accounts`]: sign-up, keys, login links, sessions, the per-request daily quota.
 //! - [`plans`]: what each plan allows.
+//! - [`processes`]: background processes of a sandbox (their table and bounds).
 //! - this file: the sandbox registry. Every lookup is scoped to the caller (another user's
 //!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
 
 pub mod accounts;
 pub mod packages;
 pub mod plans;
+pub mod processes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,9 @@ pub enum ControlError {
     /// No such sandbox (or not the caller's).
     #[error("sandbox not found")]
     NotFound,
+    /// The sandbox has no background process with this pid.
+    #[error("no background process with pid {0} in this sandbox")]
+    ProcessNotFound(i32),
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
@@ -109,6 +114,7 @@ pub struct Entry {
     pub created_at: SystemTime,
     lifetime: Mutex<Lifetime>,
     runs: Arc<tokio::sync::Semaphore>,
+    processes: processes::ProcessTable,
 }
 
 #[derive(Clone, Copy)]
@@ -338,6 +344,7 @@ impl Control {
             created_at: now,
             lifetime: Mutex::new(lifetime),
             runs: Arc::new(tokio::sync::Semaphore::new(self.cfg.max_concurrent_runs)),
+            processes: Default::default(),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         self.sandboxes
