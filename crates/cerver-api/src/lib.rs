@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`routes`]: the router (every documented route).
 //! - [`sandboxes`]: create / info / list / delete / timeout.
-//! - [`runs`]: synchronous and SSE runs.
+//! - [`runs`]: synchronous and SSE runs (and starting background ones).
+//! - [`processes`]: background processes: list, inspect, follow, kill.
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod openapi;
+pub mod processes;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;
