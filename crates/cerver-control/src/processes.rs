@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use cerver_runtime::{Process, RunEvent};
 use tokio::sync::broadcast;
 
-use crate::{Control, ControlError, MAX_CODE_BYTES, RunParams, validate_env};
+use crate::{Control, ControlError, Entry, MAX_CODE_BYTES, RunParams, validate_env};
 
 /// Most background processes running at once in one sandbox (more: a `Limit` error).
 pub const MAX_RUNNING_PROCESSES: usize = 16;
@@ -69,18 +69,18 @@ impl Table {
     }
 }
 
-/// Gives back a reserved start slot however the start ends (also if the request is dropped).
-struct Reservation<'a>(&'a ProcessTable);
+/// A start slot of a sandbox's table, given back however the start ends.
+struct Reservation(Arc<Entry>);
 
-impl Drop for Reservation<'_> {
+impl Drop for Reservation {
     fn drop(&mut self) {
-        self.0.inner.lock().unwrap().starting -= 1;
+        self.0.processes.inner.lock().unwrap().starting -= 1;
     }
 }
 
 impl ProcessTable {
-    fn reserve(&self) -> Result<Reservation<'_>, ControlError> {
-        let mut t = self.inner.lock().unwrap();
+    fn reserve(entry: &Arc<Entry>) -> Result<Reservation, ControlError> {
+        let mut t = entry.processes.inner.lock().unwrap();
         if t.running() + t.starting >= MAX_RUNNING_PROCESSES {
             return Err(ControlError::Limit(format!(
                 "this sandbox already runs {MAX_RUNNING_PROCESSES} background processes, the \
@@ -88,7 +88,7 @@ impl ProcessTable {
             )));
         }
         t.starting += 1;
-        Ok(Reservation(self))
+        Ok(Reservation(entry.clone()))
     }
 
     fn insert(&self, p: BackgroundProcess) {
@@ -130,16 +130,23 @@ impl Control {
             )));
         }
         validate_env(&params.envs)?;
-        let reservation = entry.processes.reserve()?;
+        let reservation = ProcessTable::reserve(&entry)?;
         let code = params.code.chars().take(CODE_PREVIEW_CHARS).collect();
         let env = Self::run_env(&entry, &params.envs);
         let spec = cerver_runtime::run::code_spec(params.code, env);
-        let (process, live) = entry.sandbox.start_background(&spec).await?;
-        let started = BackgroundProcess { process, code };
-        entry.processes.insert(started.clone());
-        drop(reservation);
-        tracing::debug!(sandbox.id = %entry.id, pid = started.process.pid(), "background process started");
-        Ok((started, live))
+        // In a task of its own: a started process is always registered (so that it can be
+        // listed and killed), even if the request that started it goes away meanwhile.
+        let start = tokio::spawn(async move {
+            let entry = &reservation.0;
+            let (process, live) = entry.sandbox.start_background(&spec).await?;
+            let started = BackgroundProcess { process, code };
+            entry.processes.insert(started.clone());
+            tracing::debug!(sandbox.id = %entry.id, pid = started.process.pid(), "background process started");
+            Ok((started, live))
+        });
+        start
+            .await
+            .map_err(|e| ControlError::Internal(format!("starting a process: {e}")))?
     }
 
     /// The sandbox's running and recently ended background processes, oldest first.
