@@ -14,7 +14,7 @@ use cerver_control::{Caller, unix};
 use cerver_runtime::{RunEvent, RunExit};
 use cerver_types::{KillProcessResponse, ProcessDetail, ProcessInfo, ProcessList, StreamEvent};
 use futures::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -55,17 +55,20 @@ fn exit_event(exit: &RunExit) -> StreamEvent {
 
 /// The SSE events of a background process: a `process` event, `replay` (buffered output),
 /// then either `exit` (already ended) or the live events until it ends.
+/// The stream also ends when the server starts shutting down (`closing`).
 pub(crate) fn events(
     pid: u32,
     replay: Vec<StreamEvent>,
     exit: Option<RunExit>,
     live: Option<broadcast::Receiver<RunEvent>>,
+    closing: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct S {
         queued: VecDeque<StreamEvent>,
         live: Option<broadcast::Receiver<RunEvent>>,
         out: Utf8Stream,
         err: Utf8Stream,
+        closing: watch::Receiver<bool>,
     }
     let mut queued: VecDeque<StreamEvent> = VecDeque::from([StreamEvent::Process { pid }]);
     queued.extend(replay);
@@ -77,6 +80,7 @@ pub(crate) fn events(
         live: if exit.is_some() { None } else { live },
         out: Utf8Stream::default(),
         err: Utf8Stream::default(),
+        closing,
     };
     // Dropping the stream (client gone) only drops the subscription: the process runs on.
     futures::stream::unfold(state, |mut s| async move {
@@ -85,7 +89,11 @@ pub(crate) fn events(
                 return Some((sse(&ev), s));
             }
             let live = s.live.as_mut()?;
-            match live.recv().await {
+            let next = tokio::select! {
+                next = live.recv() => next,
+                _ = s.closing.wait_for(|c| *c) => return None,
+            };
+            match next {
                 Ok(RunEvent::Stdout(b)) => s.queued.push_back(StreamEvent::Stdout {
                     data: s.out.push(&b),
                 }),
@@ -219,7 +227,8 @@ pub async fn stream(
             StreamEvent::Stderr { data }
         });
     }
-    let events = events(pid as u32, replay, follow.exit, follow.live);
+    let closing = st.control.closing();
+    let events = events(pid as u32, replay, follow.exit, follow.live, closing);
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

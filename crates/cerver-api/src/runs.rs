@@ -200,7 +200,8 @@ pub async fn run_stream(
             .start_process(&caller.user.id, &id, params(req)?)
             .await?;
         let pid = process.process.pid() as u32;
-        let events = crate::processes::events(pid, Default::default(), None, Some(live));
+        let closing = st.control.closing();
+        let events = crate::processes::events(pid, Default::default(), None, Some(live), closing);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());

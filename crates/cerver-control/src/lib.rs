@@ -164,6 +164,8 @@ pub struct Control {
     store: Arc<dyn Store>,
     cfg: ControlConfig,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Becomes true when the server starts shutting down (followers of processes stop).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn store_err(e: StoreError) -> ControlError {
@@ -247,6 +249,7 @@ impl Control {
             store,
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)

@@ -113,6 +113,17 @@ impl ProcessTable {
 }
 
 impl Control {
+    /// The server is shutting down: streams that follow background processes (which may run
+    /// forever) end, so that the graceful shutdown does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when the server starts shutting down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Starts `params.code` as a background process (its `timeout` does not apply: the
     /// process lives until it ends, is killed, or the sandbox ends). Returns it with its live
     /// events from the start. It takes no run-concurrency slot; at most

@@ -159,6 +159,14 @@ async fn background_run_answers_at_once_and_can_be_killed() {
     assert_eq!(p["status"], "exited", "{p}");
     assert_eq!(p["exit_code"], 3, "{p}");
     assert_eq!(p["output"], "bye\n");
+
+    // The process object shows the first 200 characters of the code.
+    let long = format!("# {}\nprint('long')", "é".repeat(300));
+    let v = start(&s, &id, &long).await;
+    assert_eq!(
+        v["code"].as_str().unwrap(),
+        long.chars().take(200).collect::<String>()
+    );
 }
 
 #[tokio::test]
@@ -248,6 +256,14 @@ async fn chatty_process_stays_bounded_and_the_server_responsive() {
         )
         .await,
     );
+    // A follower that never reads does not slow the process down nor grow the server.
+    let stalled = s
+        .client
+        .get(s.url(&format!("/sandbox/{id}/processes/{pid}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stalled.status(), 200);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Another sandbox and this one still answer promptly.
     let t = Instant::now();
@@ -270,6 +286,9 @@ async fn chatty_process_stays_bounded_and_the_server_responsive() {
 
     let (status, v) = s.delete(&format!("/sandbox/{id}/processes/{pid}")).await;
     assert_eq!(status, 200, "{v}");
+    drop(stalled);
+    // Let the client close that connection before the server is stopped.
+    tokio::time::sleep(Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
@@ -491,4 +510,33 @@ async fn deleting_the_sandbox_ends_its_processes() {
     }
     let (status, _) = s.get(&format!("/sandbox/{id}/processes")).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn followers_of_endless_processes_do_not_hold_up_shutdown() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let resp = s
+        .client
+        .post(s.url(&format!("/sandbox/{id}/run/stream")))
+        .json(&json!({
+            "code": "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.2)",
+            "background": true
+        }))
+        .send()
+        .await
+        .unwrap();
+    let (events, _) = read_events(resp, |ev| lines(&stdout_of(ev)) >= 2).await;
+    let pid = pid_of(&events[0]);
+    let follower = s
+        .client
+        .get(s.url(&format!("/sandbox/{id}/processes/{pid}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follower.status(), 200);
+    let t = Instant::now();
+    s.stop();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(follower);
 }
