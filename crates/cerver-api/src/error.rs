@@ -72,6 +72,9 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
             ControlError::NotFound => ApiError::not_found(),
+            e @ ControlError::ProcessNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
             ControlError::Limit(m) => {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m)
             }
@@ -134,6 +137,9 @@ impl From<RuntimeError> for ApiError {
                 "not_found",
                 "the sandbox is no longer running",
             ),
+            e @ RuntimeError::CannotStart(_) => {
+                ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", e.to_string())
+            }
             RuntimeError::Create(m) => {
                 tracing::error!("sandbox creation failed: {m}");
                 ApiError::new(

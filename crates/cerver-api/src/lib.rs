@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`routes`]: the router (every documented route).
 //! - [`sandboxes`]: create / info / list / delete / timeout.
-//! - [`runs`]: synchronous and SSE runs.
+//! - [`runs`]: synchronous and SSE runs (and starting background ones).
+//! - [`processes`]: background processes: list, inspect, follow, kill.
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
 //! - [`mcp`]: `/mcp`, the same operations as Model Context Protocol tools.
@@ -16,6 +17,7 @@ pub mod extract;
 pub mod files;
 pub mod mcp;
 pub mod openapi;
+pub mod processes;
 pub mod proxy;
 pub mod routes;
 pub mod runs;

@@ -255,6 +255,7 @@ impl CerverMcp {
             code: args.code,
             envs: args.envs,
             timeout,
+            background: None,
         };
         match runs::run(
             State(self.state.clone()),
@@ -266,7 +267,9 @@ impl CerverMcp {
         {
             Ok(axum::Json(out)) => {
                 let mut r = ok(&out);
-                r.is_error = Some(out.exit_code != 0);
+                if let cerver_types::RunResult::Finished(done) = &out {
+                    r.is_error = Some(done.exit_code != 0);
+                }
                 r
             }
             Err(e) => failed(e),

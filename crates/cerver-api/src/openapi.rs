@@ -11,7 +11,7 @@ use axum::http::{HeaderName, header};
 use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
-use crate::{auth, files, mcp, runs, sandboxes};
+use crate::{auth, files, mcp, processes, runs, sandboxes};
 
 /// The generated API description.
 #[derive(OpenApi)]
@@ -42,6 +42,10 @@ use crate::{auth, files, mcp, runs, sandboxes};
         sandboxes::host,
         runs::run,
         runs::run_stream,
+        processes::list,
+        processes::get,
+        processes::stream,
+        processes::kill,
         files::write,
         files::get,
         mcp::handle,
@@ -56,6 +60,11 @@ use crate::{auth, files, mcp, runs, sandboxes};
         cerver_types::RunRequest,
         cerver_types::RunResponse,
         cerver_types::StreamEvent,
+        cerver_types::RunResult,
+        cerver_types::ProcessInfo,
+        cerver_types::ProcessList,
+        cerver_types::ProcessDetail,
+        cerver_types::KillProcessResponse,
         cerver_types::WriteFileRequest,
         cerver_types::WriteFileResponse,
         cerver_types::ReadFileResponse,
@@ -69,6 +78,7 @@ use crate::{auth, files, mcp, runs, sandboxes};
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle: create, inspect, list, extend, delete."),
         (name = "runs", description = "Running Python code, synchronously or as Server-Sent Events."),
+        (name = "processes", description = "Background processes (started with `\"background\": true`): list, inspect, follow, kill."),
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
         (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),
         (name = "meta", description = "The server itself: health and API descriptions."),

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{AppState, auth, files, mcp, runs, sandboxes};
+use crate::{AppState, auth, files, mcp, processes, runs, sandboxes};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
@@ -48,6 +48,15 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
         .route("/sandbox/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
+        .route("/sandbox/{id}/processes", get(processes::list))
+        .route(
+            "/sandbox/{id}/processes/{pid}",
+            get(processes::get).delete(processes::kill),
+        )
+        .route(
+            "/sandbox/{id}/processes/{pid}/stream",
+            get(processes::stream),
+        )
         .route("/sandbox/{id}/files", get(files::get).post(files::write))
         .route("/sandbox/{id}/install", post(sandboxes::install))
         .route("/sandbox/{id}/host", get(sandboxes::host))

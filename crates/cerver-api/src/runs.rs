@@ -8,8 +8,7 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use cerver_control::RunParams;
 use cerver_runtime::{RunEvent, RunHandle};
-use cerver_types::{RunRequest, RunResponse, StreamEvent};
-use futures::Stream;
+use cerver_types::{RunRequest, RunResponse, RunResult, StreamEvent};
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -20,7 +19,7 @@ use crate::AppState;
 
 const TRUNCATED: &str = "\n[output truncated: the run wrote more than the limit of";
 
-fn params(req: RunRequest) -> Result<RunParams, ApiError> {
+pub(crate) fn params(req: RunRequest) -> Result<RunParams, ApiError> {
     let timeout_s = match &req.timeout {
         None => None,
         Some(n) => match n.as_f64() {
@@ -65,17 +64,17 @@ fn trim_one_newline(mut s: String) -> String {
     path = "/sandbox/{id}/run",
     tag = "runs",
     operation_id = "run_code",
-    summary = "Run code and wait for the result",
-    description = "Runs `code` as a fresh Python 3 process in the sandbox. A run that times out still answers 200, with the reason in `error`.",
+    summary = "Run code and wait for the result (or start it in the background)",
+    description = "Runs `code` as a fresh Python 3 process in the sandbox. A run that times out still answers 200, with the reason in `error`. With `\"background\": true` it answers at once with the started process (`ProcessInfo`); see `/sandbox/{id}/processes`.",
     params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
     request_body(content = cerver_types::RunRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "How the run ended and what it wrote.", body = cerver_types::RunResponse),
+        (status = 200, description = "How the run ended and what it wrote (`RunResponse`), or with `background` the started process (`ProcessInfo`).", body = cerver_types::RunResult),
         (status = 400, description = "Malformed JSON, or invalid code, envs or timeout.", body = cerver_types::ErrorBody),
         (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running.", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
     )
 )]
@@ -84,7 +83,16 @@ pub async fn run(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RunRequest>,
-) -> Result<Json<RunResponse>, ApiError> {
+) -> Result<Json<RunResult>, ApiError> {
+    if req.background == Some(true) {
+        let (process, _live) = st
+            .control
+            .start_process(&caller.user.id, &id, params(req)?)
+            .await?;
+        return Ok(Json(RunResult::Background(crate::processes::info_of(
+            &process,
+        ))));
+    }
     let handle = start(&st, &caller, &id, req).await?;
     let max = st.control.runtime().config().max_output_bytes;
     let out = handle.collect(max).await;
@@ -103,23 +111,23 @@ pub async fn run(
         }
         error.push_str(msg);
     }
-    Ok(Json(RunResponse {
+    Ok(Json(RunResult::Finished(RunResponse {
         output: trim_one_newline(output),
         error,
         exit_code: out.exit.exit_code,
         duration: out.exit.duration.as_millis() as u64,
-    }))
+    })))
 }
 
 /// Decodes a byte stream as UTF-8 across chunk boundaries (a multi-byte character may be split
 /// between two reads); invalid bytes become U+FFFD.
 #[derive(Default)]
-struct Utf8Stream {
+pub(crate) struct Utf8Stream {
     pending: Vec<u8>,
 }
 
 impl Utf8Stream {
-    fn push(&mut self, chunk: &[u8]) -> String {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> String {
         self.pending.extend_from_slice(chunk);
         let mut out = String::new();
         loop {
@@ -149,14 +157,14 @@ impl Utf8Stream {
         }
     }
 
-    fn finish(&mut self) -> String {
+    pub(crate) fn finish(&mut self) -> String {
         let rest = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         rest
     }
 }
 
-fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
+pub(crate) fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
     Ok(Event::default().data(serde_json::to_string(ev).expect("events serialize")))
 }
 
@@ -166,7 +174,7 @@ fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
     tag = "runs",
     operation_id = "run_code_stream",
     summary = "Run code, streaming its output as Server-Sent Events",
-    description = "Same body as `/run`. Each event is one `data:` line holding a JSON `StreamEvent`: `stdout` and `stderr` chunks in order, then one `exit` event. Closing the connection kills the run.",
+    description = "Same body as `/run`. Each event is one `data:` line holding a JSON `StreamEvent`: `stdout` and `stderr` chunks in order, then one `exit` event. Closing the connection kills the run. With `\"background\": true` the first event is `{\"type\": \"process\", \"pid\": N}`, then the process's output as it comes (and `exit` if it ends); closing the connection leaves the process running.",
     params(("id" = String, Path, description = "The sandbox's `sandbox_id`.")),
     request_body(content = cerver_types::RunRequest, content_type = "application/json"),
     responses(
@@ -175,7 +183,7 @@ fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
         (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running.", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
     )
 )]
@@ -184,7 +192,20 @@ pub async fn run_stream(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(req): JsonBody<RunRequest>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if req.background == Some(true) {
+        let (process, live) = st
+            .control
+            .start_process(&caller.user.id, &id, params(req)?)
+            .await?;
+        let pid = process.process.pid() as u32;
+        let closing = st.control.closing();
+        let events = crate::processes::events(pid, Default::default(), None, Some(live), closing);
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response());
+    }
     let handle = start(&st, &caller, &id, req).await?;
     struct S {
         handle: RunHandle,
@@ -235,7 +256,9 @@ pub async fn run_stream(
             s.queued.retain(|ev| !matches!(ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty()));
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! - [`accounts`]: sign-up, keys, login links, sessions, the per-request daily quota.
 //! - [`plans`]: what each plan allows.
 //! - [`ports`]: public names, URLs and access tokens of exposed ports.
+//! - [`processes`]: background processes of a sandbox (their table and bounds).
 //! - this file: the sandbox registry. Every lookup is scoped to the caller (another user's
 //!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
 
@@ -13,6 +14,7 @@ pub mod accounts;
 pub mod packages;
 pub mod plans;
 pub mod ports;
+pub mod processes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -81,6 +83,9 @@ pub enum ControlError {
     /// No such sandbox (or not the caller's).
     #[error("sandbox not found")]
     NotFound,
+    /// The sandbox has no background process with this pid.
+    #[error("no background process with pid {0} in this sandbox")]
+    ProcessNotFound(i32),
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
@@ -158,6 +163,7 @@ pub struct Entry {
     /// Ports whose URL the owner asked for (`GET /sandbox/:id/host`): only these are proxied.
     exposed_ports: Mutex<BTreeSet<u16>>,
     proxy_connections: Arc<tokio::sync::Semaphore>,
+    processes: processes::ProcessTable,
 }
 
 #[derive(Clone, Copy)]
@@ -231,6 +237,8 @@ pub struct Control {
     upgrades: tokio::sync::Mutex<()>,
     /// Labels of sandboxes being created (not yet in `sandboxes`); see [`LabelClaim`].
     pending_labels: Mutex<HashSet<String>>,
+    /// Becomes true when the server starts shutting down (followers of processes stop).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A label held for a sandbox being created, released when the claim is dropped (by then the
@@ -333,6 +341,7 @@ impl Control {
             sandboxes: Mutex::new(HashMap::new()),
             upgrades: tokio::sync::Mutex::new(()),
             pending_labels: Mutex::new(HashSet::new()),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)
@@ -473,6 +482,7 @@ impl Control {
             proxy_connections: Arc::new(tokio::sync::Semaphore::new(
                 self.cfg.max_proxy_connections,
             )),
+            processes: Default::default(),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         self.sandboxes
@@ -757,6 +767,8 @@ impl Control {
             label: old.label.clone(),
             exposed_ports: Mutex::new(old.exposed_ports.lock().unwrap().clone()),
             proxy_connections: old.proxy_connections.clone(),
+            // The old sandbox's processes end with it.
+            processes: Default::default(),
         });
         self.sandboxes
             .lock()

@@ -6,7 +6,8 @@
 //! itself with [`ZygoteEvent::Ready`]; the runtime then sends [`ZygoteRequest`]s, each `Run`
 //! carrying [`RUN_FDS`] file descriptors (SCM_RIGHTS) in this order: spec (a memfd holding a
 //! [`RunSpec`] as JSON), stdin, stdout, stderr, status. The run's leader writes one [`RunStatus`]
-//! line into the status pipe when the run's main process ends.
+//! line into the status pipe when the run's main process ends (preceded by a `pid` line when
+//! the request asked for it).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -135,8 +136,14 @@ pub struct Limits {
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ZygoteRequest {
-    /// Start a run; carries RUN_FDS descriptors.
-    Run { id: u64 },
+    /// Start a run; carries RUN_FDS descriptors. With `report_pid`, the leader first writes a
+    /// [`RunStatus`] line holding only `pid` (the main process's pid in the sandbox), before the
+    /// line that reports the end.
+    Run {
+        id: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        report_pid: bool,
+    },
     /// Kill a run and everything it started (every descendant of its leader).
     Kill { id: u64 },
 }
@@ -173,9 +180,13 @@ pub enum RunSpec {
     ListFiles { path: String, max_entries: u64 },
 }
 
-/// The end of a run, written by the run's leader.
+/// The end of a run, written by the run's leader (or, with `report_pid`, first its start).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct RunStatus {
+    /// Only in the start line of a run asked to `report_pid`: the main process's pid inside
+    /// the sandbox (what `os.getpid()` says there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
     /// Exit status of the main process, when it exited.
     #[serde(default)]
     pub exit_code: Option<i32>,

@@ -122,14 +122,15 @@ def send(obj):
 # ---------------------------------------------------------------- the run's leader (pid 1)
 
 def recv_run(sock):
-    """The run's spec and descriptors, as handed over by the zygote (each of leader and main
-    receives its own copy). Returns None if the zygote went away."""
+    """The run's descriptors, as handed over by the zygote (each of leader and main receives
+    its own copy), and whether the leader must report main's pid first. Exits if the zygote
+    went away."""
     msg, fds = recv_fds(sock, 16, RUN_FDS)
     if not msg or len(fds) != RUN_FDS:
         os._exit(0)
     for fd in fds:
         os.set_inheritable(fd, False)
-    return fds
+    return fds, msg == b"run+pid"
 
 
 def descendants(root):
@@ -194,11 +195,14 @@ def leader(sock):
         main = os.fork()
         if main == 0:
             run_main(sock)
-        fds = recv_run(sock)
+        fds, report_pid = recv_run(sock)
         sock.close()
         status_fd = fds[4]
         for fd in fds[:4]:
             os.close(fd)
+        if report_pid:
+            # A background run: the server learns the pid user code sees (os.getpid()).
+            _write_status(status_fd, {"pid": main})
     except BaseException:
         os._exit(1)
     reported = False
@@ -256,7 +260,7 @@ def run_main(sock):
     code = 1
     try:
         prepare_main()
-        spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd = recv_run(sock)
+        (spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd), _ = recv_run(sock)
         become_user()
         # Only the leader reports the status: user code must not be able to forge it.
         os.close(status_fd)
@@ -544,15 +548,16 @@ def arm_patiently(deadline=2.0):
             delay = min(delay * 2, 0.2)
 
 
-def start_run(rid, fds):
+def start_run(rid, fds, report_pid=False):
+    msg = b"run+pid" if report_pid else b"run"
     for _attempt in range(2):
         if not armed:
             arm_patiently()
         pid, sock = armed.pop(0)
         try:
-            # One copy for the leader, one for main: each takes one message.
-            send_fds(sock, b"run", fds)
-            send_fds(sock, b"run", fds)
+            # One copy for the leader, one for main: each takes one message (either one).
+            send_fds(sock, msg, fds)
+            send_fds(sock, msg, fds)
         except OSError:
             sock.close()
             continue  # that pair died (e.g. killed under memory pressure): use a fresh one
@@ -581,7 +586,7 @@ def serve():
             op = req.get("op")
             if op == "run" and len(fds) == RUN_FDS:
                 try:
-                    start_run(int(req["id"]), fds)
+                    start_run(int(req["id"]), fds, bool(req.get("report_pid")))
                 except OSError as e:
                     _write_status(fds[4], {"error": str(e)})
                 for fd in fds:

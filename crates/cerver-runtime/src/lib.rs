@@ -4,6 +4,7 @@
 //! - [`Runtime`]: start-up checks, crash recovery, the warm pool, creating sandboxes.
 //! - [`sandbox::Sandbox`]: one live sandbox (helper process + control socket); teardown.
 //! - [`run`]: executing code or file operations and streaming their output.
+//! - [`process`]: background processes (no timeout, output kept in bounded ring buffers).
 //! - [`files`]: workspace path rules and the file operations.
 //! - [`config`]: settings and per-engine limits.
 //!
@@ -15,6 +16,7 @@ pub mod files;
 pub mod network;
 pub mod packages;
 pub mod preflight;
+pub mod process;
 pub mod run;
 pub mod sandbox;
 mod uids;
@@ -26,6 +28,7 @@ use tokio::sync::Notify;
 
 pub use config::{Engine, RuntimeConfig};
 pub use files::{FileEntry, FileErrorKind, FileList};
+pub use process::{Process, ProcessOutput, ProcessSnapshot, ProcessStatus};
 pub use run::{RunEvent, RunExit, RunHandle, RunOutput};
 pub use sandbox::Sandbox;
 
@@ -40,6 +43,9 @@ pub enum RuntimeError {
     /// The sandbox has been destroyed or died.
     #[error("the sandbox is no longer running")]
     Gone,
+    /// The sandbox could not start a process (e.g. it is at its process limit).
+    #[error("the sandbox could not start the process: {0}")]
+    CannotStart(String),
     /// A path given to a file operation is not acceptable.
     #[error("{0}")]
     BadPath(String),

@@ -101,7 +101,7 @@ pub struct RunOutput {
     pub exit: RunExit,
 }
 
-fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("pipe")(e.into()))
 }
 
@@ -116,14 +116,25 @@ fn spec_memfd(spec: &RunSpec) -> Result<OwnedFd, RuntimeError> {
     Ok(OwnedFd::from(file))
 }
 
+/// A run just handed to the zygote: our ends of its pipes.
+pub(crate) struct Launched {
+    pub id: u64,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
+    pub status: pipe::Receiver,
+    pub started: Instant,
+    pub oom_before: u64,
+}
+
 impl Sandbox {
-    /// Starts `spec` with `stdin` as its standard input, ending it after `timeout`.
-    pub async fn start(
-        self: &Arc<Self>,
+    /// Hands `spec` to the zygote with fresh pipes; `report_pid` asks the leader to write the
+    /// main process's pid into the status pipe first.
+    pub(crate) async fn launch(
+        &self,
         spec: &RunSpec,
         stdin: Option<Bytes>,
-        timeout: Duration,
-    ) -> Result<RunHandle, RuntimeError> {
+        report_pid: bool,
+    ) -> Result<Launched, RuntimeError> {
         let id = self.next_run_id();
         let spec_fd = spec_memfd(spec)?;
         let (stdin_r, stdin_w) = pipe_pair()?;
@@ -133,7 +144,7 @@ impl Sandbox {
         let oom_before = self.oom_kills();
         let started = Instant::now();
         self.send(
-            &ZygoteRequest::Run { id },
+            &ZygoteRequest::Run { id, report_pid },
             &[&spec_fd, &stdin_r, &stdout_w, &stderr_w, &status_w],
         )
         .await?;
@@ -152,22 +163,94 @@ impl Sandbox {
         } else {
             drop(stdin_w);
         }
+        Ok(Launched {
+            id,
+            stdout,
+            stderr,
+            status,
+            started,
+            oom_before,
+        })
+    }
 
+    /// Starts `spec` with `stdin` as its standard input, ending it after `timeout`.
+    pub async fn start(
+        self: &Arc<Self>,
+        spec: &RunSpec,
+        stdin: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<RunHandle, RuntimeError> {
+        let run = self.launch(spec, stdin, false).await?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let pump = Pump {
             sandbox: self.clone(),
-            id,
+            id: run.id,
             tx,
             deadline: tokio::time::Instant::now() + timeout,
-            started,
-            oom_before,
+            started: run.started,
+            oom_before: run.oom_before,
         };
-        tokio::spawn(pump.run(stdout, stderr, status));
+        tokio::spawn(pump.run(run.stdout, run.stderr, run.status));
         Ok(RunHandle {
             events: rx,
             permit: None,
         })
     }
+}
+
+/// The first complete line of a status pipe, parsed.
+pub(crate) fn parse_status(buf: &[u8]) -> Option<RunStatus> {
+    std::str::from_utf8(buf)
+        .ok()
+        .and_then(|s| s.lines().next())
+        .and_then(|l| serde_json::from_str(l).ok())
+}
+
+/// How a run ended, from the leader's status line (`None`: it wrote none).
+pub(crate) fn exit_from_status(
+    sandbox: Option<&Sandbox>,
+    started: Instant,
+    oom_before: u64,
+    status: Option<RunStatus>,
+) -> RunExit {
+    let mut exit = RunExit {
+        exit_code: -1,
+        duration: started.elapsed(),
+        ..Default::default()
+    };
+    match status {
+        Some(RunStatus {
+            exit_code: Some(code),
+            ..
+        }) => exit.exit_code = code,
+        Some(RunStatus {
+            signal: Some(sig), ..
+        }) => {
+            exit.signal = Some(sig);
+            exit.exit_code = 128 + sig;
+            match sandbox {
+                Some(sb) if sig == 9 && sb.oom_kills() > oom_before => {
+                    exit.out_of_memory = true;
+                    exit.error = Some(format!(
+                        "Execution was killed: out of memory (the sandbox limit is {} MiB)",
+                        sb.limits().memory_bytes >> 20
+                    ));
+                }
+                _ => exit.error = Some(format!("Execution was killed by signal {sig}")),
+            }
+        }
+        Some(RunStatus { error: Some(e), .. }) => {
+            exit.error = Some(format!("Execution could not start: {e}"))
+        }
+        _ => {
+            exit.error = Some(if sandbox.is_some_and(|sb| sb.is_alive()) {
+                "Execution ended without a status (killed)".into()
+            } else {
+                "The sandbox was terminated".into()
+            })
+        }
+    }
+    exit
 }
 
 struct Pump {
@@ -278,54 +361,24 @@ impl Pump {
     }
 
     fn exit(&self, stop: &Stop, status_buf: &[u8]) -> RunExit {
-        let mut exit = RunExit {
-            exit_code: -1,
-            duration: self.started.elapsed(),
-            ..Default::default()
-        };
         if let Stop::TimedOut = stop {
-            exit.timed_out = true;
-            exit.error = Some(format!(
-                "Execution timed out after {:.1} seconds",
-                exit.duration.as_secs_f64()
-            ));
-            return exit;
+            let duration = self.started.elapsed();
+            return RunExit {
+                exit_code: -1,
+                timed_out: true,
+                error: Some(format!(
+                    "Execution timed out after {:.1} seconds",
+                    duration.as_secs_f64()
+                )),
+                duration,
+                ..Default::default()
+            };
         }
-        let status: Option<RunStatus> = std::str::from_utf8(status_buf)
-            .ok()
-            .and_then(|s| s.lines().next())
-            .and_then(|l| serde_json::from_str(l).ok());
-        match status {
-            Some(RunStatus {
-                exit_code: Some(code),
-                ..
-            }) => exit.exit_code = code,
-            Some(RunStatus {
-                signal: Some(sig), ..
-            }) => {
-                exit.signal = Some(sig);
-                exit.exit_code = 128 + sig;
-                if sig == 9 && self.sandbox.oom_kills() > self.oom_before {
-                    exit.out_of_memory = true;
-                    exit.error = Some(format!(
-                        "Execution was killed: out of memory (the sandbox limit is {} MiB)",
-                        self.sandbox.limits().memory_bytes >> 20
-                    ));
-                } else {
-                    exit.error = Some(format!("Execution was killed by signal {sig}"));
-                }
-            }
-            Some(RunStatus { error: Some(e), .. }) => {
-                exit.error = Some(format!("Execution could not start: {e}"))
-            }
-            _ => {
-                exit.error = Some(if self.sandbox.is_alive() {
-                    "Execution ended without a status (killed)".into()
-                } else {
-                    "The sandbox was terminated".into()
-                })
-            }
-        }
-        exit
+        exit_from_status(
+            Some(&self.sandbox),
+            self.started,
+            self.oom_before,
+            parse_status(status_buf),
+        )
     }
 }

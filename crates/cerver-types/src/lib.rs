@@ -130,10 +130,16 @@ pub struct RunRequest {
     /// Per-run overrides of the sandbox's environment variables.
     #[serde(default)]
     pub envs: Option<BTreeMap<String, String>>,
-    /// Seconds (default 30), never beyond the sandbox's remaining lifetime.
+    /// Seconds (default 30), never beyond the sandbox's remaining lifetime. Ignored with
+    /// `background`.
     #[serde(default)]
     #[schema(value_type = Option<f64>, exclusive_minimum = 0)]
     pub timeout: Option<serde_json::Number>,
+    /// Start the code as a background process and answer at once (`/run`: the process
+    /// object; `/run/stream`: a `process` event, then its output). It runs until it ends, is
+    /// killed (`DELETE /sandbox/{id}/processes/{pid}`) or the sandbox ends; no timeout applies.
+    #[serde(default)]
+    pub background: Option<bool>,
 }
 
 /// Result of a synchronous run. `output` and `error` carry no single trailing newline.
@@ -151,11 +157,95 @@ pub struct RunResponse {
     pub duration: u64,
 }
 
+/// `POST /sandbox/{id}/run`: the result of a run, or (with `"background": true`) the process
+/// just started.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[serde(untagged)]
+pub enum RunResult {
+    /// The run ended.
+    Finished(RunResponse),
+    /// With `background`: the process, running.
+    Background(ProcessInfo),
+}
+
+/// A background process of a sandbox.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[schema(examples(json!({
+    "pid": 42,
+    "status": "running",
+    "code": "import http.server ...",
+    "started_at": 1735689600,
+    "exit_code": null
+})))]
+pub struct ProcessInfo {
+    /// The process's pid inside the sandbox (what `os.getpid()` prints in it).
+    pub pid: u32,
+    /// `"running"`, `"exited"` (it ended by itself) or `"killed"` (by a signal, e.g. through
+    /// `DELETE`).
+    #[schema(examples("running", "exited", "killed"))]
+    pub status: String,
+    /// The first 200 characters of its code.
+    pub code: String,
+    /// When it started, in Unix seconds.
+    pub started_at: u64,
+    /// Its exit code once ended (`128 + signal` when killed), `null` while running.
+    pub exit_code: Option<i32>,
+    /// When it ended, in Unix seconds (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+}
+
+/// `GET /sandbox/{id}/processes`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProcessList {
+    /// Running background processes and the most recently ended ones (at most 32), oldest
+    /// first.
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// `GET /sandbox/{id}/processes/{pid}`: the process with its recent output.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+pub struct ProcessDetail {
+    /// The process's pid inside the sandbox.
+    pub pid: u32,
+    /// `"running"`, `"exited"` or `"killed"`.
+    pub status: String,
+    /// The first 200 characters of its code.
+    pub code: String,
+    /// When it started, in Unix seconds.
+    pub started_at: u64,
+    /// Its exit code once ended, `null` while running.
+    pub exit_code: Option<i32>,
+    /// When it ended, in Unix seconds (absent while running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<u64>,
+    /// Its most recent standard output (the last 1 MiB).
+    pub output: String,
+    /// Its most recent standard error (the last 1 MiB), then why it was stopped, if it was.
+    pub error: String,
+    /// `true` when older output was dropped from `output` or `error`.
+    pub truncated: bool,
+}
+
+/// `DELETE /sandbox/{id}/processes/{pid}`: the process and everything it started are gone.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct KillProcessResponse {
+    /// Always `true` (also for a process that had already ended).
+    pub success: bool,
+    /// The process's pid.
+    pub pid: u32,
+}
+
 /// One Server-Sent Event of `/run/stream` (`data: {...}`): output chunks in order, then one
-/// `exit` event.
+/// `exit` event. A background run (and `/processes/{pid}/stream`) starts with a `process` event.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StreamEvent {
+    /// First event of a background run: the process that was started.
+    Process {
+        /// The process's pid inside the sandbox.
+        pid: u32,
+    },
     /// A chunk of standard output.
     Stdout {
         /// The text written (UTF-8; invalid bytes become U+FFFD).

@@ -323,12 +323,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.
     println!("listening on http://{addr}");
+    let closing = control.clone();
     // The peer address feeds the port proxy's `X-Forwarded-For`.
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        // Followers of background processes would otherwise keep the server up forever.
+        closing.begin_shutdown();
+    })
     .await?;
     tracing::info!("shutting down: destroying sandboxes");
     shutdown(control).await;

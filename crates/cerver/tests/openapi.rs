@@ -135,7 +135,7 @@ const ROUTES: &[Route] = &[
         "/sandbox/{id}/run",
         Some("RunRequest"),
         JSON,
-        Some("RunResponse"),
+        Some("RunResult"),
         &[400, 404, 413, 422, 429],
     ),
     route(
@@ -170,6 +170,38 @@ const ROUTES: &[Route] = &[
         None,
         &[400, 401, 406, 413, 415, 429],
     ),
+    route(
+        "get",
+        "/sandbox/{id}/processes",
+        None,
+        JSON,
+        Some("ProcessList"),
+        &[404],
+    ),
+    route(
+        "get",
+        "/sandbox/{id}/processes/{pid}",
+        None,
+        JSON,
+        Some("ProcessDetail"),
+        &[400, 404],
+    ),
+    route(
+        "get",
+        "/sandbox/{id}/processes/{pid}/stream",
+        None,
+        "text/event-stream",
+        Some("StreamEvent"),
+        &[400, 404],
+    ),
+    route(
+        "delete",
+        "/sandbox/{id}/processes/{pid}",
+        None,
+        JSON,
+        Some("KillProcessResponse"),
+        &[400, 404],
+    ),
     // Last: the live-server test calls the routes in this order.
     route(
         "delete",
@@ -188,6 +220,7 @@ const SCHEMAS: &[&str] = &[
     "SandboxInfo",
     "ErrorBody",
     "StreamEvent",
+    "ProcessInfo",
     "CreateSandboxRequest",
     "WriteFileRequest",
 ];
@@ -554,6 +587,21 @@ async fn every_route_answers_as_documented() {
     let s = Server::start();
     let doc = document(&s).await;
     let id = s.sandbox().await;
+    // A background process for the `{pid}` routes (short: its stream ends with `exit`).
+    let (status, process) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "print('hi')", "background": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{process}");
+    assert_conforms(
+        &doc,
+        component(&doc, "ProcessInfo"),
+        &process,
+        "ProcessInfo",
+    );
+    let pid = process["pid"].to_string();
 
     for r in ROUTES {
         // These need a secret that only arrives by email, real package installs (covered by
@@ -573,7 +621,7 @@ async fn every_route_answers_as_documented() {
         }
         let what = format!("{} {}", r.method, r.path);
         let op = operation(&doc, r.method, r.path);
-        let path = r.path.replace("{id}", &id);
+        let path = r.path.replace("{id}", &id).replace("{pid}", &pid);
         let query: Vec<(String, String)> = op["parameters"]
             .as_array()
             .into_iter()
@@ -635,7 +683,7 @@ async fn every_route_answers_as_documented() {
                 continue;
             }
             let method = reqwest::Method::from_bytes(m.to_uppercase().as_bytes()).unwrap();
-            let url = s.url(&path.replace("{id}", &id));
+            let url = s.url(&path.replace("{id}", &id).replace("{pid}", &pid));
             let resp = s.client.request(method, url).send().await.unwrap();
             assert_eq!(
                 resp.status(),

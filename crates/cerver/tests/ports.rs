@@ -451,7 +451,7 @@ ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
 "#;
 
 #[tokio::test]
-#[ignore = "needs containers network"]
+
 async fn a_web_server_in_a_sandbox_is_reachable_through_its_host() {
     let s = Server::start();
     let id = s.sandbox_with(json!({"engine": "containers"})).await;
