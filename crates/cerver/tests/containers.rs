@@ -332,8 +332,13 @@ impl Netns {
                 .success();
             assert!(ok, "{args}");
         };
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let _ = Command::new("ip").args(["link", "del", &host_end]).status();
+        // Leftovers of an earlier, interrupted run (usually absent).
+        for args in [["netns", "del", &name], ["link", "del", &host_end]] {
+            let _ = Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
         sh(&format!("ip netns add {name}"));
         sh(&format!(
             "ip link add {host_end} type veth peer name eth0 netns {name} && \
