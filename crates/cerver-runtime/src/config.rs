@@ -56,7 +56,9 @@ pub struct RuntimeConfig {
     /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
     /// `PATH` at start.
     pub installer: Option<PathBuf>,
-    /// Shared wheel cache: filled by the host only, read-only in sandboxes.
+    /// Shared wheel cache: filled by the host only (by every server on it), read-only in
+    /// sandboxes. Outside the data dir on purpose: a sandbox's init binds it after leaving
+    /// host root, so every directory above it must be traversable (a data dir may be private).
     pub wheelhouse: PathBuf,
     /// Size of a containers sandbox's virtual environment (a tmpfs, so it also counts
     /// against the sandbox's memory limit).
@@ -72,7 +74,7 @@ const MIB: u64 = 1 << 20;
 impl RuntimeConfig {
     pub fn new(data_dir: PathBuf, helper: PathBuf) -> Self {
         RuntimeConfig {
-            wheelhouse: data_dir.join("wheelhouse"),
+            wheelhouse: PathBuf::from("/var/cache/cerver/wheels"),
             data_dir,
             helper,
             rootfs: PathBuf::from("/"),

@@ -100,9 +100,15 @@ impl Runtime {
             return Err("the wheel cache is full".into());
         }
         let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
+        // Next to the wheelhouse (same filesystem, so publishing is a rename), not inside it.
+        let scratch_root = wheelhouse
+            .parent()
+            .unwrap_or(&wheelhouse)
+            .join("fetch");
+        std::fs::create_dir_all(&scratch_root).map_err(|e| format!("scratch dir: {e}"))?;
         let scratch = tempfile::Builder::new()
-            .prefix(".fetch-")
-            .tempdir_in(&cfg.data_dir)
+            .prefix("fetch-")
+            .tempdir_in(&scratch_root)
             .map_err(|e| format!("scratch dir: {e}"))?;
         let out = tokio::time::timeout(
             FETCH_TIMEOUT,
@@ -116,7 +122,7 @@ impl Runtime {
                 .env_clear()
                 .env("HOME", scratch.path())
                 .env("PATH", "/usr/bin:/bin")
-                .env("PIP_CACHE_DIR", cfg.data_dir.join("pip-cache"))
+                .env("PIP_NO_CACHE_DIR", "1") // the wheelhouse is the cache
                 .stdin(std::process::Stdio::null())
                 .kill_on_drop(true)
                 .output(),

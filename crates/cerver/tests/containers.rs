@@ -116,7 +116,7 @@ async fn installs_a_real_package_into_the_sandbox_venv() {
         "`python` is the venv's: {out}"
     );
     // The host fetched the wheel into the shared cache, which the sandbox cannot write.
-    let wheels: Vec<_> = std::fs::read_dir(s.data_dir.join("wheelhouse"))
+    let wheels: Vec<_> = std::fs::read_dir("/var/cache/cerver/wheels")
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -382,4 +382,23 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+#[tokio::test]
+async fn containers_work_under_a_private_data_dir() {
+    // A data dir below a directory only host root may enter (like a 0700 temp dir).
+    let parent = std::env::temp_dir().join(format!("cerver-private-{}", common::rand_suffix()));
+    std::fs::create_dir_all(&parent).unwrap();
+    std::fs::set_permissions(&parent, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let s = Server::start_in(parent.join("data"), &[]);
+    let id = s.sandbox_with(json!({"engine": "containers"})).await;
+    let out = s
+        .output(
+            &id,
+            "import os\nprint(os.access('/opt/cerver/uv', os.X_OK), os.listdir('/opt/cerver/wheels'))",
+        )
+        .await;
+    assert!(out.starts_with("True ["), "{out}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&parent);
 }
