@@ -118,6 +118,11 @@ def test_api_url_and_key_arguments(server: Server, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("CERVER_API_KEY")
     with Sandbox(api_key=server.pro_key, api_url=server.url + "/") as sandbox:
         assert sandbox.run("print(3)").output == "3"
+    # 0.1.0's positional order: api_key, api_url, timeout (seconds, the runs' default).
+    with Sandbox(server.pro_key, server.url, 1) as sandbox:
+        assert sandbox.default_timeout == 1
+        with pytest.raises(TimeoutError):
+            sandbox.run("while True: pass")
 
 
 def test_default_api_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -271,6 +276,9 @@ def test_install_rejected_requirement_raises() -> None:
     with Sandbox() as sandbox:
         with pytest.raises(SandboxError) as caught:
             sandbox.install("six; rm -rf /")
+        assert caught.value.status_code == 400
+        with pytest.raises(SandboxError) as caught:
+            sandbox.install(package="six && curl x")  # 0.1.0's keyword
         assert caught.value.status_code == 400
         with pytest.raises(ValueError):
             sandbox.install()

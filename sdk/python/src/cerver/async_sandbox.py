@@ -350,8 +350,8 @@ class AsyncSandbox:
         except httpx.HTTPError as e:
             raise _core.network_error(e) from e
 
-    async def install(self, *packages: str) -> InstallResult:
-        body = _core.install_body(packages)
+    async def install(self, *packages: str, package: Optional[str] = None) -> InstallResult:
+        body = _core.install_body(packages + ((package,) if package else ()))
         data = await self._request(
             "POST", "/install", json=body, timeout=httpx.Timeout(_core.INSTALL_TIMEOUT, connect=10.0)
         )

@@ -403,14 +403,14 @@ class Sandbox:
         except httpx.HTTPError as e:
             raise _core.network_error(e) from e
 
-    def install(self, *packages: str) -> InstallResult:
+    def install(self, *packages: str, package: Optional[str] = None) -> InstallResult:
         """Install pip packages (``install("pandas", "numpy==1.26.4")`` or
         ``install("pandas numpy")``). A ``workers`` sandbox is upgraded to ``containers``.
 
         The result is truthy on success (0.1.0 returned a bool); a failure raises
         :class:`SandboxError`.
         """
-        body = _core.install_body(packages)
+        body = _core.install_body(packages + ((package,) if package else ()))
         data = self._request(
             "POST", "/install", json=body, timeout=httpx.Timeout(_core.INSTALL_TIMEOUT, connect=10.0)
         )
