@@ -1,10 +1,11 @@
 """Test harness: one real `cerver serve` for the session, on a free loopback port with a
 temporary data dir, and API keys minted with the admin CLI. No mocks.
 
-Tests marked ``needs_containers`` or ``needs_processes`` use server features that are being
-built (pip/port exposure for the containers engine; background processes). While the server
-answers that it lacks them (501 from install, no /processes route) those tests are skipped
-with a reason saying so; set ``CERVER_SDK_STRICT=1`` to run them regardless.
+Tests marked ``needs_containers``, ``needs_ports`` or ``needs_processes`` use server features
+that are being built (pip for the containers engine; port exposure; background processes).
+While the server answers that it lacks them (501 from install or /host, no /processes route)
+those tests are skipped as "pending" with a reason saying so; set ``CERVER_SDK_STRICT=1`` to
+run them regardless.
 """
 
 from __future__ import annotations
@@ -131,7 +132,12 @@ def pending_features(server: Server) -> Dict[str, Optional[str]]:
     install = _probe(server, "containers", "POST", "/install", json={"packages": "six"},
                      timeout=600)
     processes = _probe(server, "workers", "GET", "/processes")
+    host = _probe(server, "containers", "GET", "/host", params={"port": 8080})
     return {
+        "needs_ports": (
+            f"server lacks port exposure (GET /host answers {host.status_code})"
+            if host.status_code == 501 else None
+        ),
         "needs_containers": (
             f"server lacks pip for the containers engine (install answers {install.status_code})"
             if install.status_code == 501 else None
@@ -147,7 +153,7 @@ def pending_features(server: Server) -> Dict[str, Optional[str]]:
 def _skip_pending(request: pytest.FixtureRequest) -> None:
     if os.environ.get("CERVER_SDK_STRICT") == "1":
         return
-    for marker in ("needs_containers", "needs_processes"):
+    for marker in ("needs_containers", "needs_ports", "needs_processes"):
         if request.node.get_closest_marker(marker):
             reason = request.getfixturevalue("pending_features")[marker]
             if reason:

@@ -103,3 +103,14 @@ async def test_async_background_process() -> None:
                 break
             await asyncio.sleep(0.1)
         assert not process.is_running
+
+
+@pytest.mark.needs_processes
+async def test_async_background_process_stream() -> None:
+    async with AsyncSandbox() as sandbox:
+        process = await sandbox.run("print('once')", background=True)
+        events = [e async for e in process.stream()]
+        assert events[0].pid == process.pid
+        assert "".join(e.data for e in events if e.type == "stdout") == "once\n"
+        assert events[-1].type == "exit"
+        assert (await process.wait(timeout=10)).exit_code == 0

@@ -316,7 +316,7 @@ def test_get_host_refused_on_trial(server: Server, mint) -> None:
         assert caught.value.status_code == 403
 
 
-@pytest.mark.needs_containers
+@pytest.mark.needs_ports
 def test_get_host_and_url() -> None:
     with Sandbox(engine="containers") as sandbox:
         host = sandbox.get_host(8080)
@@ -373,3 +373,19 @@ def test_background_process_kill_by_pid_and_unknown_pid() -> None:
         assert _eventually(lambda: not sandbox.processes.get(process.pid).is_running)
         with pytest.raises(NotFoundError):
             sandbox.processes.kill(999_999)
+
+
+@pytest.mark.needs_processes
+def test_background_process_stream() -> None:
+    with Sandbox() as sandbox:
+        process = sandbox.run(
+            "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)",
+            background=True,
+        )
+        events = list(process.stream())
+        assert events[0].type == "process" and events[0].pid == process.pid
+        assert "".join(e.data for e in events if e.type == "stdout") == "0\n1\n2\n"
+        assert events[-1].type == "exit" and events[-1].code == 0
+        process.refresh()
+        assert process.status == "exited" and process.exit_code == 0
+        assert process.ended_at is not None and process.truncated is False

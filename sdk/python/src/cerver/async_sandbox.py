@@ -51,6 +51,7 @@ class AsyncProcess:
         self.pid: int = int(data["pid"])
         self.output: str = ""
         self.error: str = ""
+        self.truncated = False
         self._update(data)
 
     def _update(self, data: Mapping[str, Any]) -> None:
@@ -58,6 +59,9 @@ class AsyncProcess:
         self.code: str = str(data.get("code") or getattr(self, "code", "") or "")
         self.started_at: Optional[int] = data.get("started_at", getattr(self, "started_at", None))
         self.exit_code: Optional[int] = data.get("exit_code")
+        self.ended_at: Optional[int] = data.get("ended_at")
+        if "truncated" in data:
+            self.truncated: bool = bool(data.get("truncated"))
         if "output" in data:
             self.output = str(data.get("output") or "")
         if "error" in data:
@@ -81,6 +85,12 @@ class AsyncProcess:
                 raise TimeoutError(f"process {self.pid} still running after {timeout} s")
             await asyncio.sleep(interval)
         return self
+
+    def stream(self) -> AsyncIterator[StreamEvent]:
+        """Async iterator following the process (see :meth:`cerver.Process.stream`)."""
+        return self._sandbox._sse(
+            "GET", f"/processes/{self.pid}/stream", None, httpx.Timeout(None, connect=10.0)
+        )
 
     async def kill(self) -> bool:
         return await self._sandbox.processes.kill(self.pid)
@@ -328,16 +338,22 @@ class AsyncSandbox:
     ) -> AsyncIterator[StreamEvent]:
         """Async iterator of the run's :class:`StreamEvent` s."""
         timeout = self.default_timeout if timeout is None else timeout
-        sandbox_id = await self._ensure()
         body = _core.run_body(code, envs, timeout)
+        async for event in self._sse("POST", "/run/stream", body, _core.run_http_timeout(timeout)):
+            yield event
+
+    async def _sse(
+        self, method: str, path: str, body: Optional[Dict[str, Any]], timeout: httpx.Timeout
+    ) -> AsyncIterator[StreamEvent]:
+        sandbox_id = await self._ensure()
         parser = _core.SSEParser()
         try:
             async with self._client().stream(
-                "POST",
-                f"/sandbox/{sandbox_id}/run/stream",
+                method,
+                f"/sandbox/{sandbox_id}{path}",
                 json=body,
                 headers={"Accept": "text/event-stream"},
-                timeout=_core.run_http_timeout(timeout),
+                timeout=timeout,
             ) as response:
                 if response.status_code >= 400:
                     await response.aread()

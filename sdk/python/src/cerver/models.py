@@ -31,7 +31,8 @@ class ExecutionResult:
 
 @dataclass
 class StreamEvent:
-    """One event of a streamed run: ``stdout``/``stderr`` chunks in order, then one ``exit``.
+    """One event of a streamed run: ``stdout``/``stderr`` chunks in order, then one ``exit``
+    (a background process's stream starts with a ``process`` event carrying ``pid``).
 
     For output events ``data`` is the text written. The ``exit`` event carries ``code`` (the
     exit code), ``duration`` (ms) and ``error`` when the run was stopped (e.g. "timed out").
@@ -42,6 +43,8 @@ class StreamEvent:
     code: Optional[int] = None
     duration: Optional[int] = None
     error: Optional[str] = None
+    #: The first event of a background process's stream (``type == "process"``) names it.
+    pid: Optional[int] = None
 
     @property
     def exit_code(self) -> Optional[int]:
@@ -60,6 +63,7 @@ class StreamEvent:
             code=data.get("code"),
             duration=data.get("duration"),
             error=data.get("error"),
+            pid=data.get("pid"),
         )
 
 

@@ -45,6 +45,7 @@ class Process:
         self.pid: int = int(data["pid"])
         self.output: str = ""
         self.error: str = ""
+        self.truncated = False
         self._update(data)
 
     def _update(self, data: Mapping[str, Any]) -> None:
@@ -52,6 +53,9 @@ class Process:
         self.code: str = str(data.get("code") or getattr(self, "code", "") or "")
         self.started_at: Optional[int] = data.get("started_at", getattr(self, "started_at", None))
         self.exit_code: Optional[int] = data.get("exit_code")
+        self.ended_at: Optional[int] = data.get("ended_at")
+        if "truncated" in data:
+            self.truncated: bool = bool(data.get("truncated"))
         if "output" in data:
             self.output = str(data.get("output") or "")
         if "error" in data:
@@ -79,6 +83,13 @@ class Process:
                 raise TimeoutError(f"process {self.pid} still running after {timeout} s")
             time.sleep(interval)
         return self
+
+    def stream(self) -> Iterator[StreamEvent]:
+        """Follow the process: a ``process`` event, its buffered output, then live
+        ``stdout``/``stderr`` events until its ``exit``. Leaving the loop leaves it running."""
+        return self._sandbox._sse(
+            "GET", f"/processes/{self.pid}/stream", None, httpx.Timeout(None, connect=10.0)
+        )
 
     def kill(self) -> bool:
         """Kill the process and everything it started."""
@@ -383,16 +394,22 @@ class Sandbox:
         """Run code and yield its :class:`StreamEvent` s as they happen: ``stdout``/``stderr``
         chunks, then one ``exit`` event. Leaving the loop early kills the run."""
         timeout = self.default_timeout if timeout is None else timeout
-        sandbox_id = self._ensure()
         body = _core.run_body(code, envs, timeout)
+        return self._sse("POST", "/run/stream", body, _core.run_http_timeout(timeout))
+
+    def _sse(
+        self, method: str, path: str, body: Optional[Dict[str, Any]], timeout: httpx.Timeout
+    ) -> Iterator[StreamEvent]:
+        """The events of an SSE answer of ``/sandbox/{id}{path}``."""
+        sandbox_id = self._ensure()
         parser = _core.SSEParser()
         try:
             with self._client().stream(
-                "POST",
-                f"/sandbox/{sandbox_id}/run/stream",
+                method,
+                f"/sandbox/{sandbox_id}{path}",
                 json=body,
                 headers={"Accept": "text/event-stream"},
-                timeout=_core.run_http_timeout(timeout),
+                timeout=timeout,
             ) as response:
                 if response.status_code >= 400:
                     response.read()
