@@ -186,7 +186,7 @@ def execution_result(data: Mapping[str, Any]) -> ExecutionResult:
     result = ExecutionResult(
         output=str(data.get("output") or ""),
         error=str(data.get("error") or ""),
-        exit_code=int(data.get("exit_code") if data.get("exit_code") is not None else 0),
+        exit_code=int(data.get("exit_code") or 0),
         duration=int(data.get("duration") or 0),
     )
     if is_timeout(result.error, result.exit_code):

@@ -51,7 +51,7 @@ class AsyncProcess:
         self.pid: int = int(data["pid"])
         self.output: str = ""
         self.error: str = ""
-        self.truncated = False
+        self.truncated: bool = False
         self._update(data)
 
     def _update(self, data: Mapping[str, Any]) -> None:
@@ -61,7 +61,7 @@ class AsyncProcess:
         self.exit_code: Optional[int] = data.get("exit_code")
         self.ended_at: Optional[int] = data.get("ended_at")
         if "truncated" in data:
-            self.truncated: bool = bool(data.get("truncated"))
+            self.truncated = bool(data.get("truncated"))
         if "output" in data:
             self.output = str(data.get("output") or "")
         if "error" in data:
@@ -260,7 +260,8 @@ class AsyncSandbox:
         return str((await self._host(port))["url"])
 
     async def _host(self, port: int) -> Dict[str, Any]:
-        return await self._request("GET", "/host", params={"port": int(port)})
+        data: Dict[str, Any] = await self._request("GET", "/host", params={"port": int(port)})
+        return data
 
     # -- running code ------------------------------------------------------------------------
 

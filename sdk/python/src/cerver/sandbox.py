@@ -45,7 +45,7 @@ class Process:
         self.pid: int = int(data["pid"])
         self.output: str = ""
         self.error: str = ""
-        self.truncated = False
+        self.truncated: bool = False
         self._update(data)
 
     def _update(self, data: Mapping[str, Any]) -> None:
@@ -55,7 +55,7 @@ class Process:
         self.exit_code: Optional[int] = data.get("exit_code")
         self.ended_at: Optional[int] = data.get("ended_at")
         if "truncated" in data:
-            self.truncated: bool = bool(data.get("truncated"))
+            self.truncated = bool(data.get("truncated"))
         if "output" in data:
             self.output = str(data.get("output") or "")
         if "error" in data:
@@ -297,7 +297,8 @@ class Sandbox:
         return str(self._host(port)["url"])
 
     def _host(self, port: int) -> Dict[str, Any]:
-        return self._request("GET", "/host", params={"port": int(port)})
+        data: Dict[str, Any] = self._request("GET", "/host", params={"port": int(port)})
+        return data
 
     # -- running code ------------------------------------------------------------------------
 
