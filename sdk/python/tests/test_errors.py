@@ -20,6 +20,16 @@ from cerver import (
 from conftest import Server
 
 
+def test_exports_superset_of_0_1_0() -> None:
+    assert cerver.__version__ == "0.2.0"
+    assert {"Sandbox", "CerverError", "TimeoutError", "SandboxError", "AuthenticationError"} \
+        <= set(cerver.__all__)
+    from cerver.sandbox import ExecutionResult, Sandbox  # 0.1.0's module paths
+
+    assert Sandbox.DEFAULT_API_URL == "https://api.cerver.ai"
+    assert [f for f in ExecutionResult.__dataclass_fields__] == ["output", "error", "exit_code", "duration"]
+
+
 def test_hierarchy_keeps_0_1_0_names() -> None:
     for name in ("CerverError", "TimeoutError", "SandboxError", "AuthenticationError"):
         assert name in cerver.__all__

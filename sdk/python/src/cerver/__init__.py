@@ -30,9 +30,10 @@ from .models import (
     WriteResult,
 )
 from .sandbox import Files, Process, Processes, Sandbox
+from ._version import __version__
 
-__version__ = "0.2.0"
 __all__ = [
+    "__version__",
     "Sandbox",
     "AsyncSandbox",
     "ExecutionResult",

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
 
 import httpx
 
+from ._version import __version__
 from .exceptions import (
     AuthenticationError,
     CerverError,
@@ -31,7 +32,7 @@ RUN_TIMEOUT_MARGIN: float = 30
 #: Installing packages can take minutes.
 INSTALL_TIMEOUT: float = 600
 
-USER_AGENT = "cerver-python/0.2.0"
+USER_AGENT = f"cerver-python/{__version__}"
 
 
 def resolve_api_key(api_key: Optional[str]) -> Optional[str]:
