@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,11 +62,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server() -> Iterator[Server]:
     if not SERVER_BIN.exists():
         pytest.exit(f"server binary {SERVER_BIN} missing: run `cargo build -p cerver` "
                     "or set CERVER_BIN", returncode=2)
-    base = tmp_path_factory.mktemp("cerver")
+    # Not pytest's tmp_path: that is private to root (0700), and sandboxes of the containers
+    # engine open the data dir's wheel cache as their own user, so every parent must be
+    # traversable (as the Rust harness does it: a directory right under /tmp).
+    base = Path(tempfile.mkdtemp(prefix="cerver-sdk-test-"))
+    base.chmod(0o755)
     data_dir = base / "data"
     log_path = base / "server.log"
     port = _free_port()
@@ -101,6 +107,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if os.environ.get("CERVER_SDK_KEEP_DATA") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"\nserver data and log kept in {base}")
 
 
 @pytest.fixture(scope="session", autouse=True)
