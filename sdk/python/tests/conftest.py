@@ -1,11 +1,9 @@
 """Test harness: one real `cerver serve` for the session, on a free loopback port with a
 temporary data dir, and API keys minted with the admin CLI. No mocks.
 
-Tests marked ``needs_containers``, ``needs_ports`` or ``needs_processes`` use server features
-that are being built (pip for the containers engine; port exposure; background processes).
-While the server answers that it lacks them (501 from install or /host, no /processes route)
-those tests are skipped as "pending" with a reason saying so; set ``CERVER_SDK_STRICT=1`` to
-run them regardless.
+Markers ``needs_containers``, ``needs_ports`` and ``needs_processes`` label the tests that use
+the containers engine (pip, network), port exposure and background processes (select them with
+``-m``); they always run.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import httpx
 import pytest
@@ -125,49 +123,6 @@ def api_env(server: Server) -> Iterator[None]:
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def _probe(server: Server, engine: str, method: str, path: str, **kw: object) -> httpx.Response:
-    with server.http() as http:
-        sid = http.post("/sandbox", json={"engine": engine}).json()["sandbox_id"]
-        try:
-            return http.request(method, f"/sandbox/{sid}{path}", **kw)  # type: ignore[arg-type]
-        finally:
-            http.delete(f"/sandbox/{sid}")
-
-
-@pytest.fixture(scope="session")
-def pending_features(server: Server) -> Dict[str, Optional[str]]:
-    """For each pending feature, why it is missing on this server (None: present)."""
-    install = _probe(server, "containers", "POST", "/install", json={"packages": "six"},
-                     timeout=600)
-    processes = _probe(server, "workers", "GET", "/processes")
-    host = _probe(server, "containers", "GET", "/host", params={"port": 8080})
-    return {
-        "needs_ports": (
-            f"server lacks port exposure (GET /host answers {host.status_code})"
-            if host.status_code == 501 else None
-        ),
-        "needs_containers": (
-            f"server lacks pip for the containers engine (install answers {install.status_code})"
-            if install.status_code == 501 else None
-        ),
-        "needs_processes": (
-            f"server lacks background processes (GET /processes answers {processes.status_code})"
-            if processes.status_code in (404, 405, 501) else None
-        ),
-    }
-
-
-@pytest.fixture(autouse=True)
-def _skip_pending(request: pytest.FixtureRequest) -> None:
-    if os.environ.get("CERVER_SDK_STRICT") == "1":
-        return
-    for marker in ("needs_containers", "needs_ports", "needs_processes"):
-        if request.node.get_closest_marker(marker):
-            reason = request.getfixturevalue("pending_features")[marker]
-            if reason:
-                pytest.skip(f"pending ({marker}): {reason}")
 
 
 @pytest.fixture
