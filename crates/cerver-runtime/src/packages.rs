@@ -101,10 +101,7 @@ impl Runtime {
         }
         let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
         // Next to the wheelhouse (same filesystem, so publishing is a rename), not inside it.
-        let scratch_root = wheelhouse
-            .parent()
-            .unwrap_or(&wheelhouse)
-            .join("fetch");
+        let scratch_root = wheelhouse.parent().unwrap_or(&wheelhouse).join("fetch");
         std::fs::create_dir_all(&scratch_root).map_err(|e| format!("scratch dir: {e}"))?;
         let scratch = tempfile::Builder::new()
             .prefix("fetch-")
