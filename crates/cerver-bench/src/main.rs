@@ -199,7 +199,7 @@ struct Report {
     containers_create: Summary,
     containers_first_run: Summary,
     containers_cold: Summary,
-    /// `six==1.16.0` into a new containers sandbox: first time (host fetch), then cached.
+    /// `six==1.16.0` into a new containers sandbox, then into another (from the wheel cache).
     install_cold: Duration,
     install_cached: Duration,
     pool_fill: Duration,
@@ -272,7 +272,7 @@ async fn bench_server(args: &Args, bare: Vec<Duration>) -> anyhow::Result<Report
         tokio::time::sleep(Duration::from_millis(args.create_gap_ms)).await;
     }
 
-    progress("install: six==1.16.0 into a fresh containers sandbox, twice (cold, then cached)");
+    progress("install: six==1.16.0 into a new containers sandbox, twice");
     let mut installs = Vec::new();
     for _ in 0..2 {
         let (id, _) = warm.create_with(Some("containers")).await?;
@@ -500,7 +500,7 @@ impl Report {
             &self.containers_cold,
         );
         println!(
-            "  containers: install six==1.16.0 in a new sandbox: first {:.0} ms (host fetch), again {:.0} ms (cached)",
+            "  containers: install six==1.16.0 in a new sandbox: {:.0} ms, then {:.0} ms in another (the first\n  fetches the wheel unless the host-wide wheel cache already holds it)",
             self.install_cold.as_secs_f64() * 1000.0,
             self.install_cached.as_secs_f64() * 1000.0
         );
