@@ -663,34 +663,44 @@ impl Control {
     ) -> Result<InstallOutcome, ControlError> {
         let entry = self.get(owner, id)?;
         let requirements = packages::parse(packages, package)?;
-        let (entry, upgraded) = match entry.engine {
-            Engine::Workers => (self.upgrade(&entry).await?, true),
-            Engine::Containers => (entry, false),
-        };
         if self.runtime.installer().is_none() {
             return Err(ControlError::Unavailable(
                 "this server has no package installer (uv); ask its operator to install it".into(),
             ));
         }
+        // One deadline for the whole install, whatever the steps it takes.
+        let deadline = tokio::time::Instant::now() + self.runtime.config().install_timeout;
+        let (entry, upgraded) = match entry.engine {
+            Engine::Workers => (self.upgrade(&entry).await?, true),
+            Engine::Containers => (entry, false),
+        };
         let _permit =
             entry.runs.clone().try_acquire_owned().map_err(|_| {
                 ControlError::Limit("too many runs in progress in this sandbox".into())
             })?;
         // Fast path: everything is already in the shared wheel cache.
-        let offline = self.run_installer(&entry, &requirements, true).await?;
+        let offline = self
+            .run_installer(&entry, &requirements, true, deadline)
+            .await?;
         if offline.exit.exit_code == 0 {
             return Ok(install_outcome(offline, upgraded));
         }
-        match self.runtime.fetch_wheels(&requirements).await {
+        let fetched =
+            tokio::time::timeout_at(deadline, self.runtime.fetch_wheels(&requirements)).await;
+        match fetched.unwrap_or_else(|_| Err("the install's time ran out".into())) {
             Ok(()) => {
-                let offline = self.run_installer(&entry, &requirements, true).await?;
+                let offline = self
+                    .run_installer(&entry, &requirements, true, deadline)
+                    .await?;
                 if offline.exit.exit_code == 0 {
                     return Ok(install_outcome(offline, upgraded));
                 }
             }
             Err(e) => tracing::info!(sandbox.id = %entry.id, "wheel fetch: {e}"),
         }
-        let online = self.run_installer(&entry, &requirements, false).await?;
+        let online = self
+            .run_installer(&entry, &requirements, false, deadline)
+            .await?;
         Ok(install_outcome(online, upgraded))
     }
 
@@ -699,10 +709,14 @@ impl Control {
         entry: &Entry,
         requirements: &[String],
         offline: bool,
+        deadline: tokio::time::Instant,
     ) -> Result<cerver_runtime::run::RunOutput, ControlError> {
         let spec = cerver_runtime::packages::install_spec(requirements, offline);
         let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
-        let timeout = self.runtime.config().install_timeout.min(remaining);
+        let timeout = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(remaining)
+            .max(Duration::from_millis(1));
         let handle = entry.sandbox.start(&spec, None, timeout).await?;
         Ok(handle.collect(MAX_INSTALL_LOG).await)
     }
