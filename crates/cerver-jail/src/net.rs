@@ -171,6 +171,13 @@ fn add_address(
 /// network namespace goes away, so nothing outlives the sandbox, even after a crash.
 pub fn create_veth(net: &Egress, pid: i32) -> Result<(), JailError> {
     let mut rtnl = rtnl::Rtnl::open()?;
+    // The kernel tears a network namespace down asynchronously: the pair of the sandbox that
+    // held this slot before may still exist. The slot (and so the name) is ours now.
+    if let Ok(stale) = nix::net::if_::if_nametoindex(net.host_if.as_str()) {
+        let mut old = LinkMessage::default();
+        old.header.index = stale;
+        let _ = rtnl.request("delete stale veth", RouteNetlinkMessage::DelLink(old), 0);
+    }
     let mut peer = LinkMessage::default();
     peer.attributes
         .push(LinkAttribute::IfName(SANDBOX_IF.into()));
