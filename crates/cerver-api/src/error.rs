@@ -96,9 +96,7 @@ impl From<ControlError> for ApiError {
                 ));
                 e
             }
-            ControlError::NotImplemented(m) => {
-                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
-            }
+            ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             ControlError::Unavailable(m) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             }

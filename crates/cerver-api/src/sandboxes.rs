@@ -199,7 +199,8 @@ pub async fn set_timeout(
         (status = 400, description = "A requirement is not a plain PEP 508 requirement (options, URLs, paths and shell syntax are refused).", body = cerver_types::ErrorBody),
         (status = 404, description = "No such sandbox.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 429, description = "Too many runs in progress in this sandbox.", body = cerver_types::ErrorBody),
+        (status = 409, description = "Upgrading a workers sandbox failed: its workspace could not be carried over (e.g. too large, or an unreadable file).", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox, or it is being upgraded already.", body = cerver_types::ErrorBody),
         (status = 503, description = "This host cannot run the containers engine or has no installer.", body = cerver_types::ErrorBody),
     )
 )]

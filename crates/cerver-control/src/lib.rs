@@ -43,12 +43,18 @@ const MAX_INSTALL_LOG: usize = 64 << 10;
 /// How long packing or unpacking a workspace may take during an upgrade.
 const UPGRADE_STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Run inside the old sandbox: the workspace as a tar stream on stdout.
-const PACK_WORKSPACE: &str = r#"import sys, tarfile
+/// Only the standard library is on its path: the workspace (first on a run's path) is the
+/// user's, and a `tarfile.py` there must not run instead.
+const PACK_WORKSPACE: &str = r#"import sys
+sys.path[:] = [p for p in sys.path if p.startswith("/usr/")]
+import tarfile
 with tarfile.open(fileobj=sys.stdout.buffer, mode="w|") as t:
     t.add("/home/user", arcname=".")
 "#;
 /// Run inside the new sandbox: the tar stream from stdin into the workspace.
-const UNPACK_WORKSPACE: &str = r#"import sys, tarfile
+const UNPACK_WORKSPACE: &str = r#"import sys
+sys.path[:] = [p for p in sys.path if p.startswith("/usr/")]
+import tarfile
 with tarfile.open(fileobj=sys.stdin.buffer, mode="r|") as t:
     t.extractall("/home/user")
 "#;
@@ -101,9 +107,10 @@ pub enum ControlError {
     /// A dependency (e.g. mail delivery) is not available right now.
     #[error("{0}")]
     Unavailable(String),
-    /// The feature needs an engine capability this server does not have yet.
+    /// The request conflicts with the sandbox's state (e.g. its workspace cannot be carried
+    /// over in an upgrade).
     #[error("{0}")]
-    NotImplemented(String),
+    Conflict(String),
     /// Something unexpected (logged with detail, shown bare).
     #[error("internal error: {0}")]
     Internal(String),
@@ -233,12 +240,51 @@ pub struct Control {
     store: Arc<dyn Store>,
     cfg: ControlConfig,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
-    /// Upgrades (workers → containers) run one at a time.
-    upgrades: tokio::sync::Mutex<()>,
+    /// Sandboxes being upgraded (workers → containers); see [`UpgradeClaim`].
+    upgrading: Mutex<HashSet<String>>,
     /// Labels of sandboxes being created (not yet in `sandboxes`); see [`LabelClaim`].
     pending_labels: Mutex<HashSet<String>>,
     /// Becomes true when the server starts shutting down (followers of processes stop).
     closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// A sandbox id held while that sandbox is upgraded, released when dropped.
+struct UpgradeClaim<'a> {
+    control: &'a Control,
+    id: String,
+}
+
+impl<'a> UpgradeClaim<'a> {
+    fn take(control: &'a Control, id: &str) -> Option<UpgradeClaim<'a>> {
+        control
+            .upgrading
+            .lock()
+            .unwrap()
+            .insert(id.to_string())
+            .then(|| UpgradeClaim {
+                control,
+                id: id.to_string(),
+            })
+    }
+}
+
+impl Drop for UpgradeClaim<'_> {
+    fn drop(&mut self) {
+        self.control.upgrading.lock().unwrap().remove(&self.id);
+    }
+}
+
+/// The last line of a sandbox step's error output (or its run error), at most 300 bytes: what
+/// a message to the caller may quote of it.
+fn last_line(stderr: &[u8], error: Option<&str>) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .or(error)
+        .unwrap_or("failed");
+    line.chars().take(300).collect()
 }
 
 /// A label held for a sandbox being created, released when the claim is dropped (by then the
@@ -339,7 +385,7 @@ impl Control {
             store,
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
-            upgrades: tokio::sync::Mutex::new(()),
+            upgrading: Mutex::new(HashSet::new()),
             pending_labels: Mutex::new(HashSet::new()),
             closing: tokio::sync::watch::Sender::new(false),
         });
@@ -520,8 +566,24 @@ impl Control {
         Ok(())
     }
 
+    /// Whether `entry` is still the one registered under its id.
+    fn is_registered(&self, entry: &Arc<Entry>) -> bool {
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .get(&entry.id)
+            .is_some_and(|e| Arc::ptr_eq(e, entry))
+    }
+
     async fn remove(&self, entry: &Entry) {
-        self.sandboxes.lock().unwrap().remove(&entry.id);
+        // Whatever is registered under the id goes: `entry` itself, or the containers sandbox
+        // that an upgrade put in its place after the caller looked it up.
+        let current = self.sandboxes.lock().unwrap().remove(&entry.id);
+        if let Some(current) = current
+            && !std::ptr::eq(Arc::as_ptr(&current), entry)
+        {
+            current.sandbox.destroy().await;
+        }
         if let Err(e) = self
             .store
             .mark_sandbox_deleted(&entry.id, cerver_store::now_ms())
@@ -726,8 +788,13 @@ impl Control {
     /// and unpacked inside the sandboxes as the sandbox user). Processes of the old sandbox
     /// end.
     async fn upgrade(&self, old: &Arc<Entry>) -> Result<Arc<Entry>, ControlError> {
-        let _one_at_a_time = self.upgrades.lock().await;
-        // Another install may have upgraded it while we waited.
+        // One upgrade per sandbox at a time; other sandboxes' upgrades do not wait.
+        let Some(_upgrading) = UpgradeClaim::take(self, &old.id) else {
+            return Err(ControlError::Limit(
+                "this sandbox is being upgraded to containers already".into(),
+            ));
+        };
+        // Another install may have upgraded it just before.
         if let Ok(current) = self.get(&old.owner, &old.id)
             && current.engine == Engine::Containers
         {
@@ -745,10 +812,18 @@ impl Control {
             .await?
             .collect(limit)
             .await;
-        if pack.exit.exit_code != 0 || pack.stdout_truncated {
-            return Err(ControlError::Internal(format!(
-                "could not pack the workspace for the upgrade: {}",
-                String::from_utf8_lossy(&pack.stderr)
+        if !self.is_registered(old) {
+            return Err(ControlError::NotFound); // deleted or expired meanwhile
+        }
+        if pack.stdout_truncated {
+            return Err(ControlError::Conflict(
+                "the workspace is too large to carry over to a containers sandbox".into(),
+            ));
+        }
+        if pack.exit.exit_code != 0 {
+            return Err(ControlError::Conflict(format!(
+                "could not carry the workspace over to a containers sandbox: {}",
+                last_line(&pack.stderr, pack.exit.error.as_deref())
             )));
         }
         let sandbox = self.runtime.create(Engine::Containers).await?;
@@ -763,9 +838,12 @@ impl Control {
             .await;
         if unpack.exit.exit_code != 0 {
             sandbox.destroy().await;
-            return Err(ControlError::Internal(format!(
-                "could not unpack the workspace for the upgrade: {}",
-                String::from_utf8_lossy(&unpack.stderr)
+            if !self.is_registered(old) {
+                return Err(ControlError::NotFound);
+            }
+            return Err(ControlError::Conflict(format!(
+                "could not carry the workspace over to a containers sandbox: {}",
+                last_line(&unpack.stderr, unpack.exit.error.as_deref())
             )));
         }
         let new = Arc::new(Entry {
@@ -784,10 +862,20 @@ impl Control {
             // The old sandbox's processes end with it.
             processes: Default::default(),
         });
-        self.sandboxes
-            .lock()
-            .unwrap()
-            .insert(new.id.clone(), new.clone());
+        // Swap only if the old entry is still the registered one: a delete or the reaper may
+        // have removed it meanwhile, and the new sandbox must not outlive that.
+        let swapped = {
+            let mut map = self.sandboxes.lock().unwrap();
+            let current = map.get(&old.id).is_some_and(|e| Arc::ptr_eq(e, old));
+            if current {
+                map.insert(new.id.clone(), new.clone());
+            }
+            current
+        };
+        if !swapped {
+            new.sandbox.destroy().await;
+            return Err(ControlError::NotFound);
+        }
         if let Err(e) = self
             .store
             .set_sandbox_engine(&new.id, Engine::Containers.as_str())

@@ -402,3 +402,90 @@ async fn containers_work_under_a_private_data_dir() {
     drop(s);
     let _ = std::fs::remove_dir_all(&parent);
 }
+
+#[tokio::test]
+async fn an_upgrade_is_safe_from_the_workspace_it_carries() {
+    let s = Server::start();
+    // A module shadowing the one the upgrade uses to pack the workspace: it must not run.
+    let id = s.sandbox().await;
+    let (status, _) = s
+        .post(
+            &format!("/sandbox/{id}/files"),
+            json!({"path": "tarfile.py", "content": "raise SystemExit('hijacked')"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/install"),
+            json!({"package": "six==1.16.0"}),
+        )
+        .await;
+    assert_eq!((status, v["upgraded"].as_bool()), (200, Some(true)), "{v}");
+    let out = s.output(&id, "print(open('tarfile.py').read())").await;
+    assert_eq!(out.trim(), "raise SystemExit('hijacked')");
+
+    // A workspace that cannot be packed (a file its user cannot read): a 409 that says so,
+    // and the sandbox stays as it was.
+    let id = s.sandbox().await;
+    s.output(
+        &id,
+        "import os\nopen('secret', 'w').write('x')\nos.chmod('secret', 0)",
+    )
+    .await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/install"),
+            json!({"package": "six==1.16.0"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("workspace"), "{v}");
+    let (_, info) = s.get(&format!("/sandbox/{id}")).await;
+    assert_eq!(info["engine"], "workers");
+    assert_eq!(s.output(&id, "print(6 * 7)").await.trim(), "42");
+}
+
+#[tokio::test]
+async fn deleting_during_an_upgrade_leaves_nothing_behind() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // Enough workspace for the upgrade to take a moment.
+    s.output(&id, "open('big', 'wb').write(b'x' * (64 << 20))")
+        .await;
+    let before = common::sandbox_cgroups(&s.cgroup_dir()).len();
+    let install = {
+        let client = s.client.clone();
+        let url = s.url(&format!("/sandbox/{id}/install"));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&json!({"package": "six==1.16.0"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (status, _) = s.delete(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 200);
+    let install_status = install.await.unwrap();
+    assert!(
+        [200, 404].contains(&install_status),
+        "install answered {install_status}"
+    );
+    let (status, _) = s.get(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 404, "a deleted sandbox must stay deleted");
+    let (_, list) = s.get("/sandboxes").await;
+    assert_eq!(
+        list["sandboxes"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
+    // Neither the old nor the new sandbox is left running (the pool may refill meanwhile).
+    wait_until("the sandboxes of the upgrade to be gone", || {
+        common::sandbox_cgroups(&s.cgroup_dir()).len() < before
+    });
+}

@@ -92,7 +92,7 @@ const ROUTES: &[Route] = &[
         Some("InstallRequest"),
         JSON,
         Some("InstallResponse"),
-        &[400, 404, 422, 429, 503],
+        &[400, 404, 409, 422, 429, 503],
     ),
     route(
         "get",
