@@ -636,10 +636,7 @@ impl Control {
         .collect();
         if entry.engine == Engine::Containers {
             // As in an activated venv: `python`, `pip`-installed scripts come from it.
-            env.insert(
-                "PATH".into(),
-                "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin".into(),
-            );
+            env.insert("PATH".into(), cerver_runtime::packages::VENV_PATH.into());
             env.insert("VIRTUAL_ENV".into(), cerver_runtime::packages::VENV.into());
         }
         env.extend(entry.envs.iter().map(|(k, v)| (k.clone(), v.clone())));

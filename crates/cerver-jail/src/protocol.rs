@@ -62,6 +62,8 @@ pub struct JailConfig {
 /// The sandbox's virtual environment (containers engine): its `bin/python` is the sandbox's
 /// interpreter, its site-packages are on every run's path.
 pub const VENV: &str = "/opt/venv";
+/// `PATH` in a containers sandbox: the venv's `bin` first, as in an activated venv.
+pub const VENV_PATH: &str = "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin";
 /// Where the installer binary is bound (read-only).
 pub const INSTALLER: &str = "/opt/cerver/uv";
 /// Where the shared wheel cache is bound (read-only; only the host writes it).

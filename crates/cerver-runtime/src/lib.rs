@@ -109,10 +109,26 @@ impl Runtime {
         if let Err(reason) = &egress {
             tracing::warn!("containers engine unavailable: {reason}");
         }
-        let installer = cfg.installer.clone().or_else(|| find_on_path("uv"));
+        let installer = cfg
+            .installer
+            .clone()
+            .or_else(|| find_on_path("uv"))
+            .filter(|path| {
+                // A sandbox's init binds it after leaving host root: every directory above it
+                // must be open to everyone (e.g. not under a 0700 home), or every containers
+                // sandbox would fail to start.
+                let reachable = packages::reachable_by_anyone(path);
+                if !reachable {
+                    tracing::warn!(
+                        installer = %path.display(),
+                        "the installer is not readable and executable by every user; not using it"
+                    );
+                }
+                reachable
+            });
         match &installer {
             Some(path) => tracing::info!(installer = %path.display(), "package installer"),
-            None => tracing::warn!("no `uv` found: package installs will fail"),
+            None => tracing::warn!("no usable `uv` found: package installs will fail"),
         }
         std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
             RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))

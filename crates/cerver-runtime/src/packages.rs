@@ -11,11 +11,11 @@
 //! network at all) → host fetch into the wheelhouse, then offline again → online from the
 //! index inside the sandbox (source-only packages, anything pip could not fetch as a wheel).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-pub use cerver_jail::protocol::VENV;
 use cerver_jail::protocol::{INSTALLER, RunSpec, WHEELHOUSE};
+pub use cerver_jail::protocol::{VENV, VENV_PATH};
 
 use crate::Runtime;
 
@@ -61,7 +61,7 @@ fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
 fn install_env() -> std::collections::BTreeMap<String, String> {
     [
         ("HOME", "/home/user"),
-        ("PATH", "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin"),
+        ("PATH", VENV_PATH),
         ("VIRTUAL_ENV", VENV),
         ("TMPDIR", "/tmp"),
         ("UV_NO_CACHE", "1"),
@@ -136,6 +136,16 @@ impl Runtime {
                     .unwrap_or("failed")
             ));
         }
+        // The cap holds for what this fetch adds too (a single fetch may be large).
+        let fetched = tokio::task::spawn_blocking({
+            let dir = scratch.path().to_path_buf();
+            move || dir_size(&dir)
+        })
+        .await
+        .unwrap_or(u64::MAX);
+        if used.saturating_add(fetched) > cfg.max_wheelhouse_bytes {
+            return Err("these wheels would overfill the wheel cache".into());
+        }
         // Publish each wheel with a rename, so a sandbox never sees a partial file.
         let mut entries = tokio::fs::read_dir(scratch.path())
             .await
@@ -150,7 +160,25 @@ impl Runtime {
     }
 }
 
-fn dir_size(dir: &PathBuf) -> u64 {
+/// Whether `path` is an absolute path to a file every user may read and execute, through
+/// directories every user may enter.
+pub fn reachable_by_anyone(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.is_absolute() {
+        return false;
+    }
+    let Ok(file) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !file.is_file() || file.permissions().mode() & 0o005 != 0o005 {
+        return false;
+    }
+    path.ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -165,6 +193,28 @@ fn dir_size(dir: &PathBuf) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_venv_path_starts_with_the_venv() {
+        assert!(VENV_PATH.starts_with(&format!("{VENV}/bin:")));
+    }
+
+    #[test]
+    fn the_installer_must_be_reachable_by_every_user() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("uv");
+        std::fs::write(&bin, "").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(reachable_by_anyone(&bin));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!reachable_by_anyone(&bin), "a private directory above it");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(!reachable_by_anyone(&bin), "not executable by others");
+        assert!(!reachable_by_anyone(Path::new("uv")), "relative");
+    }
 
     #[test]
     fn requirements_come_after_the_option_terminator() {
