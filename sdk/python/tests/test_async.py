@@ -75,6 +75,8 @@ async def test_async_connect_kill_and_errors() -> None:
         assert await again.kill() is True
         with pytest.raises(NotFoundError):
             await first.run("print(1)")
+        with pytest.raises(SandboxError):  # a killed object never makes a new sandbox
+            await again.run("print(1)")
     finally:
         await first.close()
     with pytest.raises(AuthenticationError):

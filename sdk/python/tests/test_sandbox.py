@@ -99,6 +99,16 @@ def test_list_connect_kill(server: Server) -> None:
         assert a.sandbox_id not in {s.sandbox_id for s in Sandbox.list()}
         with pytest.raises(NotFoundError):
             a.run("print(1)")
+        # A killed sandbox object never creates a new sandbox behind the caller's back.
+        count = len(Sandbox.list())
+        with pytest.raises(SandboxError):
+            again.run("print(1)")
+        with pytest.raises(SandboxError):
+            again.files.list()
+        assert len(Sandbox.list()) == count
+        again.create()  # unless asked to
+        assert again.run("print(2)").output == "2"
+        again.kill()
     finally:
         a.close()
         b.close()

@@ -196,6 +196,7 @@ class AsyncSandbox:
         data = await self._call("POST", "/sandbox", json=body)
         self._info = SandboxInfo.from_json(data)
         self.sandbox_id = self._info.sandbox_id
+        self._killed = False
         return self.sandbox_id
 
     @classmethod
@@ -231,6 +232,7 @@ class AsyncSandbox:
         if not self.sandbox_id:
             return False
         sandbox_id, self.sandbox_id = self.sandbox_id, None
+        self._killed = True
         try:
             await self._call("DELETE", f"/sandbox/{sandbox_id}")
         except NotFoundError:
@@ -396,6 +398,9 @@ class AsyncSandbox:
 
     async def _ensure(self) -> str:
         if not self.sandbox_id:
+            if getattr(self, "_killed", False):
+                # Never a new sandbox behind the caller's back (it would take a plan slot).
+                raise SandboxError("this sandbox was killed; create a new one")
             await self.create()
         assert self.sandbox_id is not None
         return self.sandbox_id

@@ -224,6 +224,7 @@ class Sandbox:
         data = self._call("POST", "/sandbox", json=body)
         self._info = SandboxInfo.from_json(data)
         self.sandbox_id = self._info.sandbox_id
+        self._killed = False
         return self.sandbox_id
 
     @classmethod
@@ -263,6 +264,7 @@ class Sandbox:
         if not self.sandbox_id:
             return False
         sandbox_id, self.sandbox_id = self.sandbox_id, None
+        self._killed = True
         try:
             self._call("DELETE", f"/sandbox/{sandbox_id}")
         except NotFoundError:
@@ -456,6 +458,9 @@ class Sandbox:
 
     def _ensure(self) -> str:
         if not self.sandbox_id:
+            if getattr(self, "_killed", False):
+                # Never a new sandbox behind the caller's back (it would take a plan slot).
+                raise SandboxError("this sandbox was killed; create a new one")
             self.create()
         assert self.sandbox_id is not None
         return self.sandbox_id
