@@ -282,6 +282,26 @@ fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(line)
 }
 
+/// The pid a background run's leader reported as its first status line, or why the run did
+/// not start: a fork that failed with `EAGAIN` means the sandbox is at its process limit.
+fn pid_from_start(first: Option<RunStatus>, sandbox_alive: bool) -> Result<i32, RuntimeError> {
+    match first {
+        Some(RunStatus { pid: Some(pid), .. }) => Ok(pid),
+        Some(RunStatus {
+            error: Some(e),
+            errno: Some(errno),
+            ..
+        }) if errno == rustix::io::Errno::AGAIN.raw_os_error() => {
+            Err(RuntimeError::ProcessLimit(e))
+        }
+        Some(RunStatus { error: Some(e), .. }) => Err(RuntimeError::CannotStart(e)),
+        _ if !sandbox_alive => Err(RuntimeError::Gone),
+        _ => Err(RuntimeError::CannotStart(
+            "the process did not start".into(),
+        )),
+    }
+}
+
 impl Sandbox {
     /// Starts `spec` as a background process: it runs until it ends, is killed, or the
     /// sandbox ends. Returns it with a subscription to its live events from the very start.
@@ -294,23 +314,19 @@ impl Sandbox {
         let started =
             tokio::time::timeout(START_TIMEOUT, read_line(&mut run.status, &mut status_buf)).await;
         let first = match started {
-            Ok(true) => take_line(&mut status_buf).and_then(|l| parse_status(&l)),
-            Ok(false) => None,
-            Err(_) => {
-                let _ = self.send(&ZygoteRequest::Kill { id: run.id }, &[]).await;
-                return Err(RuntimeError::CannotStart(
-                    "the process did not start in time".into(),
-                ));
-            }
+            Ok(true) => Ok(take_line(&mut status_buf).and_then(|l| parse_status(&l))),
+            Ok(false) => Ok(None),
+            Err(_) => Err(RuntimeError::CannotStart(
+                "the process did not start in time".into(),
+            )),
         };
-        let pid = match first {
-            Some(RunStatus { pid: Some(pid), .. }) => pid,
-            Some(RunStatus { error: Some(e), .. }) => return Err(RuntimeError::CannotStart(e)),
-            _ if !self.is_alive() => return Err(RuntimeError::Gone),
-            _ => {
-                return Err(RuntimeError::CannotStart(
-                    "the process did not start".into(),
-                ));
+        let pid = match first.and_then(|status| pid_from_start(status, self.is_alive())) {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Whatever state the run is in (never forked, forked but silent, or a leader
+                // that wrote garbage), nothing of it may outlive this failed start.
+                let _ = self.send(&ZygoteRequest::Kill { id: run.id }, &[]).await;
+                return Err(e);
             }
         };
         let (live, receiver) = broadcast::channel(LIVE_EVENTS);
