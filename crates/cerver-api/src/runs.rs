@@ -203,7 +203,8 @@ pub async fn run_stream(
             .await?;
         let pid = process.process.pid() as u32;
         let closing = st.control.closing();
-        let events = crate::processes::events(pid, Default::default(), None, Some(live), closing);
+        let events =
+            crate::processes::events(pid, Default::default(), None, Some(live), closing, None);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());

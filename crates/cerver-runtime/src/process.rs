@@ -177,8 +177,16 @@ impl Process {
         self.pid
     }
 
+    /// Whether main still runs (what the API calls `running`).
     pub fn is_running(&self) -> bool {
         self.state.lock().unwrap().status == ProcessStatus::Running
+    }
+
+    /// Whether every pipe of the process has closed: nothing it started can write any more,
+    /// so its buffers no longer change. Until then, even after main has ended, it is still
+    /// reading output (a child may have inherited main's stdout).
+    pub fn is_drained(&self) -> bool {
+        *self.drained.borrow()
     }
 
     pub fn snapshot(&self) -> ProcessSnapshot {

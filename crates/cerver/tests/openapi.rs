@@ -192,7 +192,7 @@ const ROUTES: &[Route] = &[
         None,
         "text/event-stream",
         Some("StreamEvent"),
-        &[400, 404],
+        &[400, 404, 429],
     ),
     route(
         "delete",
