@@ -135,8 +135,12 @@ impl From<RuntimeError> for ApiError {
                 "not_found",
                 "the sandbox is no longer running",
             ),
-            e @ RuntimeError::CannotStart(_) => {
+            e @ RuntimeError::ProcessLimit(_) => {
                 ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", e.to_string())
+            }
+            // Not the caller's doing and not a limit: retrying later may work.
+            e @ RuntimeError::CannotStart(_) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "cannot_start", e.to_string())
             }
             RuntimeError::Create(m) => {
                 tracing::error!("sandbox creation failed: {m}");
@@ -201,4 +205,28 @@ fn html_escape(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_process_limit_is_a_limit() {
+        let e = ApiError::from(RuntimeError::ProcessLimit(
+            "[Errno 11] Resource temporarily unavailable".into(),
+        ));
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(e.code, "limit_exceeded");
+        assert!(e.message.contains("process limit"), "{}", e.message);
+        for cause in [
+            "the process did not start in time",
+            "could not start a run process",
+        ] {
+            let e = ApiError::from(RuntimeError::CannotStart(cause.into()));
+            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{cause}");
+            assert_eq!(e.code, "cannot_start", "{cause}");
+            assert!(e.message.contains(cause), "{}", e.message);
+        }
+    }
 }

@@ -11,10 +11,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::{Extension, Json};
 use cerver_control::processes::BackgroundProcess;
 use cerver_control::{Caller, unix};
-use cerver_runtime::{RunEvent, RunExit};
+use cerver_runtime::{ProcessOutput, RunEvent, RunExit};
 use cerver_types::{KillProcessResponse, ProcessDetail, ProcessInfo, ProcessList, StreamEvent};
 use futures::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -53,15 +53,18 @@ fn exit_event(exit: &RunExit) -> StreamEvent {
     }
 }
 
-/// The SSE events of a background process: a `process` event, `replay` (buffered output),
-/// then either `exit` (already ended) or the live events until it ends.
-/// The stream also ends when the server starts shutting down (`closing`).
+/// The SSE events of a background process: a `process` event, its buffered output (`replay`,
+/// raw bytes), then either `exit` (already ended) or the live events until it ends. The replay
+/// goes through the same UTF-8 decoders as the live chunks that continue it, so a character
+/// split between the two arrives whole. The stream also ends when the server starts shutting
+/// down (`closing`); `permit` (a follower slot) is held until the stream is dropped.
 pub(crate) fn events(
     pid: u32,
-    replay: Vec<StreamEvent>,
+    replay: ProcessOutput,
     exit: Option<RunExit>,
     live: Option<broadcast::Receiver<RunEvent>>,
     closing: watch::Receiver<bool>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     struct S {
         queued: VecDeque<StreamEvent>,
@@ -69,18 +72,32 @@ pub(crate) fn events(
         out: Utf8Stream,
         err: Utf8Stream,
         closing: watch::Receiver<bool>,
+        _permit: Option<OwnedSemaphorePermit>,
     }
-    let mut queued: VecDeque<StreamEvent> = VecDeque::from([StreamEvent::Process { pid }]);
-    queued.extend(replay);
+    let mut out = Utf8Stream::default();
+    let mut err = Utf8Stream::default();
+    let mut queued: VecDeque<StreamEvent> = VecDeque::from([
+        StreamEvent::Process { pid },
+        StreamEvent::Stdout {
+            data: out.push(&replay.stdout),
+        },
+        StreamEvent::Stderr {
+            data: err.push(&replay.stderr),
+        },
+    ]);
     if let Some(exit) = &exit {
+        queued.push_back(StreamEvent::Stdout { data: out.finish() });
+        queued.push_back(StreamEvent::Stderr { data: err.finish() });
         queued.push_back(exit_event(exit));
     }
+    queued.retain(|ev| !is_empty_output(ev));
     let state = S {
         queued,
         live: if exit.is_some() { None } else { live },
-        out: Utf8Stream::default(),
-        err: Utf8Stream::default(),
+        out,
+        err,
         closing,
+        _permit: permit,
     };
     // Dropping the stream (client gone) only drops the subscription: the process runs on.
     futures::stream::unfold(state, |mut s| async move {
@@ -115,9 +132,13 @@ pub(crate) fn events(
                 // The process is gone with its sandbox.
                 Err(broadcast::error::RecvError::Closed) => s.live = None,
             }
-            s.queued.retain(|ev| !matches!(ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty()));
+            s.queued.retain(|ev| !is_empty_output(ev));
         }
     })
+}
+
+fn is_empty_output(ev: &StreamEvent) -> bool {
+    matches!(ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty())
 }
 
 #[utoipa::path(
@@ -196,7 +217,7 @@ pub async fn get(
     tag = "processes",
     operation_id = "stream_process",
     summary = "Follow a background process as Server-Sent Events",
-    description = "A `process` event, the buffered output (its last 1 MiB: `stdout`, then `stderr`), then live `stdout`/`stderr` events until it ends with `exit` (at once for an ended process). Closing the connection leaves the process running. A client that falls more than 16 chunks behind misses chunks (they stay in the buffer).",
+    description = "A `process` event, the buffered output (its last 1 MiB: `stdout`, then `stderr`), then live `stdout`/`stderr` events until it ends with `exit` (at once for an ended process). Closing the connection leaves the process running. A client that falls more than 16 chunks behind misses chunks (they stay in the buffer). At most 16 clients follow a sandbox's processes at once.",
     params(
         ("id" = String, Path, description = "The sandbox's `sandbox_id`."),
         ("pid" = String, Path, description = "The process's pid (a positive integer)."),
@@ -205,6 +226,7 @@ pub async fn get(
         (status = 200, description = "A `text/event-stream` whose every `data:` line is a JSON `StreamEvent`.", content_type = "text/event-stream", body = cerver_types::StreamEvent),
         (status = 400, description = "The pid is not a positive integer.", body = cerver_types::ErrorBody),
         (status = 404, description = "No such sandbox, or no such process in it.", body = cerver_types::ErrorBody),
+        (status = 429, description = "16 clients already follow this sandbox's processes.", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn stream(
@@ -213,22 +235,17 @@ pub async fn stream(
     Path((id, pid)): Path<(String, String)>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let pid = parse_pid(&pid)?;
-    let p = st.control.process(&caller.user.id, &id, pid)?;
+    let (p, permit) = st.control.follow_process(&caller.user.id, &id, pid)?;
     let follow = p.process.follow();
-    let mut replay = Vec::new();
-    for (bytes, stdout) in [(follow.output.stdout, true), (follow.output.stderr, false)] {
-        if bytes.is_empty() {
-            continue;
-        }
-        let data = String::from_utf8_lossy(&bytes).into_owned();
-        replay.push(if stdout {
-            StreamEvent::Stdout { data }
-        } else {
-            StreamEvent::Stderr { data }
-        });
-    }
     let closing = st.control.closing();
-    let events = events(pid as u32, replay, follow.exit, follow.live, closing);
+    let events = events(
+        pid as u32,
+        follow.output,
+        follow.exit,
+        follow.live,
+        closing,
+        Some(permit),
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 

@@ -74,8 +74,9 @@ fn trim_one_newline(mut s: String) -> String {
         (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running (one counts until everything it started has closed its output), or the sandbox is at its process limit.", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
+        (status = 503, description = "(background) The process could not be started for another reason, e.g. it did not start in time (`cannot_start`); retry later.", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn run(
@@ -183,8 +184,9 @@ pub(crate) fn sse(ev: &StreamEvent) -> Result<Event, Infallible> {
         (status = 404, description = "No such sandbox (or it has ended).", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
-        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many runs in progress in this sandbox, or (background) 16 background processes already running (one counts until everything it started has closed its output), or the sandbox is at its process limit.", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
+        (status = 503, description = "(background) The process could not be started for another reason, e.g. it did not start in time (`cannot_start`); retry later.", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn run_stream(
@@ -201,7 +203,8 @@ pub async fn run_stream(
             .await?;
         let pid = process.process.pid() as u32;
         let closing = st.control.closing();
-        let events = crate::processes::events(pid, Default::default(), None, Some(live), closing);
+        let events =
+            crate::processes::events(pid, Default::default(), None, Some(live), closing, None);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response());

@@ -5,19 +5,26 @@
 //! most recently ended ones; when the kernel reuses the pid of an ended entry, that entry goes.
 
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use cerver_runtime::{Process, RunEvent};
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
 use crate::{Control, ControlError, Entry, MAX_CODE_BYTES, RunParams, validate_env};
 
-/// Most background processes running at once in one sandbox (more: a `Limit` error).
+/// Most background processes running at once in one sandbox (more: a `Limit` error). A
+/// process counts until its output is drained: until everything it started has closed the
+/// stdout and stderr it inherited, not just until main exits (each holds 2 × 1 MiB of rings
+/// for as long as something may write to them).
 pub const MAX_RUNNING_PROCESSES: usize = 16;
-/// Most ended processes remembered per sandbox (the oldest ended are forgotten first).
+/// Most ended (and drained) processes remembered per sandbox (the oldest ended are forgotten
+/// first).
 pub const MAX_ENDED_PROCESSES: usize = 32;
-/// Most output bytes that ended processes may hold together per sandbox (running ones hold at
-/// most 2 × 1 MiB each); past it, the oldest ended are forgotten.
+/// Most output bytes that ended, drained processes may hold together per sandbox (running ones
+/// hold at most 2 × 1 MiB each); past it, the oldest ended are forgotten.
 pub const MAX_ENDED_OUTPUT_BYTES: usize = 8 << 20;
+/// Most clients following a sandbox's processes at once (`/processes/{pid}/stream`).
+pub const MAX_FOLLOWERS: usize = 16;
 /// How much of the code a process object shows.
 pub const CODE_PREVIEW_CHARS: usize = 200;
 
@@ -30,41 +37,70 @@ pub struct BackgroundProcess {
 }
 
 /// The background processes of one sandbox, oldest first.
-#[derive(Default)]
 pub struct ProcessTable {
     inner: Mutex<Table>,
+    /// One permit per follower (an SSE stream of a process), held for the stream's life.
+    followers: Arc<Semaphore>,
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        ProcessTable {
+            inner: Default::default(),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Table {
     list: Vec<BackgroundProcess>,
+    /// Entries replaced by a newer process with the same pid (the kernel reused it) while
+    /// something they started still writes: no longer visible, still counted and buffering,
+    /// until drained.
+    shadowed: Vec<Arc<Process>>,
     /// Starts in progress: they count against the running limit.
     starting: usize,
 }
 
 impl Table {
+    /// Processes that count against [`MAX_RUNNING_PROCESSES`]: those not yet drained.
     fn running(&self) -> usize {
-        self.list.iter().filter(|p| p.process.is_running()).count()
+        self.list
+            .iter()
+            .map(|p| &p.process)
+            .chain(&self.shadowed)
+            .filter(|p| !p.is_drained())
+            .count()
     }
 
-    /// Forgets the oldest ended entries beyond the count and byte bounds.
+    /// Forgets the oldest ended entries beyond the count and byte bounds. Only drained entries
+    /// are forgotten (an undrained one still counts as running, and its buffers still change):
+    /// nothing the table lets go of keeps buffering.
     fn prune(&mut self) {
+        self.shadowed.retain(|p| !p.is_drained());
         loop {
-            let mut ended: Vec<(std::time::SystemTime, usize, usize)> = self
-                .list
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    let snap = p.process.snapshot();
-                    snap.ended_at.map(|t| (t, i, p.process.buffered_bytes()))
-                })
-                .collect();
-            let bytes: usize = ended.iter().map(|e| e.2).sum();
-            if ended.len() <= MAX_ENDED_PROCESSES && bytes <= MAX_ENDED_OUTPUT_BYTES {
+            let mut ended = 0;
+            let mut bytes = 0;
+            let mut oldest: Option<(SystemTime, usize)> = None;
+            for (i, p) in self.list.iter().enumerate() {
+                let Some(ended_at) = p.process.snapshot().ended_at else {
+                    continue;
+                };
+                ended += 1;
+                if !p.process.is_drained() {
+                    continue;
+                }
+                bytes += p.process.buffered_bytes();
+                if oldest.is_none_or(|(t, _)| ended_at < t) {
+                    oldest = Some((ended_at, i));
+                }
+            }
+            if ended <= MAX_ENDED_PROCESSES && bytes <= MAX_ENDED_OUTPUT_BYTES {
                 return;
             }
-            ended.sort_by_key(|e| e.0);
-            self.list.remove(ended[0].1);
+            let Some((_, i)) = oldest else { return };
+            self.list.remove(i);
         }
     }
 }
@@ -84,7 +120,8 @@ impl ProcessTable {
         if t.running() + t.starting >= MAX_RUNNING_PROCESSES {
             return Err(ControlError::Limit(format!(
                 "this sandbox already runs {MAX_RUNNING_PROCESSES} background processes, the \
-                 maximum; stop one first (DELETE /sandbox/{{id}}/processes/{{pid}})"
+                 maximum (one counts until everything it started has closed its output); stop \
+                 one first (DELETE /sandbox/{{id}}/processes/{{pid}})"
             )));
         }
         t.starting += 1;
@@ -94,7 +131,11 @@ impl ProcessTable {
     fn insert(&self, p: BackgroundProcess) {
         let mut t = self.inner.lock().unwrap();
         let pid = p.process.pid();
-        t.list.retain(|old| old.process.pid() != pid);
+        let (reused, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut t.list)
+            .into_iter()
+            .partition(|old| old.process.pid() == pid);
+        t.list = kept;
+        t.shadowed.extend(reused.into_iter().map(|old| old.process));
         t.list.push(p);
         t.prune();
     }
@@ -109,6 +150,16 @@ impl ProcessTable {
     pub fn get(&self, pid: i32) -> Option<BackgroundProcess> {
         let t = self.inner.lock().unwrap();
         t.list.iter().find(|p| p.process.pid() == pid).cloned()
+    }
+
+    /// A follower's slot, held for as long as it follows.
+    fn follower(&self) -> Result<OwnedSemaphorePermit, ControlError> {
+        self.followers.clone().try_acquire_owned().map_err(|_| {
+            ControlError::Limit(format!(
+                "this sandbox's processes already have {MAX_FOLLOWERS} followers, the maximum; \
+                 close one first"
+            ))
+        })
     }
 }
 
@@ -176,6 +227,22 @@ impl Control {
             .processes
             .get(pid)
             .ok_or(ControlError::ProcessNotFound(pid))
+    }
+
+    /// One background process of the sandbox, to follow: with a follower slot of the
+    /// sandbox (at most [`MAX_FOLLOWERS`] at once), to hold for as long as it is followed.
+    pub fn follow_process(
+        &self,
+        owner: &str,
+        id: &str,
+        pid: i32,
+    ) -> Result<(BackgroundProcess, OwnedSemaphorePermit), ControlError> {
+        let entry = self.get(owner, id)?;
+        let process = entry
+            .processes
+            .get(pid)
+            .ok_or(ControlError::ProcessNotFound(pid))?;
+        Ok((process, entry.processes.follower()?))
     }
 
     /// Kills a background process and everything it started; succeeds for one that has

@@ -198,6 +198,10 @@ pub struct RunStatus {
     /// The run could not be started.
     #[serde(default)]
     pub error: Option<String>,
+    /// With `error`: the errno of the failed call, when it was a system call (`EAGAIN` from a
+    /// fork: the sandbox is at its process limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
 }
 
 /// Exit codes of file operations (RunSpec other than Code), with a JSON `{"error": ...}` on

@@ -588,7 +588,7 @@ def serve():
                 try:
                     start_run(int(req["id"]), fds, bool(req.get("report_pid")))
                 except OSError as e:
-                    _write_status(fds[4], {"error": str(e)})
+                    _write_status(fds[4], {"error": str(e), "errno": e.errno})
                 for fd in fds:
                     os.close(fd)
                 fds = []

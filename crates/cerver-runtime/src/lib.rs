@@ -43,9 +43,13 @@ pub enum RuntimeError {
     /// The sandbox has been destroyed or died.
     #[error("the sandbox is no longer running")]
     Gone,
-    /// The sandbox could not start a process (e.g. it is at its process limit).
+    /// The sandbox could not start a process: it did not start in time, or the zygote failed
+    /// for a reason other than the process limit.
     #[error("the sandbox could not start the process: {0}")]
     CannotStart(String),
+    /// The sandbox is at its process limit (a fork failed with `EAGAIN`).
+    #[error("the sandbox is at its process limit: {0}")]
+    ProcessLimit(String),
     /// A path given to a file operation is not acceptable.
     #[error("{0}")]
     BadPath(String),

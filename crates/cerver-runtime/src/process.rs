@@ -26,6 +26,9 @@ pub const OUTPUT_RING_BYTES: usize = 1 << 20;
 /// Chunks a live subscriber may fall behind before it misses some.
 const LIVE_EVENTS: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes taken per stream when main ends, before its exit event: the largest pipe an
+/// unprivileged writer can ask for (`/proc/sys/fs/pipe-max-size`), and all a ring keeps anyway.
+const DRAIN_MAX_BYTES: usize = OUTPUT_RING_BYTES;
 /// Longest wait for the leader to report the pid of a new background process.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait, after a kill, for the process's pipes to close.
@@ -174,8 +177,16 @@ impl Process {
         self.pid
     }
 
+    /// Whether main still runs (what the API calls `running`).
     pub fn is_running(&self) -> bool {
         self.state.lock().unwrap().status == ProcessStatus::Running
+    }
+
+    /// Whether every pipe of the process has closed: nothing it started can write any more,
+    /// so its buffers no longer change. Until then, even after main has ended, it is still
+    /// reading output (a child may have inherited main's stdout).
+    pub fn is_drained(&self) -> bool {
+        *self.drained.borrow()
     }
 
     pub fn snapshot(&self) -> ProcessSnapshot {
@@ -282,6 +293,26 @@ fn take_line(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(line)
 }
 
+/// The pid a background run's leader reported as its first status line, or why the run did
+/// not start: a fork that failed with `EAGAIN` means the sandbox is at its process limit.
+fn pid_from_start(first: Option<RunStatus>, sandbox_alive: bool) -> Result<i32, RuntimeError> {
+    match first {
+        Some(RunStatus { pid: Some(pid), .. }) => Ok(pid),
+        Some(RunStatus {
+            error: Some(e),
+            errno: Some(errno),
+            ..
+        }) if errno == rustix::io::Errno::AGAIN.raw_os_error() => {
+            Err(RuntimeError::ProcessLimit(e))
+        }
+        Some(RunStatus { error: Some(e), .. }) => Err(RuntimeError::CannotStart(e)),
+        _ if !sandbox_alive => Err(RuntimeError::Gone),
+        _ => Err(RuntimeError::CannotStart(
+            "the process did not start".into(),
+        )),
+    }
+}
+
 impl Sandbox {
     /// Starts `spec` as a background process: it runs until it ends, is killed, or the
     /// sandbox ends. Returns it with a subscription to its live events from the very start.
@@ -294,23 +325,19 @@ impl Sandbox {
         let started =
             tokio::time::timeout(START_TIMEOUT, read_line(&mut run.status, &mut status_buf)).await;
         let first = match started {
-            Ok(true) => take_line(&mut status_buf).and_then(|l| parse_status(&l)),
-            Ok(false) => None,
-            Err(_) => {
-                let _ = self.send(&ZygoteRequest::Kill { id: run.id }, &[]).await;
-                return Err(RuntimeError::CannotStart(
-                    "the process did not start in time".into(),
-                ));
-            }
+            Ok(true) => Ok(take_line(&mut status_buf).and_then(|l| parse_status(&l))),
+            Ok(false) => Ok(None),
+            Err(_) => Err(RuntimeError::CannotStart(
+                "the process did not start in time".into(),
+            )),
         };
-        let pid = match first {
-            Some(RunStatus { pid: Some(pid), .. }) => pid,
-            Some(RunStatus { error: Some(e), .. }) => return Err(RuntimeError::CannotStart(e)),
-            _ if !self.is_alive() => return Err(RuntimeError::Gone),
-            _ => {
-                return Err(RuntimeError::CannotStart(
-                    "the process did not start".into(),
-                ));
+        let pid = match first.and_then(|status| pid_from_start(status, self.is_alive())) {
+            Ok(pid) => pid,
+            Err(e) => {
+                // Whatever state the run is in (never forked, forked but silent, or a leader
+                // that wrote garbage), nothing of it may outlive this failed start.
+                let _ = self.send(&ZygoteRequest::Kill { id: run.id }, &[]).await;
+                return Err(e);
             }
         };
         let (live, receiver) = broadcast::channel(LIVE_EVENTS);
@@ -371,6 +398,8 @@ impl BackgroundPump {
                 if let Some(line) = line {
                     ended = true;
                     self.drain(run, out_open, err_open);
+                    // The drain did not await: let other tasks run before going on.
+                    tokio::task::yield_now().await;
                     let sandbox = self.sandbox.upgrade();
                     let status = parse_status(&line);
                     let exited = matches!(
@@ -408,27 +437,124 @@ impl BackgroundPump {
     }
 
     /// Main has ended, so its output is already in the pipes: take what is there now, so that
-    /// it comes before the exit event.
+    /// it comes before the exit event. Bounded: a descendant that keeps writing must not keep
+    /// this task from yielding (see [`drain_pipe`]).
     fn drain(&self, run: &mut Launched, out_open: bool, err_open: bool) {
-        let mut buf = vec![0u8; READ_CHUNK];
         if out_open {
-            while let Ok(n @ 1..) = run.stdout.try_read(&mut buf) {
+            drain_pipe(&mut run.stdout, DRAIN_MAX_BYTES, |b| {
                 self.process
-                    .push(RunEvent::Stdout(Bytes::copy_from_slice(&buf[..n])));
-            }
+                    .push(RunEvent::Stdout(Bytes::copy_from_slice(b)))
+            });
         }
         if err_open {
-            while let Ok(n @ 1..) = run.stderr.try_read(&mut buf) {
+            drain_pipe(&mut run.stderr, DRAIN_MAX_BYTES, |b| {
                 self.process
-                    .push(RunEvent::Stderr(Bytes::copy_from_slice(&buf[..n])));
-            }
+                    .push(RunEvent::Stderr(Bytes::copy_from_slice(b)))
+            });
         }
     }
 }
 
+/// Reads what `pipe` holds now, without waiting, passing each chunk to `chunk`; stops at an
+/// empty pipe, end of file, or after `max` bytes, whichever comes first (a writer on the
+/// other end could otherwise keep it busy forever). Returns the bytes read.
+fn drain_pipe(pipe: &mut pipe::Receiver, max: usize, mut chunk: impl FnMut(&[u8])) -> usize {
+    let mut buf = vec![0u8; READ_CHUNK.min(max.max(1))];
+    let mut total = 0;
+    while total < max {
+        let want = buf.len().min(max - total);
+        match pipe.try_read(&mut buf[..want]) {
+            Ok(n @ 1..) => {
+                chunk(&buf[..n]);
+                total += n;
+            }
+            _ => break,
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
-    use super::OutputRing;
+    use super::{OutputRing, RunStatus, RuntimeError, drain_pipe, pid_from_start};
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn a_drain_stops_even_if_the_writer_never_does() {
+        let (r, w) = crate::run::pipe_pair().unwrap();
+        let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(r).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut w = std::fs::File::from(w);
+                let chunk = [b'x'; 65536];
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if w.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        // Let the writer fill the pipe, then drain while it keeps writing (once the reactor
+        // knows the pipe is readable, as the pump's reads have told it by then).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        rx.readable().await.unwrap();
+        let max = 256 * 1024;
+        let mut seen = 0;
+        // A slow consumer: the writer refills the pipe between reads. An unbounded drain would
+        // go on until the writer gives up (here after 4 × max, to end the test).
+        let total = drain_pipe(&mut rx, max, |b| {
+            seen += b.len();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if seen > 4 * max {
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        assert_eq!(total, seen);
+        assert!(total > 0 && total <= max, "read {total} bytes");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(rx);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn only_eagain_is_the_process_limit() {
+        let status = |error: Option<&str>, errno| {
+            Some(RunStatus {
+                error: error.map(Into::into),
+                errno,
+                ..Default::default()
+            })
+        };
+        let pid = Some(RunStatus {
+            pid: Some(42),
+            ..Default::default()
+        });
+        assert_eq!(pid_from_start(pid, true).unwrap(), 42);
+        let eagain = rustix::io::Errno::AGAIN.raw_os_error();
+        assert!(matches!(
+            pid_from_start(status(Some("[Errno 11] no"), Some(eagain)), true),
+            Err(RuntimeError::ProcessLimit(_))
+        ));
+        assert!(matches!(
+            pid_from_start(status(Some("[Errno 12] no memory"), Some(12)), true),
+            Err(RuntimeError::CannotStart(_))
+        ));
+        assert!(matches!(
+            pid_from_start(status(Some("could not start a run process"), None), true),
+            Err(RuntimeError::CannotStart(_))
+        ));
+        // Nothing (or garbage) from the leader.
+        assert!(matches!(
+            pid_from_start(None, true),
+            Err(RuntimeError::CannotStart(_))
+        ));
+        assert!(matches!(
+            pid_from_start(None, false),
+            Err(RuntimeError::Gone)
+        ));
+    }
 
     #[test]
     fn ring_keeps_the_most_recent_bytes() {

@@ -136,7 +136,7 @@ const ROUTES: &[Route] = &[
         Some("RunRequest"),
         JSON,
         Some("RunResult"),
-        &[400, 404, 413, 422, 429],
+        &[400, 404, 413, 422, 429, 503],
     ),
     route(
         "post",
@@ -144,7 +144,7 @@ const ROUTES: &[Route] = &[
         Some("RunRequest"),
         "text/event-stream",
         Some("StreamEvent"),
-        &[400, 404, 413, 422, 429],
+        &[400, 404, 413, 422, 429, 503],
     ),
     route(
         "post",
@@ -192,7 +192,7 @@ const ROUTES: &[Route] = &[
         None,
         "text/event-stream",
         Some("StreamEvent"),
-        &[400, 404],
+        &[400, 404, 429],
     ),
     route(
         "delete",

@@ -345,6 +345,127 @@ async fn at_most_16_running_and_32_ended() {
 }
 
 #[tokio::test]
+async fn a_process_counts_until_what_it_started_stops_writing() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // Main exits at once; the child it leaves behind keeps writing to the inherited stdout.
+    let code = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', \
+                'import time\\nwhile True:\\n    print(\"left\", flush=True)\\n    \
+                time.sleep(0.1)'])\nprint('main', flush=True)";
+    let mut pids = Vec::new();
+    for _ in 0..16 {
+        pids.push(pid_of(&start(&s, &id, code).await));
+    }
+    for pid in &pids {
+        let p = wait_process(&s, &id, *pid, 20, |p| {
+            p["status"] != "running" && p["output"].as_str().unwrap().contains("left")
+        })
+        .await;
+        assert_eq!(p["status"], "exited", "{p}");
+    }
+    // Their mains have exited, yet their output is still being read into their buffers.
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "print(1)", "background": true}),
+        )
+        .await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["code"], "limit_exceeded");
+    // None of them is forgotten while it still buffers.
+    let (_, list) = s.get(&format!("/sandbox/{id}/processes")).await;
+    assert_eq!(list["processes"].as_array().unwrap().len(), 16, "{list}");
+    // Killing one ends its leftover child, which frees its place.
+    let (status, _) = s
+        .delete(&format!("/sandbox/{id}/processes/{}", pids[0]))
+        .await;
+    assert_eq!(status, 200);
+    start(&s, &id, "print('fits')").await;
+}
+
+#[tokio::test]
+async fn followers_are_capped_per_sandbox() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let pid = pid_of(
+        &start(
+            &s,
+            &id,
+            "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)",
+        )
+        .await,
+    );
+    let follow = || {
+        s.client
+            .get(s.url(&format!("/sandbox/{id}/processes/{pid}/stream")))
+            .send()
+    };
+    let mut followers = Vec::new();
+    for _ in 0..16 {
+        let resp = follow().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        followers.push(resp);
+    }
+    let resp = follow().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "limit_exceeded", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("16"), "{v}");
+    // A follower that goes away gives its place back.
+    drop(followers.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = follow().await.unwrap();
+        if resp.status() == 200 {
+            followers.push(resp);
+            break;
+        }
+        assert_eq!(resp.status(), 429);
+        assert!(
+            Instant::now() < deadline,
+            "the follower's place was not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = s.delete(&format!("/sandbox/{id}/processes/{pid}")).await;
+    assert_eq!(status, 200);
+    drop(followers);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_character_split_between_replay_and_live_output_arrives_whole() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // The first two bytes of "€" now; the third (and a newline) once the file `go` exists.
+    let code = "import os, sys, time\neuro = '\u{20ac}'.encode()\n\
+                sys.stdout.buffer.write(euro[:2]); sys.stdout.buffer.flush()\n\
+                while not os.path.exists('/home/user/go'):\n    time.sleep(0.05)\n\
+                sys.stdout.buffer.write(euro[2:] + b'\\n'); sys.stdout.buffer.flush()\n\
+                time.sleep(600)";
+    let pid = pid_of(&start(&s, &id, code).await);
+    wait_process(&s, &id, pid, 10, |p| p["output"] != "").await;
+    let resp = s
+        .client
+        .get(s.url(&format!("/sandbox/{id}/processes/{pid}/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/files"),
+            json!({"path": "go", "content": ""}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (events, _) = read_events(resp, |ev| stdout_of(ev).contains('\n')).await;
+    assert_eq!(stdout_of(&events), "\u{20ac}\n", "{events:?}");
+    let (status, _) = s.delete(&format!("/sandbox/{id}/processes/{pid}")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn unknown_pids_and_other_users_processes_are_not_found() {
     let s = Server::start();
     let id = s.sandbox().await;
