@@ -232,7 +232,7 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
     }
     let mut set_cookie = None;
     if let Some(tokens) = &st.control.ports().tokens {
-        match check_token(tokens, &req, label, port) {
+        match check_token(tokens, &req, &entry.id, port) {
             Ok(Some(token)) => set_cookie = Some(token),
             Ok(None) => {}
             Err(response) => return response(json),
@@ -292,7 +292,7 @@ type ErrorPage = fn(bool) -> Response;
 fn check_token(
     tokens: &PortTokens,
     req: &Request,
-    label: &str,
+    sandbox_id: &str,
     port: u16,
 ) -> Result<Option<String>, ErrorPage> {
     let Some((token, from_cookie)) = presented_token(req) else {
@@ -305,7 +305,7 @@ fn check_token(
             )
         });
     };
-    if !tokens.verify(label, port, &token) {
+    if !tokens.verify(sandbox_id, port, &token) {
         return Err(|json| {
             proxy_error(
                 StatusCode::FORBIDDEN,
