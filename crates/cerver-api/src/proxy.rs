@@ -145,35 +145,61 @@ fn presented_token(req: &Request) -> Option<(String, bool)> {
     if let Some(t) = from_query.or_else(from_header) {
         return Some((t, false));
     }
-    cookies(req.headers())
-        .find_map(|(name, value)| (name == TOKEN_COOKIE).then(|| value.to_string()))
-        .map(|t| (t, true))
-}
-
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
+    req.headers()
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
+        .flat_map(|v| cookie_pairs(v.as_bytes()))
+        .find_map(token_cookie_value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|t| (t.to_string(), true))
+}
+
+/// The pairs of one `Cookie` header value, as bytes: `;`-separated, surrounding spaces trimmed,
+/// empty ones skipped. Nothing else is assumed about them (a pair may lack `=`, a value may
+/// hold any byte a header may).
+fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+}
+
+/// The value of a `cerver_port_token=<value>` pair.
+fn token_cookie_value(pair: &[u8]) -> Option<&[u8]> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    (pair[..eq].trim_ascii() == TOKEN_COOKIE.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
 }
 
 /// Removes the port token from the query, the headers and the cookies: the sandbox's server
-/// never sees it.
+/// never sees it. A `Cookie` header without the token pair is left as it is; one with it loses
+/// that pair only, every other pair kept byte for byte.
 fn strip_token(req: &mut Request) {
     req.headers_mut().remove(TOKEN_HEADER);
-    let kept: Vec<String> = cookies(req.headers())
-        .filter(|(name, _)| *name != TOKEN_COOKIE)
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    if req.headers().contains_key(header::COOKIE) {
+    let has_token =
+        |v: &HeaderValue| cookie_pairs(v.as_bytes()).any(|p| token_cookie_value(p).is_some());
+    if req.headers().get_all(header::COOKIE).iter().any(has_token) {
+        let values: Vec<HeaderValue> = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         req.headers_mut().remove(header::COOKIE);
-        match HeaderValue::from_str(&kept.join("; ")) {
-            Ok(v) if !kept.is_empty() => {
-                req.headers_mut().insert(header::COOKIE, v);
+        for value in values {
+            if !has_token(&value) {
+                req.headers_mut().append(header::COOKIE, value);
+                continue;
             }
-            _ => {}
+            let kept: Vec<&[u8]> = cookie_pairs(value.as_bytes())
+                .filter(|p| token_cookie_value(p).is_none())
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            // The kept bytes come from a valid header value, so they make one again.
+            if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+                req.headers_mut().append(header::COOKIE, v);
+            }
         }
     }
     let Some(query) = req.uri().query() else {
@@ -774,5 +800,53 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(presented_token(&req), None);
+    }
+
+    fn cookie_after_strip(cookies: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut req = axum::http::Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .unwrap();
+        for c in cookies {
+            req.headers_mut()
+                .append(header::COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        strip_token(&mut req);
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn cookies_are_untouched_unless_they_carry_the_token() {
+        // No token pair: every byte stays, odd pairs included.
+        for cookies in [
+            &[&b"a=1;b=2;;  c"[..]][..],
+            &[b"x=\xe9\xff; y=\"q\"", b"z"],
+            &[b"cerver_port_tokenx=1; cerver_port_token"],
+        ] {
+            let want: Vec<Vec<u8>> = cookies.iter().map(|c| c.to_vec()).collect();
+            assert_eq!(cookie_after_strip(cookies), want);
+        }
+        // With it: only that pair goes; the other pairs are kept as they were.
+        assert_eq!(
+            cookie_after_strip(&[b"a=\xe9; cerver_port_token=abc;noeq; b==2 ", b"c=3"]),
+            [b"a=\xe9; noeq; b==2".to_vec(), b"c=3".to_vec()]
+        );
+        assert_eq!(
+            cookie_after_strip(&[b" cerver_port_token = abc ", b"c=3"]),
+            [b"c=3".to_vec()]
+        );
+        let req = axum::http::Request::builder()
+            .uri("/")
+            .header(
+                "cookie",
+                HeaderValue::from_bytes(b"a=\xff; cerver_port_token=ghi").unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(presented_token(&req), Some(("ghi".into(), true)));
     }
 }
