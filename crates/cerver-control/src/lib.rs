@@ -122,6 +122,8 @@ pub struct ControlConfig {
     pub max_concurrent_runs: usize,
     /// Most connections proxied to one sandbox's exposed ports at once.
     pub max_proxy_connections: usize,
+    /// Most connections proxied to all sandboxes at once (the whole server).
+    pub max_proxy_connections_total: usize,
     /// How exposed ports are named and reached.
     pub ports: ports::PortConfig,
 }
@@ -133,6 +135,7 @@ impl Default for ControlConfig {
             max_sandboxes: 200,
             max_concurrent_runs: 16,
             max_proxy_connections: 64,
+            max_proxy_connections_total: 1024,
             ports: ports::PortConfig::default(),
         }
     }
@@ -237,8 +240,11 @@ pub struct Control {
     upgrades: tokio::sync::Mutex<()>,
     /// Labels of sandboxes being created (not yet in `sandboxes`); see [`LabelClaim`].
     pending_labels: Mutex<HashSet<String>>,
-    /// Becomes true when the server starts shutting down (followers of processes stop).
+    /// Becomes true when the server starts shutting down (followers of processes and proxied
+    /// exchanges stop).
     closing: tokio::sync::watch::Sender<bool>,
+    /// The server's proxied-connection slots, shared by all sandboxes.
+    proxy_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// A label held for a sandbox being created, released when the claim is dropped (by then the
@@ -334,6 +340,8 @@ impl Control {
                 .await
                 .map_err(store_err)?;
         }
+        let proxy_connections =
+            Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
         let control = Arc::new(Control {
             runtime,
             store,
@@ -342,6 +350,7 @@ impl Control {
             upgrades: tokio::sync::Mutex::new(()),
             pending_labels: Mutex::new(HashSet::new()),
             closing: tokio::sync::watch::Sender::new(false),
+            proxy_connections,
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)
@@ -354,6 +363,12 @@ impl Control {
     /// How exposed ports are named and reached.
     pub fn ports(&self) -> &ports::PortConfig {
         &self.cfg.ports
+    }
+
+    /// One of the server's proxied-connection slots (all sandboxes together), or `None` when
+    /// all are taken.
+    pub fn proxy_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.proxy_connections.clone().try_acquire_owned().ok()
     }
 
     /// A new sandbox id whose label no live or pending sandbox has (a fresh uuid until then).
