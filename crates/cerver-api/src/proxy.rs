@@ -8,9 +8,18 @@
 //! `Upgrade` (WebSocket) joins both upgraded connections. One connection per request keeps an
 //! upgrade, a slow stream and the per-sandbox cap simple to reason about; connecting over the
 //! host's own veth costs microseconds.
+//!
+//! Every exchange is bounded: it holds a slot of its sandbox and one of the server, and ends
+//! when its sandbox ends, when the server starts shutting down (a stream or an upgraded
+//! connection would otherwise keep the graceful shutdown waiting forever) and when no byte has
+//! moved either way for [`IDLE_TIMEOUT`]. The sandbox's server may set cookies only for its own
+//! host, and none named `cerver_*`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -23,7 +32,10 @@ use cerver_control::Entry;
 use cerver_control::ports::{PortTokens, TOKEN_PARAM};
 use cerver_runtime::Engine;
 use hyper_util::rt::TokioIo;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::error::proxy_error;
@@ -32,6 +44,10 @@ use crate::error::proxy_error;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a sandbox's server may take to send its response head.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Once the response head is in, how long an exchange (its bodies, or an upgraded connection)
+/// may go without a byte moving in either direction before it is cut: a client that stops
+/// reading, or an idle WebSocket, must not hold a connection slot forever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response head (status line and headers) accepted from a sandbox's server; hyper
 /// reads at most this much before the head must be complete.
 const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
@@ -42,6 +58,8 @@ const LIVENESS_POLL: Duration = Duration::from_secs(1);
 pub const TOKEN_HEADER: &str = "x-cerver-token";
 /// Cookie in which a browser keeps a port token (host-only: scoped to that sandbox host).
 pub const TOKEN_COOKIE: &str = "cerver_port_token";
+/// Cookies whose name starts with this are the server's own: a sandbox may not set them.
+const RESERVED_COOKIE_PREFIX: &[u8] = b"cerver_";
 
 /// Where a request's host name sends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,35 +163,61 @@ fn presented_token(req: &Request) -> Option<(String, bool)> {
     if let Some(t) = from_query.or_else(from_header) {
         return Some((t, false));
     }
-    cookies(req.headers())
-        .find_map(|(name, value)| (name == TOKEN_COOKIE).then(|| value.to_string()))
-        .map(|t| (t, true))
-}
-
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
+    req.headers()
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
+        .flat_map(|v| cookie_pairs(v.as_bytes()))
+        .find_map(token_cookie_value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|t| (t.to_string(), true))
+}
+
+/// The pairs of one `Cookie` header value, as bytes: `;`-separated, surrounding spaces trimmed,
+/// empty ones skipped. Nothing else is assumed about them (a pair may lack `=`, a value may
+/// hold any byte a header may).
+fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty())
+}
+
+/// The value of a `cerver_port_token=<value>` pair.
+fn token_cookie_value(pair: &[u8]) -> Option<&[u8]> {
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    (pair[..eq].trim_ascii() == TOKEN_COOKIE.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
 }
 
 /// Removes the port token from the query, the headers and the cookies: the sandbox's server
-/// never sees it.
+/// never sees it. A `Cookie` header without the token pair is left as it is; one with it loses
+/// that pair only, every other pair kept byte for byte.
 fn strip_token(req: &mut Request) {
     req.headers_mut().remove(TOKEN_HEADER);
-    let kept: Vec<String> = cookies(req.headers())
-        .filter(|(name, _)| *name != TOKEN_COOKIE)
-        .map(|(name, value)| format!("{name}={value}"))
-        .collect();
-    if req.headers().contains_key(header::COOKIE) {
+    let has_token =
+        |v: &HeaderValue| cookie_pairs(v.as_bytes()).any(|p| token_cookie_value(p).is_some());
+    if req.headers().get_all(header::COOKIE).iter().any(has_token) {
+        let values: Vec<HeaderValue> = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         req.headers_mut().remove(header::COOKIE);
-        match HeaderValue::from_str(&kept.join("; ")) {
-            Ok(v) if !kept.is_empty() => {
-                req.headers_mut().insert(header::COOKIE, v);
+        for value in values {
+            if !has_token(&value) {
+                req.headers_mut().append(header::COOKIE, value);
+                continue;
             }
-            _ => {}
+            let kept: Vec<&[u8]> = cookie_pairs(value.as_bytes())
+                .filter(|p| token_cookie_value(p).is_none())
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            // The kept bytes come from a valid header value, so they make one again.
+            if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+                req.headers_mut().append(header::COOKIE, v);
+            }
         }
     }
     let Some(query) = req.uri().query() else {
@@ -232,7 +276,7 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
     }
     let mut set_cookie = None;
     if let Some(tokens) = &st.control.ports().tokens {
-        match check_token(tokens, &req, label, port) {
+        match check_token(tokens, &req, &entry.id, port) {
             Ok(Some(token)) => set_cookie = Some(token),
             Ok(None) => {}
             Err(response) => return response(json),
@@ -255,6 +299,14 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
             json,
         );
     };
+    let Some(server_permit) = st.control.proxy_permit() else {
+        return proxy_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "this server is proxying too many connections at once; retry shortly",
+            json,
+        );
+    };
     let weak: Weak<Entry> = Arc::downgrade(&entry);
     drop(entry);
     let client = req
@@ -265,9 +317,11 @@ async fn to_sandbox(st: &AppState, mut req: Request, label: &str, port: u16) -> 
         scheme: st.control.ports().scheme.clone(),
         client,
         permit: Some(permit),
+        server_permit: Some(server_permit),
         alive: Some(Arc::new(move || {
             weak.upgrade().is_some_and(|e| e.is_live())
         })),
+        closing: Some(st.control.closing()),
         ..ForwardOptions::default()
     };
     let mut response = forward(req, SocketAddr::new(IpAddr::V4(ip), port), opts).await;
@@ -292,7 +346,7 @@ type ErrorPage = fn(bool) -> Response;
 fn check_token(
     tokens: &PortTokens,
     req: &Request,
-    label: &str,
+    sandbox_id: &str,
     port: u16,
 ) -> Result<Option<String>, ErrorPage> {
     let Some((token, from_cookie)) = presented_token(req) else {
@@ -305,7 +359,7 @@ fn check_token(
             )
         });
     };
-    if !tokens.verify(label, port, &token) {
+    if !tokens.verify(sandbox_id, port, &token) {
         return Err(|json| {
             proxy_error(
                 StatusCode::FORBIDDEN,
@@ -322,14 +376,20 @@ fn check_token(
 pub struct ForwardOptions {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// After the response head: the longest time without a byte moving either way.
+    pub idle_timeout: Duration,
     /// `X-Forwarded-Proto`: the scheme the client used.
     pub scheme: String,
-    /// The client's address, appended to `X-Forwarded-For`.
+    /// The client's address: appended to `X-Forwarded-For`, and `X-Real-IP`.
     pub client: Option<IpAddr>,
-    /// Held for as long as the exchange (or the upgraded connection) lasts.
+    /// Held for as long as the exchange (or the upgraded connection) lasts: the sandbox's slot.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// Held likewise: the server's slot.
+    pub server_permit: Option<OwnedSemaphorePermit>,
     /// Polled every second: once it answers false (the sandbox ended) the exchange is cut.
     pub alive: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Once it turns true (the server is shutting down) the exchange is cut.
+    pub closing: Option<watch::Receiver<bool>>,
 }
 
 impl Default for ForwardOptions {
@@ -337,23 +397,46 @@ impl Default for ForwardOptions {
         ForwardOptions {
             connect_timeout: CONNECT_TIMEOUT,
             response_timeout: RESPONSE_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             scheme: "http".into(),
             client: None,
             permit: None,
+            server_permit: None,
             alive: None,
+            closing: None,
         }
     }
 }
 
-/// What keeps an exchange's resources: the connection slot and the liveness check.
+/// What keeps an exchange's resources (its connection slots) and knows when it must end.
 struct Guard {
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: [Option<OwnedSemaphorePermit>; 2],
     alive: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    closing: Option<watch::Receiver<bool>>,
+    idle_timeout: Duration,
+    activity: Arc<Activity>,
 }
 
 impl Guard {
-    /// Resolves once the sandbox has ended (never without a liveness check).
+    /// Resolves once the sandbox has ended or the server starts shutting down.
     async fn ended(&self) {
+        tokio::select! {
+            _ = self.sandbox_ended() => {}
+            _ = self.shutting_down() => {}
+        }
+    }
+
+    /// [`Guard::ended`], or no byte moved through the upstream connection (the only way
+    /// anything goes between client and sandbox) for the idle timeout.
+    async fn ended_or_idle(&self) {
+        tokio::select! {
+            _ = self.ended() => {}
+            _ = self.activity.idle_for(self.idle_timeout) => {}
+        }
+    }
+
+    /// Never resolves without a liveness check.
+    async fn sandbox_ended(&self) {
         let Some(alive) = &self.alive else {
             return std::future::pending().await;
         };
@@ -365,6 +448,154 @@ impl Guard {
             }
         }
     }
+
+    /// Never resolves without a `closing` watch (or once its sender is gone).
+    async fn shutting_down(&self) {
+        let Some(closing) = &self.closing else {
+            return std::future::pending().await;
+        };
+        if closing.clone().wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// When a byte last moved through an upstream connection.
+struct Activity {
+    since: Instant,
+    /// Milliseconds from `since` to the last byte read or written.
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            since: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let last = self.since + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// The upstream connection, noting in [`Activity`] every byte read or written.
+struct Tracked {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Makes the upstream's `Set-Cookie` headers safe for the sandbox domain: a cookie named
+/// `cerver_*` is dropped (the server's own names), and a `Domain` attribute is removed, so a
+/// cookie is host-only and cannot reach other sandboxes or an API on a parent domain (cookie
+/// tossing). Everything else is kept byte for byte.
+pub fn restrict_set_cookies(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let values: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in values {
+        if let Some(v) = host_only_cookie(value.as_bytes()) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+fn host_only_cookie(value: &[u8]) -> Option<HeaderValue> {
+    let mut parts = value.split(|&b| b == b';');
+    let pair = parts.next()?;
+    // Without `=`, browsers take the whole pair as the value of a nameless cookie; treating it
+    // as a name here only drops more.
+    let name = pair.split(|&b| b == b'=').next()?.trim_ascii();
+    if name.len() >= RESERVED_COOKIE_PREFIX.len()
+        && name[..RESERVED_COOKIE_PREFIX.len()].eq_ignore_ascii_case(RESERVED_COOKIE_PREFIX)
+    {
+        return None;
+    }
+    let mut out = pair.to_vec();
+    for attribute in parts {
+        let attribute_name = attribute.split(|&b| b == b'=').next()?.trim_ascii();
+        if !attribute_name.eq_ignore_ascii_case(b"domain") {
+            out.push(b';');
+            out.extend_from_slice(attribute);
+        }
+    }
+    HeaderValue::from_bytes(&out).ok()
 }
 
 /// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: <protocol>`).
@@ -451,7 +682,15 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
             .headers
             .insert(HeaderName::from_static("x-forwarded-proto"), v);
     }
+    // Client-supplied claims about the client are not passed on as if the proxy made them:
+    // `Forwarded` (RFC 7239) goes, `X-Real-IP` becomes the real peer.
+    parts.headers.remove(header::FORWARDED);
+    let x_real_ip = HeaderName::from_static("x-real-ip");
+    parts.headers.remove(&x_real_ip);
     if let Some(client) = opts.client {
+        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+            parts.headers.insert(x_real_ip, v);
+        }
         let xff = HeaderName::from_static("x-forwarded-for");
         let prior: Vec<&str> = parts
             .headers
@@ -478,25 +717,28 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     parts.version = Version::HTTP_11;
     let outbound = axum::http::Request::from_parts(parts, body);
 
-    let stream =
-        match tokio::time::timeout(opts.connect_timeout, tokio::net::TcpStream::connect(target))
-            .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return bad_gateway(format!(
-                    "nothing is listening on port {port} in the sandbox"
-                ));
-            }
-            Ok(Err(e)) => return bad_gateway(format!("could not reach port {port}: {e}")),
-            Err(_) => {
-                return bad_gateway(format!(
-                    "port {port} did not accept a connection within {} s",
-                    opts.connect_timeout.as_secs()
-                ));
-            }
-        };
+    let stream = match tokio::time::timeout(opts.connect_timeout, TcpStream::connect(target)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return bad_gateway(format!(
+                "nothing is listening on port {port} in the sandbox"
+            ));
+        }
+        Ok(Err(e)) => return bad_gateway(format!("could not reach port {port}: {e}")),
+        Err(_) => {
+            return bad_gateway(format!(
+                "port {port} did not accept a connection within {} s",
+                opts.connect_timeout.as_secs()
+            ));
+        }
+    };
     let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let stream = Tracked {
+        io: stream,
+        activity: activity.clone(),
+    };
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
         .max_buf_size(MAX_UPSTREAM_HEAD)
         .handshake::<_, Body>(TokioIo::new(stream))
@@ -506,8 +748,11 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
         Err(e) => return bad_gateway(format!("port {port}: {e}")),
     };
     let guard = Arc::new(Guard {
-        _permit: opts.permit,
+        _permits: [opts.permit, opts.server_permit],
         alive: opts.alive,
+        closing: opts.closing,
+        idle_timeout: opts.idle_timeout,
+        activity,
     });
 
     // Until the response head arrives, the connection is driven here: if the client goes
@@ -533,7 +778,7 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     };
     let response = tokio::select! {
         r = tokio::time::timeout(opts.response_timeout, head) => r,
-        _ = guard.ended() => return bad_gateway("the sandbox has ended".into()),
+        _ = guard.ended() => return bad_gateway("the sandbox has ended or the server is stopping".into()),
     };
     let mut response = match response {
         Ok(Ok(r)) => r,
@@ -555,7 +800,11 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
         }
     };
     drop(sender);
-    // The body (or the upgrade hand-over) still needs the connection driven.
+    // From the head on, the idle clock runs (the head itself counts as activity).
+    guard.activity.touch();
+    // The body (or the upgrade hand-over) still needs the connection driven. Ending it here
+    // (sandbox gone, shutdown, idle) fails the response body, which aborts the client's
+    // connection and frees the slots.
     if !conn_done {
         let conn_guard = guard.clone();
         tokio::spawn(async move {
@@ -563,7 +812,7 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
                 r = conn => if let Err(e) = r {
                     tracing::debug!(%target, "proxy: upstream connection: {e}");
                 },
-                _ = conn_guard.ended() => {}
+                _ = conn_guard.ended_or_idle() => {}
             }
         });
     }
@@ -591,11 +840,12 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
                         tracing::debug!(%target, "proxy: upgraded connection: {e}");
                     }
                 }
-                _ = guard.ended() => {}
+                _ = guard.ended_or_idle() => {}
             }
         });
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        restrict_set_cookies(&mut parts.headers);
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -606,6 +856,7 @@ pub async fn forward(mut req: Request, target: SocketAddr, opts: ForwardOptions)
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    restrict_set_cookies(&mut parts.headers);
     Response::from_parts(parts, Body::new(body))
 }
 
@@ -774,5 +1025,53 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(presented_token(&req), None);
+    }
+
+    fn cookie_after_strip(cookies: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut req = axum::http::Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .unwrap();
+        for c in cookies {
+            req.headers_mut()
+                .append(header::COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        strip_token(&mut req);
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn cookies_are_untouched_unless_they_carry_the_token() {
+        // No token pair: every byte stays, odd pairs included.
+        for cookies in [
+            &[&b"a=1;b=2;;  c"[..]][..],
+            &[b"x=\xe9\xff; y=\"q\"", b"z"],
+            &[b"cerver_port_tokenx=1; cerver_port_token"],
+        ] {
+            let want: Vec<Vec<u8>> = cookies.iter().map(|c| c.to_vec()).collect();
+            assert_eq!(cookie_after_strip(cookies), want);
+        }
+        // With it: only that pair goes; the other pairs are kept as they were.
+        assert_eq!(
+            cookie_after_strip(&[b"a=\xe9; cerver_port_token=abc;noeq; b==2 ", b"c=3"]),
+            [b"a=\xe9; noeq; b==2".to_vec(), b"c=3".to_vec()]
+        );
+        assert_eq!(
+            cookie_after_strip(&[b" cerver_port_token = abc ", b"c=3"]),
+            [b"c=3".to_vec()]
+        );
+        let req = axum::http::Request::builder()
+            .uri("/")
+            .header(
+                "cookie",
+                HeaderValue::from_bytes(b"a=\xff; cerver_port_token=ghi").unwrap(),
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(presented_token(&req), Some(("ghi".into(), true)));
     }
 }

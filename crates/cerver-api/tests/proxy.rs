@@ -477,3 +477,225 @@ async fn an_upstream_that_hangs_up_is_a_502() {
         .unwrap();
     assert_eq!(r.status(), 502);
 }
+
+/// A front server forwarding everything to `target` with the options `make` builds per
+/// exchange.
+async fn front_with<F>(target: SocketAddr, make: F) -> SocketAddr
+where
+    F: Fn(SocketAddr) -> ForwardOptions + Clone + Send + Sync + 'static,
+{
+    let app = Router::new().fallback(
+        move |ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request| {
+            let make = make.clone();
+            async move { forward(req, target, make(peer)).await }
+        },
+    );
+    serve(app).await
+}
+
+async fn wait_for_permits(slots: &Semaphore, n: usize, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if slots.available_permits() == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn client_claims_about_the_client_are_not_forwarded() {
+    let h = harness().await;
+    let r = client()
+        .get(format!("http://{}/who", h.front))
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .header("x-real-ip", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let hd = &v["headers"];
+    assert!(hd.get("forwarded").is_none(), "{hd}");
+    assert_eq!(hd["x-real-ip"], "127.0.0.1");
+    assert_eq!(hd["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn upstream_cookies_are_host_only_and_never_the_servers() {
+    let (target, _heads) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\n\
+          Set-Cookie: a=1; Path=/; Domain=sandbox.localhost; HttpOnly\r\n\
+          Set-Cookie: cerver_session=planted; Domain=sandbox.localhost; Path=/\r\n\
+          Set-Cookie: CERVER_port_token=x\r\n\
+          Set-Cookie:  cerver_x=1\r\n\
+          Set-Cookie: b=2;domain=.sandbox.localhost\r\n\
+          Set-Cookie: c=\"3\"; SameSite=Lax;Max-Age=60\r\n\
+          Set-Cookie: d=\xe9t\xe9; DOMAIN = x.example ; Secure\r\n\
+          Content-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let front = front(target, None).await;
+    let r = client()
+        .get(format!("http://{front}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cookies: Vec<&[u8]> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            &b"a=1; Path=/; HttpOnly"[..],
+            b"b=2",
+            b"c=\"3\"; SameSite=Lax;Max-Age=60",
+            b"d=\xe9t\xe9; Secure",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutting_down_ends_streams_and_upgraded_connections() {
+    let h = harness().await;
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let slots = Arc::new(Semaphore::new(2));
+    let make = {
+        let slots = slots.clone();
+        move |_peer| ForwardOptions {
+            permit: Some(slots.clone().try_acquire_owned().expect("a free slot")),
+            closing: Some(closing.clone()),
+            ..Default::default()
+        }
+    };
+    let front = front_with(h.upstream, make.clone()).await;
+    let ws_front = front_with(ws_echo_upstream().await, make).await;
+
+    let mut r = client()
+        .get(format!("http://{front}/stream"))
+        .send()
+        .await
+        .unwrap();
+    h.to_stream.send(Bytes::from("first")).await.unwrap();
+    assert_eq!(r.chunk().await.unwrap().unwrap(), "first");
+    let stream = TcpStream::connect(ws_front).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{ws_front}/ws"), stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    assert_eq!(slots.available_permits(), 0);
+
+    closing_tx.send_replace(true);
+    // The stream is cut (never ends cleanly: the upstream's stream is still open) ...
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match r.chunk().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await
+    .expect("the stream ended once shutdown began");
+    assert!(end.is_err(), "the stream ended as if complete");
+    // ... and so is the WebSocket; both slots come back.
+    let ws_end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the WebSocket ended once shutdown began");
+    assert!(!matches!(ws_end, Some(Ok(Message::Text(_)))), "{ws_end:?}");
+    assert!(wait_for_permits(&slots, 2, Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn idle_exchanges_are_cut_and_free_their_slot() {
+    // An upstream that writes as fast as it is read, for ever.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let firehose = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+                if s.write_all(head).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    let slots = Arc::new(Semaphore::new(3));
+    let make = {
+        let slots = slots.clone();
+        move |_peer| ForwardOptions {
+            permit: Some(slots.clone().try_acquire_owned().expect("a free slot")),
+            idle_timeout: Duration::from_millis(500),
+            ..Default::default()
+        }
+    };
+    let h = harness().await;
+    let stuck = front_with(firehose, make.clone()).await;
+    let quiet = front_with(h.upstream, make.clone()).await;
+    let ws_front = front_with(ws_echo_upstream().await, make).await;
+
+    // A client that stops reading a response.
+    let unread = client()
+        .get(format!("http://{stuck}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unread.status(), 200);
+    // A stream on which nothing comes, after a first chunk.
+    let mut silent = client()
+        .get(format!("http://{quiet}/stream"))
+        .send()
+        .await
+        .unwrap();
+    h.to_stream.send(Bytes::from("first")).await.unwrap();
+    assert_eq!(silent.chunk().await.unwrap().unwrap(), "first");
+    // A WebSocket nobody talks on, after one echo.
+    let stream = TcpStream::connect(ws_front).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{ws_front}/ws"), stream)
+        .await
+        .unwrap();
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hi"));
+    assert!(slots.available_permits() < 3);
+
+    assert!(
+        wait_for_permits(&slots, 3, Duration::from_secs(10)).await,
+        "idle exchanges kept their slots"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), silent.chunk())
+            .await
+            .expect("the silent stream was cut")
+            .is_err()
+    );
+    let ws_end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the idle WebSocket was cut");
+    assert!(!matches!(ws_end, Some(Ok(Message::Text(_)))), "{ws_end:?}");
+    drop(unread);
+
+    // Traffic keeps an exchange alive past the idle timeout.
+    let (mut ws, _) = tokio_tungstenite::client_async(
+        format!("ws://{ws_front}/ws"),
+        TcpStream::connect(ws_front).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let msg = Message::text(format!("still here {i}"));
+        ws.send(msg.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), msg);
+    }
+}

@@ -129,6 +129,8 @@ pub struct ControlConfig {
     pub max_concurrent_runs: usize,
     /// Most connections proxied to one sandbox's exposed ports at once.
     pub max_proxy_connections: usize,
+    /// Most connections proxied to all sandboxes at once (the whole server).
+    pub max_proxy_connections_total: usize,
     /// How exposed ports are named and reached.
     pub ports: ports::PortConfig,
 }
@@ -140,6 +142,7 @@ impl Default for ControlConfig {
             max_sandboxes: 200,
             max_concurrent_runs: 16,
             max_proxy_connections: 64,
+            max_proxy_connections_total: 1024,
             ports: ports::PortConfig::default(),
         }
     }
@@ -244,8 +247,11 @@ pub struct Control {
     upgrading: Mutex<HashSet<String>>,
     /// Labels of sandboxes being created (not yet in `sandboxes`); see [`LabelClaim`].
     pending_labels: Mutex<HashSet<String>>,
-    /// Becomes true when the server starts shutting down (followers of processes stop).
+    /// Becomes true when the server starts shutting down (followers of processes and proxied
+    /// exchanges stop).
     closing: tokio::sync::watch::Sender<bool>,
+    /// The server's proxied-connection slots, shared by all sandboxes.
+    proxy_connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// A sandbox id held while that sandbox is upgraded, released when dropped.
@@ -380,6 +386,8 @@ impl Control {
                 .await
                 .map_err(store_err)?;
         }
+        let proxy_connections =
+            Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
         let control = Arc::new(Control {
             runtime,
             store,
@@ -388,6 +396,7 @@ impl Control {
             upgrading: Mutex::new(HashSet::new()),
             pending_labels: Mutex::new(HashSet::new()),
             closing: tokio::sync::watch::Sender::new(false),
+            proxy_connections,
         });
         tokio::spawn(reaper(Arc::downgrade(&control)));
         Ok(control)
@@ -400,6 +409,12 @@ impl Control {
     /// How exposed ports are named and reached.
     pub fn ports(&self) -> &ports::PortConfig {
         &self.cfg.ports
+    }
+
+    /// One of the server's proxied-connection slots (all sandboxes together), or `None` when
+    /// all are taken.
+    pub fn proxy_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.proxy_connections.clone().try_acquire_owned().ok()
     }
 
     /// A new sandbox id whose label no live or pending sandbox has (a fresh uuid until then).

@@ -104,7 +104,10 @@ impl PortConfig {
         let host = self.host(&label, port);
         let mut url = self.url(&host);
         if let Some(tokens) = &self.tokens {
-            url.push_str(&format!("?{TOKEN_PARAM}={}", tokens.token(&label, port)));
+            url.push_str(&format!(
+                "?{TOKEN_PARAM}={}",
+                tokens.token(sandbox_id, port)
+            ));
         }
         Exposure {
             sandbox_id: sandbox_id.to_string(),
@@ -124,8 +127,10 @@ pub fn host_label(id: &str) -> String {
         .collect()
 }
 
-/// Port access tokens: HMAC-SHA-256 of `<label>-<port>` under a per-server secret, so that a
-/// token opens one port of one sandbox and the server stores nothing per token.
+/// Port access tokens: HMAC-SHA-256 of `<sandbox id>:<port>` under a per-server secret, so that a
+/// token opens one port of one sandbox and the server stores nothing per token. The full id,
+/// not the label, is signed: a label is only 32 bits and comes back with later sandboxes,
+/// whose ports an old token must not open.
 #[derive(Clone)]
 pub struct PortTokens {
     secret: Vec<u8>,
@@ -172,23 +177,24 @@ impl PortTokens {
         Ok(PortTokens::new(secret.as_bytes()))
     }
 
-    fn mac(&self, label: &str, port: u16) -> Hmac<Sha256> {
+    fn mac(&self, sandbox_id: &str, port: u16) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes any key");
-        mac.update(format!("{label}-{port}").as_bytes());
+        mac.update(format!("{sandbox_id}:{port}").as_bytes());
         mac
     }
 
-    /// The token of `port` of the sandbox labelled `label` (32 hex characters).
-    pub fn token(&self, label: &str, port: u16) -> String {
-        hex::encode(&self.mac(label, port).finalize().into_bytes()[..TOKEN_BYTES])
+    /// The token of `port` of the sandbox `sandbox_id` (32 hex characters).
+    pub fn token(&self, sandbox_id: &str, port: u16) -> String {
+        hex::encode(&self.mac(sandbox_id, port).finalize().into_bytes()[..TOKEN_BYTES])
     }
 
-    /// Whether `token` opens `port` of `label` (compared in constant time).
-    pub fn verify(&self, label: &str, port: u16, token: &str) -> bool {
+    /// Whether `token` opens `port` of the sandbox `sandbox_id` (compared in constant time).
+    pub fn verify(&self, sandbox_id: &str, port: u16, token: &str) -> bool {
         match hex::decode(token) {
-            Ok(bytes) if bytes.len() == TOKEN_BYTES => {
-                self.mac(label, port).verify_truncated_left(&bytes).is_ok()
-            }
+            Ok(bytes) if bytes.len() == TOKEN_BYTES => self
+                .mac(sandbox_id, port)
+                .verify_truncated_left(&bytes)
+                .is_ok(),
             _ => false,
         }
     }
@@ -266,15 +272,27 @@ mod tests {
     #[test]
     fn tokens_open_one_port_of_one_sandbox() {
         let t = PortTokens::new(b"0123456789abcdef0123456789abcdef");
-        let tok = t.token("9f83e711", 8080);
+        let id = "9f83e711-1234-4abc-8def-000000000000";
+        let tok = t.token(id, 8080);
         assert_eq!(tok.len(), 32);
-        assert!(t.verify("9f83e711", 8080, &tok));
-        assert!(!t.verify("9f83e711", 8081, &tok));
-        assert!(!t.verify("9f83e712", 8080, &tok));
-        assert!(!t.verify("9f83e711", 8080, &tok[..30]));
-        assert!(!t.verify("9f83e711", 8080, "not hex"));
+        assert!(t.verify(id, 8080, &tok));
+        assert!(!t.verify(id, 8081, &tok));
+        assert!(!t.verify("9f83e712-1234-4abc-8def-000000000000", 8080, &tok));
+        assert!(!t.verify(id, 8080, &tok[..30]));
+        assert!(!t.verify(id, 8080, "not hex"));
         let other = PortTokens::new(b"another secret, another server!!");
-        assert!(!other.verify("9f83e711", 8080, &tok));
+        assert!(!other.verify(id, 8080, &tok));
+    }
+
+    #[test]
+    fn a_later_sandbox_with_the_same_label_needs_its_own_token() {
+        let t = PortTokens::new(b"0123456789abcdef0123456789abcdef");
+        let old = "9f83e711-1234-4abc-8def-000000000000";
+        let new = "9f83e711-ffff-4abc-8def-000000000001";
+        assert_eq!(host_label(old), host_label(new));
+        let tok = t.token(old, 8080);
+        assert!(!t.verify(new, 8080, &tok));
+        assert_ne!(t.token(new, 8080), tok);
     }
 
     #[test]

@@ -164,8 +164,9 @@ impl ProcessTable {
 }
 
 impl Control {
-    /// The server is shutting down: streams that follow background processes (which may run
-    /// forever) end, so that the graceful shutdown does not wait for them.
+    /// The server is shutting down: streams that follow background processes and proxied
+    /// exchanges (both may last forever) end, so that the graceful shutdown does not wait for
+    /// them.
     pub fn begin_shutdown(&self) {
         self.closing.send_replace(true);
     }

@@ -84,6 +84,9 @@ struct ServeArgs {
     /// Most sandboxes alive at once.
     #[arg(long, env = "CERVER_MAX_SANDBOXES", default_value_t = 200)]
     max_sandboxes: usize,
+    /// Most connections the port proxy holds open at once, all sandboxes together (then 503).
+    #[arg(long, env = "CERVER_MAX_PROXIED_CONNECTIONS", default_value_t = 1024)]
+    max_proxied_connections: usize,
     /// TOML file with per-engine sandbox limits (`[workers]`, `[containers]`) and `[mail]`.
     #[arg(long, env = "CERVER_CONFIG")]
     config: Option<PathBuf>,
@@ -310,6 +313,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_sandboxes: args.max_sandboxes,
+        max_proxy_connections_total: args.max_proxied_connections,
         ports,
         ..Default::default()
     };
@@ -331,7 +335,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(async move {
         shutdown_signal().await;
-        // Followers of background processes would otherwise keep the server up forever.
+        // Followers of background processes and proxied streams or WebSockets (which end
+        // only with their sandbox, destroyed after `serve` returns) would otherwise keep the
+        // server up forever.
         closing.begin_shutdown();
     })
     .await?;

@@ -534,6 +534,123 @@ async fn a_web_server_in_a_sandbox_is_reachable_through_its_host() {
     assert_eq!(last, 502);
 }
 
+/// A sandbox server: `/stream` sends a line every 0.2 s for ever; anything else answers with
+/// the request headers it got, as `name: value` lines (bytes as received).
+const HEADERS_AND_STREAM_SERVER: &str = r#"
+import time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        if self.path.startswith("/stream"):
+            while True:
+                self.wfile.write(b"tick\n")
+                self.wfile.flush()
+                time.sleep(0.2)
+        body = "".join(f"{k.lower()}: {v}\n" for k, v in self.headers.items())
+        self.wfile.write(body.encode("latin-1"))
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"#;
+
+/// The header lines the sandbox server echoed, by lower-case name.
+fn echoed(body: &[u8], name: &str) -> Vec<Vec<u8>> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name.as_bytes())?;
+            rest.strip_prefix(b": ").map(<[u8]>::to_vec)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cookies_slots_and_shutdown_through_a_real_sandbox() {
+    let s = Server::start_with(&["--port-tokens", "--max-proxied-connections", "1"]);
+    let id = s.sandbox_with(json!({"engine": "containers"})).await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": HEADERS_AND_STREAM_SERVER, "background": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = s.get(&format!("/sandbox/{id}/host?port=8080")).await;
+    assert_eq!(status, 200, "{v}");
+    let host = v["host"].as_str().unwrap().to_string();
+    let token = v["url"]
+        .as_str()
+        .unwrap()
+        .split_once("?cerver_token=")
+        .unwrap()
+        .1
+        .to_string();
+    let get = |path: &str, cookie: &[u8]| {
+        anonymous()
+            .get(s.url(path))
+            .header("host", &host)
+            .header("x-cerver-token", &token)
+            .header(
+                "cookie",
+                reqwest::header::HeaderValue::from_bytes(cookie).unwrap(),
+            )
+            .header("forwarded", "for=203.0.113.9")
+            .header("x-real-ip", "203.0.113.9")
+    };
+    let mut body = Vec::new();
+    for _ in 0..100 {
+        let r = get("/echo", b"x=1;y=\xe9;  z").send().await.unwrap();
+        if r.status() == 200 {
+            body = r.bytes().await.unwrap().to_vec();
+            break;
+        }
+        assert_eq!(r.status(), 502);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Without the token pair, the cookies go through byte for byte.
+    assert_eq!(echoed(&body, "cookie"), [b"x=1;y=\xe9;  z".to_vec()]);
+    // The client's own `Forwarded` and `X-Real-IP` do not.
+    assert!(echoed(&body, "forwarded").is_empty());
+    assert_eq!(echoed(&body, "x-real-ip"), [b"127.0.0.1".to_vec()]);
+    // With it, only that pair goes.
+    let r = get(
+        "/echo",
+        format!("a=\u{e9}; cerver_port_token={token}; noeq; b=2").as_bytes(),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        echoed(&body, "cookie"),
+        ["a=\u{e9}; noeq; b=2".as_bytes().to_vec()]
+    );
+
+    // A stream takes the server's only proxied-connection slot: the next exchange is a 503.
+    let mut stream = get("/stream", b"k=v").send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.chunk().await.unwrap().unwrap(), "tick\n");
+    let r = get("/echo", b"k=v")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "too_many_connections", "{v}");
+
+    // The endless stream does not hold up the server's shutdown.
+    let t = std::time::Instant::now();
+    s.stop();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(stream);
+}
+
 #[test]
 fn bad_port_settings_refuse_to_start() {
     for (flag, value, says) in [
