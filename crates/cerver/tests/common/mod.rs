@@ -241,11 +241,16 @@ pub fn sandbox_cgroups(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Unique per call within this test process (tests start servers in parallel, within the
+/// same nanosecond now and then) and across processes.
 pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{}-{}", std::process::id(), nanos)
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{}-{}", std::process::id(), n, nanos)
 }
