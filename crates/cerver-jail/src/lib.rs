@@ -15,6 +15,7 @@ pub mod cgroup;
 pub mod harden;
 pub mod helper;
 pub mod init;
+pub mod layout;
 pub mod net;
 pub mod protocol;
 pub mod rootfs;
