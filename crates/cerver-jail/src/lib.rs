@@ -20,6 +20,7 @@ pub mod harden;
 pub mod helper;
 #[allow(unsafe_code)] // closing inherited descriptors by number
 pub mod init;
+pub mod layout;
 #[allow(unsafe_code)] // the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls that bring loopback up
 pub mod net;
 pub mod protocol;
