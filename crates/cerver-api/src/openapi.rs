@@ -59,6 +59,7 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         cerver_types::SetTimeoutResponse,
         cerver_types::RunRequest,
         cerver_types::RunResponse,
+        cerver_types::RunStatus,
         cerver_types::StreamEvent,
         cerver_types::RunResult,
         cerver_types::ProcessInfo,

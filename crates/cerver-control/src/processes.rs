@@ -170,11 +170,12 @@ impl Control {
         let code = params.code.chars().take(CODE_PREVIEW_CHARS).collect();
         let env = run_env(entry, &params.envs);
         let spec = cerver_runtime::run::code_spec(params.code, env);
+        let ring_bytes = self.runtime.config().output_ring_bytes;
         // In a task of its own: a started process is always registered (so that it can be
         // listed and killed), even if the request that started it goes away meanwhile.
         let start = tokio::spawn(async move {
             let entry = &reservation.0;
-            let (process, live) = entry.sandbox.start_background(&spec).await?;
+            let (process, live) = entry.sandbox.start_background(&spec, ring_bytes).await?;
             let started = BackgroundProcess { process, code };
             entry.processes.insert(started.clone());
             tracing::debug!(sandbox.id = %entry.id, pid = started.process.pid(), "background process started");

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cerver_runtime::{RunHandle, RunOutput};
-use cerver_types::RunResponse;
+use cerver_runtime::{RunExit, RunHandle, RunOutput};
+use cerver_types::{RunResponse, RunStatus};
 
 use crate::env::{run_env, validate_code};
 use crate::{Control, ControlError, Entry};
@@ -71,6 +71,21 @@ fn trim_one_newline(mut s: String) -> String {
     s
 }
 
+/// How a run ended, from how its process ended (never from what it wrote).
+pub(crate) fn status(exit: &RunExit) -> RunStatus {
+    if exit.timed_out {
+        RunStatus::Timeout
+    } else if exit.out_of_memory {
+        RunStatus::Oom
+    } else if exit.signal.is_some() {
+        RunStatus::Killed
+    } else if exit.exit_code == 0 && exit.error.is_none() {
+        RunStatus::Ok
+    } else {
+        RunStatus::Error
+    }
+}
+
 /// The documented result of a run collected with at most `max` bytes per stream.
 pub(crate) fn response(out: RunOutput, max: usize) -> RunResponse {
     let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -89,6 +104,7 @@ pub(crate) fn response(out: RunOutput, max: usize) -> RunResponse {
         error.push_str(msg);
     }
     RunResponse {
+        status: status(&out.exit),
         output: trim_one_newline(output),
         error,
         exit_code: out.exit.exit_code,
@@ -106,6 +122,36 @@ mod tests {
         assert_eq!(trim_one_newline("a\n\n".into()), "a\n");
         assert_eq!(trim_one_newline("a\r\n".into()), "a");
         assert_eq!(trim_one_newline("".into()), "");
+    }
+
+    #[test]
+    fn status_comes_from_how_the_process_ended() {
+        let exit = |f: fn(&mut RunExit)| {
+            let mut e = RunExit::default();
+            f(&mut e);
+            status(&e)
+        };
+        assert_eq!(exit(|_| {}), RunStatus::Ok);
+        assert_eq!(exit(|e| e.exit_code = 137), RunStatus::Error);
+        assert_eq!(
+            exit(|e| {
+                e.exit_code = -1;
+                e.timed_out = true;
+            }),
+            RunStatus::Timeout
+        );
+        assert_eq!(
+            exit(|e| {
+                e.signal = Some(9);
+                e.out_of_memory = true;
+            }),
+            RunStatus::Oom
+        );
+        assert_eq!(exit(|e| e.signal = Some(15)), RunStatus::Killed);
+        assert_eq!(
+            exit(|e| e.error = Some("could not start".into())),
+            RunStatus::Error
+        );
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub(crate) fn exit_event(exit: &RunExit) -> StreamEvent {
         code: exit.exit_code,
         error: exit.error.clone(),
         duration: exit.duration.as_millis() as u64,
+        status: crate::runs::status(exit),
     }
 }
 
@@ -235,7 +236,8 @@ mod tests {
                 StreamEvent::Exit {
                     code: 0,
                     error: None,
-                    duration: 7
+                    duration: 7,
+                    status: cerver_types::RunStatus::Ok,
                 },
             ]
         );

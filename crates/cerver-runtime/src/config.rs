@@ -71,6 +71,10 @@ pub struct RuntimeConfig {
     /// top). `None`: the host's memory minus a reserve
     /// (`cerver_jail::cgroup::default_parent_memory`).
     pub sandboxes_memory_bytes: Option<u64>,
+    /// How long filling the wheel cache on the host (one `pip download`) may take.
+    pub wheel_fetch_timeout: std::time::Duration,
+    /// Bytes of output a background process keeps per stream (its last ones, in a ring).
+    pub output_ring_bytes: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -118,6 +122,8 @@ impl RuntimeConfig {
             max_wheelhouse_bytes: 8192 * MIB,
             install_timeout: std::time::Duration::from_secs(600),
             sandboxes_memory_bytes: None,
+            wheel_fetch_timeout: std::time::Duration::from_secs(300),
+            output_ring_bytes: MIB as usize,
         }
     }
 

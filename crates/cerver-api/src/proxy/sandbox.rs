@@ -91,6 +91,7 @@ pub(super) async fn to_sandbox(
             weak.upgrade().is_some_and(|e| e.is_live())
         })),
         closing: Some(st.control.closing()),
+        idle_timeout: st.control.config().proxy_idle_timeout,
         ..ForwardOptions::default()
     };
     let mut response = forward(req, SocketAddr::new(IpAddr::V4(ip), port), opts).await;
