@@ -72,7 +72,7 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
             ControlError::NotFound => ApiError::not_found(),
-            e @ ControlError::ProcessNotFound(_) => {
+            e @ (ControlError::ProcessNotFound(_) | ControlError::KeyNotFound) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             ControlError::Limit(m) => {

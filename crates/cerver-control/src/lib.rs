@@ -89,6 +89,9 @@ pub enum ControlError {
     /// No such sandbox (or not the caller's).
     #[error("sandbox not found")]
     NotFound,
+    /// The caller has no (unrevoked) API key with this id.
+    #[error("no such API key")]
+    KeyNotFound,
     /// The sandbox has no background process with this pid.
     #[error("no background process with pid {0} in this sandbox")]
     ProcessNotFound(i32),
