@@ -191,8 +191,12 @@ class Run:
         self.shot("login")
         key = self.sign_up(email)
         self.shot("signup-key")
+        for _ in range(7):  # some usage for the overview's meter and chart
+            api(self.base, key, "GET", "/sandboxes")
         self.sign_in(email)
         self.overview("trial")
+        today = self.d.find_element(By.ID, "usage-today").text
+        assert today == "7", f"today's requests: {today}"
         self.shot("overview")
         self.keys(key)
         sid, row = self.sandboxes(key)

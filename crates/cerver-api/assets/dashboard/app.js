@@ -8,6 +8,13 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const PAGES = ["overview", "keys", "sandboxes", "quickstart"];
 let account = null;
 
+// A table cell with its column's name (shown as a label when rows become cards on a phone).
+function cell(label, props, ...children) {
+  const td = el("td", props, ...children);
+  td.dataset.label = label;
+  return td;
+}
+
 function el(tag, props, ...children) {
   const node = document.createElement(tag);
   Object.assign(node, props || {});
@@ -40,7 +47,9 @@ const fmtDay = (secs) => new Date(secs * 1000).toISOString().slice(5, 10);
 function fmtDuration(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  return h ? `${h}h ${m}m` : m ? `${m}m ${r}s` : `${r}s`;
+  if (h) return m ? `${h}h ${m}m` : `${h}h`;
+  if (m) return r ? `${m}m ${r}s` : `${m}m`;
+  return `${r}s`;
 }
 
 // ---- signed out: sign in and sign up ----
@@ -94,6 +103,13 @@ function renderChart(days) {
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", "Requests per day: " + days.map((d) => `${fmtDay(d.date)} ${d.requests}`).join(", "));
+  const axis = document.createElementNS(NS, "line");
+  axis.setAttribute("x1", String(left));
+  axis.setAttribute("x2", String(W));
+  axis.setAttribute("y1", String(H - bottom));
+  axis.setAttribute("y2", String(H - bottom));
+  axis.setAttribute("class", "baseline");
+  svg.append(axis);
   days.forEach((d, i) => {
     const h = (d.requests / max) * (H - top - bottom);
     const x = left + i * slot + (slot - barW) / 2;
@@ -139,10 +155,10 @@ async function loadKeys() {
       } catch (e) { say(e.message, true); }
     });
     body.append(el("tr", { className: "key-row" },
-      el("td", {}, el("code", { textContent: k.masked })),
-      el("td", { textContent: k.name || "—" }),
-      el("td", { textContent: fmtDate(k.created_at) }),
-      el("td", { textContent: fmtDate(k.last_used_at) }),
+      cell("Key", {}, el("code", { textContent: k.masked })),
+      cell("Name", { textContent: k.name || "—" }),
+      cell("Created", { textContent: fmtDate(k.created_at) }),
+      cell("Last used", { textContent: fmtDate(k.last_used_at) }),
       el("td", {}, revoke)));
   }
   $("keys-empty").hidden = keys.length > 0;
@@ -182,11 +198,11 @@ async function loadSandboxes() {
     });
     const meta = Object.keys(s.metadata || {}).length ? JSON.stringify(s.metadata) : "—";
     const row = el("tr", { className: "sandbox-row" },
-      el("td", {}, el("code", { textContent: s.sandbox_id })),
-      el("td", { textContent: s.engine }),
-      el("td", { textContent: s.status }),
-      el("td", { className: "metadata" }, el("code", { textContent: meta })),
-      el("td", { textContent: fmtDuration(s.time_remaining_ms) }),
+      cell("Sandbox", {}, el("code", { textContent: s.sandbox_id })),
+      cell("Engine", { textContent: s.engine }),
+      cell("Status", { textContent: s.status }),
+      cell("Metadata", { className: "metadata" }, el("code", { textContent: meta })),
+      cell("Time left", { textContent: fmtDuration(s.time_remaining_ms) }),
       el("td", {}, kill));
     row.dataset.sandboxId = s.sandbox_id;
     body.append(row);
@@ -209,9 +225,11 @@ curl -s ${base}/sandbox/SANDBOX_ID/run \\
   -H "Authorization: Bearer ${k}" -H "Content-Type: application/json" \\
   -d '{"code": "print(6 * 7)"}'`;
   $("qs-python").textContent =
-`pip install cerver
+`# in a shell (the SDK is sdk/python in Cerver's repository)
+pip install ./sdk/python
 export CERVER_API_URL=${base} CERVER_API_KEY=${k}
 
+# in Python
 from cerver import Sandbox
 
 with Sandbox() as sandbox:  # deleted on exit
