@@ -205,11 +205,8 @@ pub async fn verify_login(
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     let (session, user) = st.accounts.verify_login(&q.token).await?;
-    let cookie = crate::session::set_cookie(
-        st.accounts.public_url(),
-        &session,
-        SESSION_TTL_MS / 1000,
-    );
+    let cookie =
+        crate::session::set_cookie(st.accounts.public_url(), &session, SESSION_TTL_MS / 1000);
     let mut response = if wants_json(&headers) {
         Json(cerver_types::SessionInfo {
             email: user.email.clone(),

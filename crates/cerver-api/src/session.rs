@@ -46,7 +46,9 @@ pub fn set_cookie(public_url: &str, session: &str, max_age_s: i64) -> String {
     } else {
         ""
     };
-    format!("{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}")
+    format!(
+        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
+    )
 }
 
 fn forbidden(message: &str) -> Response {
@@ -178,11 +180,17 @@ mod tests {
         ));
         assert!(origin_allowed(
             public,
-            &headers(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")])
+            &headers(&[
+                ("origin", "http://127.0.0.1:8080"),
+                ("host", "127.0.0.1:8080")
+            ])
         ));
         assert!(!origin_allowed(
             public,
-            &headers(&[("origin", "https://evil.example"), ("host", "127.0.0.1:8080")])
+            &headers(&[
+                ("origin", "https://evil.example"),
+                ("host", "127.0.0.1:8080")
+            ])
         ));
         assert!(!origin_allowed(public, &headers(&[("origin", "null")])));
     }

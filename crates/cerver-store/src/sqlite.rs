@@ -48,7 +48,11 @@ pub const DB_FILE_NAME: &str = "cerver.db";
 /// a test checks that this list and the files in `migrations/` agree.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
-    (2, "dashboard", include_str!("../migrations/0002_dashboard.sql")),
+    (
+        2,
+        "dashboard",
+        include_str!("../migrations/0002_dashboard.sql"),
+    ),
 ];
 
 /// How to open the database.

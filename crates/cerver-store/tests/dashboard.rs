@@ -64,5 +64,11 @@ async fn usage_history_lists_the_days_that_have_requests() {
     store.record_requests(&b.id, 100, 50).await.unwrap();
     let history = store.requests_between(&a.id, 100, 113).await.unwrap();
     assert_eq!(history, vec![(100, 3), (105, 11)]);
-    assert!(store.requests_between(&a.id, 0, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .requests_between(&a.id, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -86,12 +86,20 @@ impl Session {
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
-        let link = link_in_mails(&s.data_dir.join("mail"), &s.base, email, "/auth/login/verify");
+        let link = link_in_mails(
+            &s.data_dir.join("mail"),
+            &s.base,
+            email,
+            "/auth/login/verify",
+        );
         let r = http.get(&link).send().await.unwrap();
         assert_eq!(r.status(), 303);
         assert_eq!(r.headers()["location"], "/dashboard");
         let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+            "{set}"
+        );
         assert!(!set.contains("Secure"), "plain http: {set}");
         let cookie = set.split(';').next().unwrap().to_string();
         let mut session = Session {
@@ -113,7 +121,11 @@ impl Session {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.request(reqwest::Method::GET, path).send().await.unwrap();
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -169,11 +181,23 @@ async fn keys_are_created_once_named_masked_and_revoked_at_once() {
     let me = Session::login(&s, "tester@example.com").await;
     let before = me.keys().await;
     assert_eq!(before.len(), 1, "the harness's key: {before:?}");
-    assert!(before[0]["masked"].as_str().unwrap().starts_with("sk_live_"));
-    assert!(!before[0].to_string().contains(&s.key), "never the key itself");
+    assert!(
+        before[0]["masked"]
+            .as_str()
+            .unwrap()
+            .starts_with("sk_live_")
+    );
+    assert!(
+        !before[0].to_string().contains(&s.key),
+        "never the key itself"
+    );
 
     let (status, created) = me
-        .send(reqwest::Method::POST, "/account/keys", Some(json!({"name": "laptop"})))
+        .send(
+            reqwest::Method::POST,
+            "/account/keys",
+            Some(json!({"name": "laptop"})),
+        )
         .await;
     assert_eq!(status, 200, "{created}");
     let key = created["api_key"].as_str().unwrap().to_string();
@@ -188,11 +212,17 @@ async fn keys_are_created_once_named_masked_and_revoked_at_once() {
 
     // The new key works, and its use is recorded (off the request's path).
     let new = client_with_key(&key);
-    assert_eq!(new.get(s.url("/sandboxes")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        new.get(s.url("/sandboxes")).send().await.unwrap().status(),
+        200
+    );
     let mut used = Value::Null;
     for _ in 0..50 {
         let keys = me.keys().await;
-        let k = keys.iter().find(|k| k["key_id"] == key_id.as_str()).unwrap();
+        let k = keys
+            .iter()
+            .find(|k| k["key_id"] == key_id.as_str())
+            .unwrap();
         used = k["last_used_at"].clone();
         if !used.is_null() {
             break;
@@ -202,18 +232,32 @@ async fn keys_are_created_once_named_masked_and_revoked_at_once() {
     assert!(used.as_u64().is_some(), "last_used_at recorded: {used}");
     let listed = me.keys().await;
     assert_eq!(listed.len(), 3);
-    assert!(!listed.iter().any(|k| k.to_string().contains(&key)), "shown once");
+    assert!(
+        !listed.iter().any(|k| k.to_string().contains(&key)),
+        "shown once"
+    );
 
     // Revoked: 401 on the very next request (the server's key cache is emptied).
     let (status, v) = me
-        .send(reqwest::Method::DELETE, &format!("/account/keys/{key_id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/account/keys/{key_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["revoked"], true);
-    assert_eq!(new.get(s.url("/sandboxes")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        new.get(s.url("/sandboxes")).send().await.unwrap().status(),
+        401
+    );
     assert_eq!(me.keys().await.len(), 2);
     let (status, v) = me
-        .send(reqwest::Method::DELETE, &format!("/account/keys/{key_id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/account/keys/{key_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 404, "already revoked: {v}");
     // The other keys still work.
@@ -321,7 +365,11 @@ async fn users_never_see_or_touch_each_others_keys_and_sandboxes() {
     assert_ne!(mine[0]["key_id"], theirs[0]["key_id"]);
     let my_key_id = mine[0]["key_id"].as_str().unwrap();
     let (status, v) = them
-        .send(reqwest::Method::DELETE, &format!("/account/keys/{my_key_id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/account/keys/{my_key_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 404, "{v}");
     assert_eq!(s.get("/sandboxes").await.0, 200, "my key still works");
@@ -332,12 +380,19 @@ async fn users_never_see_or_touch_each_others_keys_and_sandboxes() {
     let (_, listed) = them.get("/account/sandboxes").await;
     assert_eq!(listed["sandboxes"], json!([]));
     let (status, _) = them
-        .send(reqwest::Method::DELETE, &format!("/account/sandboxes/{id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/account/sandboxes/{id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
     assert_eq!(s.get(&format!("/sandbox/{id}")).await.0, 200, "still alive");
     let (_, a) = them.get("/account").await;
-    assert_eq!((a["email"].as_str(), a["plan"].as_str()), (Some("other@example.com"), Some("free")));
+    assert_eq!(
+        (a["email"].as_str(), a["plan"].as_str()),
+        (Some("other@example.com"), Some("free"))
+    );
     drop(other_key);
 }
 
@@ -347,7 +402,10 @@ async fn sandboxes_are_listed_with_their_metadata_and_killed() {
     let me = Session::login(&s, "tester@example.com").await;
     let hostile = "<img src=x onerror=alert(1)>\"'&";
     let (status, sb) = s
-        .post("/sandbox", json!({"metadata": {"note": hostile}, "timeout_ms": 600_000}))
+        .post(
+            "/sandbox",
+            json!({"metadata": {"note": hostile}, "timeout_ms": 600_000}),
+        )
         .await;
     assert_eq!(status, 200, "{sb}");
     let id = sb["sandbox_id"].as_str().unwrap().to_string();
@@ -355,7 +413,10 @@ async fn sandboxes_are_listed_with_their_metadata_and_killed() {
     assert_eq!(status, 200, "{listed}");
     let row = &listed["sandboxes"][0];
     assert_eq!(row["sandbox_id"], id.as_str());
-    assert_eq!(row["metadata"]["note"], hostile, "returned as data, unaltered");
+    assert_eq!(
+        row["metadata"]["note"], hostile,
+        "returned as data, unaltered"
+    );
     assert_eq!(row["status"], "ready");
     assert!(row["time_remaining_ms"].as_u64().unwrap() > 500_000);
 
@@ -367,7 +428,11 @@ async fn sandboxes_are_listed_with_their_metadata_and_killed() {
     assert_eq!(r.status(), 403, "no CSRF token");
     assert_eq!(s.get(&format!("/sandbox/{id}")).await.0, 200);
     let (status, v) = me
-        .send(reqwest::Method::DELETE, &format!("/account/sandboxes/{id}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/account/sandboxes/{id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["success"], true);
@@ -382,7 +447,10 @@ async fn logout_and_expiry_end_the_session() {
     let (status, _) = me.send(reqwest::Method::POST, "/auth/logout", None).await;
     assert_eq!(status, 200);
     assert_eq!(me.get("/account").await.0, 401);
-    assert_eq!(me.send(reqwest::Method::POST, "/auth/logout", None).await.0, 401);
+    assert_eq!(
+        me.send(reqwest::Method::POST, "/auth/logout", None).await.0,
+        401
+    );
 
     // A session past its expiry is no session (its row is aged by hand: 7 days are long).
     let old = Session::login(&s, "tester@example.com").await;
@@ -392,11 +460,22 @@ async fn logout_and_expiry_end_the_session() {
         .arg("PRAGMA busy_timeout = 5000; UPDATE sessions SET expires_at = 1;")
         .output()
         .expect("run sqlite3 (scripts/setup installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(old.get("/account").await.0, 401);
-    let r = old.request(reqwest::Method::GET, "/dashboard").send().await.unwrap();
+    let r = old
+        .request(reqwest::Method::GET, "/dashboard")
+        .send()
+        .await
+        .unwrap();
     let html = r.text().await.unwrap();
-    assert!(html.contains(r#"<meta name="csrf-token" content="">"#), "signed out page");
+    assert!(
+        html.contains(r#"<meta name="csrf-token" content="">"#),
+        "signed out page"
+    );
 }
 
 #[tokio::test]
@@ -404,26 +483,53 @@ async fn the_page_carries_the_token_only_with_a_session() {
     let s = Server::start();
     let r = reqwest::get(s.url("/dashboard")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_string();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = r.text().await.unwrap();
     assert!(html.contains(r#"<meta name="csrf-token" content="">"#));
     assert!(html.contains("id=\"login-form\"") && html.contains("id=\"signup-form\""));
 
     let me = Session::login(&s, "tester@example.com").await;
-    let r = me.request(reqwest::Method::GET, "/dashboard").send().await.unwrap();
+    let r = me
+        .request(reqwest::Method::GET, "/dashboard")
+        .send()
+        .await
+        .unwrap();
     let html = r.text().await.unwrap();
     assert!(
-        html.contains(&format!(r#"<meta name="csrf-token" content="{}">"#, me.csrf)),
+        html.contains(&format!(
+            r#"<meta name="csrf-token" content="{}">"#,
+            me.csrf
+        )),
         "the session's token is embedded"
     );
     for (asset, kind) in [("app.js", "text/javascript"), ("app.css", "text/css")] {
-        let r = reqwest::get(s.url(&format!("/dashboard/{asset}"))).await.unwrap();
+        let r = reqwest::get(s.url(&format!("/dashboard/{asset}")))
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
     }
-    let r = reqwest::get(s.url("/dashboard/../cerver.db")).await.unwrap();
+    let r = reqwest::get(s.url("/dashboard/../cerver.db"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = reqwest::get(s.url("/dashboard/secret.txt")).await.unwrap();
     assert_eq!(r.status(), 404);
@@ -494,7 +600,12 @@ async fn sign_up_and_login_mails_arrive_over_real_smtp() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let link = link_in_mails(&smtp.dir, &s.base, "smtp-user@example.com", "/auth/verify-signup");
+    let link = link_in_mails(
+        &smtp.dir,
+        &s.base,
+        "smtp-user@example.com",
+        "/auth/verify-signup",
+    );
     let r = http
         .get(&link)
         .header("accept", "application/json")
@@ -506,7 +617,12 @@ async fn sign_up_and_login_mails_arrive_over_real_smtp() {
     let key = v["api_key"].as_str().unwrap().to_string();
     assert!(key.starts_with("sk_trial_"), "{v}");
     assert_eq!(
-        client_with_key(&key).get(s.url("/sandboxes")).send().await.unwrap().status(),
+        client_with_key(&key)
+            .get(s.url("/sandboxes"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     assert!(!s.data_dir.join("mail").exists(), "SMTP, not the spool");
@@ -518,7 +634,12 @@ async fn sign_up_and_login_mails_arrive_over_real_smtp() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let link = link_in_mails(&smtp.dir, &s.base, "smtp-user@example.com", "/auth/login/verify");
+    let link = link_in_mails(
+        &smtp.dir,
+        &s.base,
+        "smtp-user@example.com",
+        "/auth/login/verify",
+    );
     let r = http.get(&link).send().await.unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
@@ -558,5 +679,8 @@ fn the_dashboard_works_in_a_real_browser() {
         "the browser test failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    assert!(stdout.contains("dashboard browser test: ok"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("dashboard browser test: ok"),
+        "{stdout}\n{stderr}"
+    );
 }

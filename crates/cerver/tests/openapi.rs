@@ -119,7 +119,14 @@ const ROUTES: &[Route] = &[
         None,
         &[404],
     ),
-    route("get", "/account", None, JSON, Some("AccountResponse"), &[401]),
+    route(
+        "get",
+        "/account",
+        None,
+        JSON,
+        Some("AccountResponse"),
+        &[401],
+    ),
     route("get", "/account/keys", None, JSON, Some("KeyList"), &[401]),
     route(
         "post",
