@@ -194,7 +194,8 @@ pub async fn login(
     summary = "Open a dashboard session from a magic link",
     params(TokenQuery),
     responses(
-        (status = 200, description = "Signed in: sets the `cerver_session` cookie (HttpOnly, SameSite=Lax).", body = cerver_types::SessionInfo),
+        (status = 200, description = "Signed in (with `Accept: application/json`): sets the `cerver_session` cookie (HttpOnly, SameSite=Lax, Secure behind https).", body = cerver_types::SessionInfo),
+        (status = 303, description = "Signed in: sets the cookie and redirects to `/dashboard`."),
         (status = 400, description = "The link is invalid, used or expired.", body = cerver_types::ErrorBody),
     )
 )]
@@ -204,10 +205,8 @@ pub async fn verify_login(
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     let (session, user) = st.accounts.verify_login(&q.token).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        SESSION_TTL_MS / 1000
-    );
+    let cookie =
+        crate::session::set_cookie(st.accounts.public_url(), &session, SESSION_TTL_MS / 1000);
     let mut response = if wants_json(&headers) {
         Json(cerver_types::SessionInfo {
             email: user.email.clone(),
@@ -215,11 +214,7 @@ pub async fn verify_login(
         })
         .into_response()
     } else {
-        page(
-            "Signed in",
-            &format!("<p>Signed in as {}.</p>", html_escape(&user.email)),
-        )
-        .into_response()
+        axum::response::Redirect::to("/dashboard").into_response()
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);

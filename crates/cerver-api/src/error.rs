@@ -87,9 +87,9 @@ impl From<ControlError> for ApiError {
                 ApiError::new(status, code, message)
             }
             ControlError::NotFound => ApiError::not_found(),
-            e @ (ControlError::ProcessNotFound(_) | ControlError::Gone) => {
-                ApiError::new(S::NOT_FOUND, "not_found", e.to_string())
-            }
+            e @ (ControlError::ProcessNotFound(_)
+            | ControlError::Gone
+            | ControlError::KeyNotFound) => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
             ControlError::Limit(m) => ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", m),
             ControlError::Unauthorized(m) => ApiError::new(S::UNAUTHORIZED, "unauthorized", m),
             ControlError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),

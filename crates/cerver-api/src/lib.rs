@@ -12,9 +12,13 @@
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
 //! - [`mcp`]: `/mcp`, the same operations as Model Context Protocol tools.
+//! - [`dashboard`], [`account`], [`session`]: the web dashboard, its session-authenticated
+//!   JSON API (`/account*`) and the session cookie + CSRF middleware.
 //! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
 
+pub mod account;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -25,6 +29,7 @@ pub mod proxy;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;
+pub mod session;
 pub mod sse;
 
 use std::sync::Arc;

@@ -17,13 +17,16 @@ use cerver_store::{Plan, Store, StoreError, TokenKind, User, now_ms, utc_day};
 use crate::ControlError;
 use crate::plans::{PlanLimits, limits};
 
+mod dashboard;
+pub use dashboard::{AccountView, ApiKey, csrf_token};
+
 /// How long a sign-up verification link works.
 const SIGNUP_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 /// How long a login link works.
 const LOGIN_TOKEN_TTL_MS: i64 = 15 * 60 * 1000;
 /// How long a dashboard session lasts.
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-const DAY_MS: i64 = 24 * 3600 * 1000;
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Bound on the key cache (it is emptied whenever accounts change).
 const MAX_CACHED_KEYS: usize = 100_000;
 
@@ -57,6 +60,8 @@ pub struct Accounts {
     /// [`USAGE_FLUSH_INTERVAL`] and at shutdown), so requests never wait for a database write.
     usage: tokio::sync::Mutex<HashMap<(String, i64), Counter>>,
     mail_budget: std::sync::Mutex<MailBudget>,
+    /// When each key's last use was last written (see [`dashboard::KeyUse`]).
+    key_use: dashboard::KeyUse,
 }
 
 /// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
@@ -112,7 +117,8 @@ pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_
 #[derive(Default)]
 struct KeyCache {
     generation: Option<(u64, SystemTime)>,
-    users: HashMap<String, User>,
+    /// Key hash → (key id, its user).
+    users: HashMap<String, (String, User)>,
 }
 
 /// File whose change tells a running server that accounts changed behind its back.
@@ -161,11 +167,13 @@ impl Accounts {
             generation_file: data_dir.join(GENERATION_FILE),
             usage: Default::default(),
             mail_budget: Default::default(),
+            key_use: Default::default(),
         }
     }
 
-    /// The user of a key hash: from the cache while the accounts generation is unchanged.
-    async fn user_of_key(&self, hash: &str) -> Result<Option<User>, ControlError> {
+    /// The key id and user of a key hash: from the cache while the accounts generation is
+    /// unchanged.
+    async fn user_of_key(&self, hash: &str) -> Result<Option<(String, User)>, ControlError> {
         let generation = std::fs::metadata(&self.generation_file)
             .ok()
             .and_then(|m| Some((m.ino(), m.modified().ok()?)));
@@ -175,19 +183,21 @@ impl Accounts {
                 cache.users.clear();
                 cache.generation = generation;
             }
-            if let Some(user) = cache.users.get(hash) {
-                return Ok(Some(user.clone()));
+            if let Some(found) = cache.users.get(hash) {
+                return Ok(Some(found.clone()));
             }
         }
         let found = self.store.key_by_hash(hash).await.map_err(store_err)?;
-        let Some((_, user)) = found else {
+        let Some((key, user)) = found else {
             return Ok(None);
         };
         let mut cache = self.keys.lock().unwrap();
         if cache.generation == generation && cache.users.len() < MAX_CACHED_KEYS {
-            cache.users.insert(hash.to_string(), user.clone());
+            cache
+                .users
+                .insert(hash.to_string(), (key.id.clone(), user.clone()));
         }
-        Ok(Some(user))
+        Ok(Some((key.id, user)))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -315,10 +325,11 @@ impl Accounts {
         if !is_well_formed_key(key) {
             return Err(unauthorized());
         }
-        let user = self
+        let (key_id, user) = self
             .user_of_key(&hash_key(key))
             .await?
             .ok_or_else(unauthorized)?;
+        self.note_key_use(&key_id);
         let limits = limits(user.plan);
         let now = now_ms();
         let day = utc_day(now);

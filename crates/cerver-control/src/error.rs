@@ -35,6 +35,9 @@ pub enum ControlError {
     /// The sandbox has no background process with this pid.
     #[error("no background process with pid {0} in this sandbox")]
     ProcessNotFound(i32),
+    /// The caller has no (unrevoked) API key with this id.
+    #[error("no such API key")]
+    KeyNotFound,
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),

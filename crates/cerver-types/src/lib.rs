@@ -5,8 +5,9 @@
 //! `GET /openapi.json` is generated from these definitions and their doc comments, so keep
 //! both true to what the handlers send and accept.
 //!
-//! [`mcp`] holds the arguments of the `/mcp` tools (JSON Schema via `schemars`, as MCP wants).
+//! [`account`] holds the dashboard's account and key types. [`mcp`] holds the arguments of the `/mcp` tools (JSON Schema via `schemars`, as MCP wants).
 
+pub mod account;
 pub mod mcp;
 
 use std::collections::BTreeMap;

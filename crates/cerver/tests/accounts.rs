@@ -152,8 +152,13 @@ async fn login_link_opens_a_session() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let link = link_in_mail(&s, "tester@example.com", "/auth/login/verify");
-    let r = anon.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the link leads to the dashboard");
+    assert_eq!(r.headers()["location"], "/dashboard");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite"),
