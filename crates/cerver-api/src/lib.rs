@@ -10,15 +10,19 @@
 //! - [`extract`]: JSON/query extractors with JSON errors.
 //! - [`mcp`]: `/mcp`, the same operations as Model Context Protocol tools.
 //! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
+//! - [`metrics`]: `GET /metrics` and the per-route HTTP metrics.
+//! - [`request_id`]: one id per request, in `X-Request-Id` and on its log lines.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod processes;
 pub mod proxy;
+pub mod request_id;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;
@@ -31,6 +35,8 @@ use cerver_control::{Accounts, Control};
 pub struct AppState {
     pub control: Arc<Control>,
     pub accounts: Arc<Accounts>,
+    /// The operator's token for `GET /metrics` from a non-loopback peer (none: loopback only).
+    pub metrics_token: Option<String>,
 }
 
 pub use routes::router;

@@ -33,6 +33,7 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         health,
         llms_txt,
         openapi_json,
+        crate::metrics::scrape,
         sandboxes::create,
         sandboxes::list,
         sandboxes::info,
@@ -81,7 +82,7 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         (name = "processes", description = "Background processes (started with `\"background\": true`): list, inspect, follow, kill."),
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
         (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),
-        (name = "meta", description = "The server itself: health and API descriptions."),
+        (name = "meta", description = "The server itself: health, metrics and API descriptions."),
     ),
     modifiers(&OptionalCreateBody),
 )]

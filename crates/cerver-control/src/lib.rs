@@ -69,6 +69,7 @@ pub struct InstallOutcome {
 }
 
 fn install_outcome(out: cerver_runtime::run::RunOutput, upgraded: bool) -> InstallOutcome {
+    cerver_runtime::metrics::install(if out.exit.exit_code == 0 { "ok" } else { "failed" });
     let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
     log.push_str(&String::from_utf8_lossy(&out.stdout));
     if let Some(e) = &out.exit.error {
@@ -511,6 +512,7 @@ impl Control {
         match claim {
             Ok(_) => {}
             Err(StoreError::SandboxLimit { limit }) => {
+                cerver_runtime::metrics::quota_rejected("sandboxes");
                 return Err(ControlError::Limit(format!(
                     "the {} plan allows {limit} sandbox(es) at a time; delete one first",
                     caller.user.plan
@@ -546,11 +548,36 @@ impl Control {
             processes: Default::default(),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
+        cerver_runtime::metrics::sandbox_created(engine);
         self.sandboxes
             .lock()
             .unwrap()
             .insert(entry.id.clone(), entry.clone());
         Ok((entry, view(lifetime, capped)))
+    }
+
+    /// Sets the scrape-time gauges: live sandboxes by engine and status (running: a run or
+    /// install holds one of its slots), memory charged to them, warm pool sizes.
+    pub fn update_gauges(&self) {
+        use cerver_runtime::metrics as m;
+        let entries: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+        for engine in [Engine::Workers, Engine::Containers] {
+            let live: Vec<_> = entries
+                .iter()
+                .filter(|e| e.engine == engine && e.sandbox.is_alive())
+                .collect();
+            let running = live
+                .iter()
+                .filter(|e| e.runs.available_permits() < self.cfg.max_concurrent_runs)
+                .count();
+            m::set_sandboxes(engine, "running", running);
+            m::set_sandboxes(engine, "idle", live.len() - running);
+            let memory = live.iter().map(|e| e.sandbox.memory_bytes()).sum();
+            m::set_memory(engine, memory, live.len());
+        }
+        for (engine, ready) in self.runtime.pool_ready() {
+            m::set_pool_ready(engine, ready);
+        }
     }
 
     /// The caller's live sandbox `id`.
@@ -608,6 +635,7 @@ impl Control {
         }
         entry.sandbox.destroy().await;
         tracing::info!(sandbox.id = %entry.id, "sandbox destroyed");
+        cerver_runtime::metrics::sandbox_destroyed(entry.engine);
     }
 
     /// Sets the remaining lifetime to `timeout_ms` from now (capped at the caller's maximum).
