@@ -40,3 +40,6 @@ pub struct AppState {
 }
 
 pub use routes::router;
+
+#[cfg(test)]
+mod fuzz;

@@ -33,10 +33,7 @@ pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("_seconds".into()),
-                names::DURATION_BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), names::DURATION_BUCKETS)
             .expect("buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
@@ -44,8 +41,14 @@ pub fn handle() -> &'static PrometheusHandle {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
         let help = names::DESCRIPTIONS.iter().chain(&[
-            (HTTP_REQUESTS, "API requests by matched route template, method and status"),
-            (HTTP_DURATION, "API request latency by route template and method"),
+            (
+                HTTP_REQUESTS,
+                "API requests by matched route template, method and status",
+            ),
+            (
+                HTTP_DURATION,
+                "API request latency by route template and method",
+            ),
         ]);
         for (name, text) in help {
             metrics::describe_counter!(*name, *text);
@@ -121,7 +124,10 @@ pub async fn scrape(State(st): State<AppState>, req: Request) -> Response {
     let handle = handle();
     handle.run_upkeep();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
         .into_response()
@@ -165,14 +171,21 @@ mod tests {
         let none = HeaderMap::new();
         assert_eq!(check_token(Some("s3cret"), &none).unwrap_err().status, 401);
         assert_eq!(
-            check_token(Some("s3cret"), &bearer("Bearer nope")).unwrap_err().status,
+            check_token(Some("s3cret"), &bearer("Bearer nope"))
+                .unwrap_err()
+                .status,
             403
         );
         assert_eq!(
-            check_token(Some("s3cret"), &bearer("Bearer s3cret2")).unwrap_err().status,
+            check_token(Some("s3cret"), &bearer("Bearer s3cret2"))
+                .unwrap_err()
+                .status,
             403
         );
-        assert_eq!(check_token(None, &bearer("Bearer x")).unwrap_err().status, 403);
+        assert_eq!(
+            check_token(None, &bearer("Bearer x")).unwrap_err().status,
+            403
+        );
         assert!(check_token(Some("s3cret"), &bearer("Bearer s3cret")).is_ok());
     }
 

@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::runs::{Utf8Stream, sse};
 
 /// A pid from the path: a positive decimal integer that fits a pid.
-fn parse_pid(s: &str) -> Result<i32, ApiError> {
+pub(crate) fn parse_pid(s: &str) -> Result<i32, ApiError> {
     let valid = !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
     match s.parse::<i32>() {
         Ok(pid) if valid && pid > 0 => Ok(pid),

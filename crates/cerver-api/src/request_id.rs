@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn sandbox_ids_come_from_sandbox_routes_only() {
         let r = Some("/sandbox/{id}/run");
-        assert_eq!(sandbox_id(r, "/sandbox/abc-1/run").as_deref(), Some("abc-1"));
+        assert_eq!(
+            sandbox_id(r, "/sandbox/abc-1/run").as_deref(),
+            Some("abc-1")
+        );
         assert_eq!(sandbox_id(r, "/sandbox/a%20b/run"), None);
         assert_eq!(sandbox_id(Some("/sandboxes"), "/sandboxes"), None);
         assert_eq!(sandbox_id(None, "/sandbox/abc"), None);

@@ -26,25 +26,51 @@ pub const MEMORY_PER_SANDBOX: &str = "cerver_node_memory_per_sandbox_bytes";
 
 /// Histogram buckets (seconds) of run durations (the API uses them for request latency too).
 pub const DURATION_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
 /// One line of help per metric, for the exporter's `# HELP`.
 pub const DESCRIPTIONS: &[(&str, &str)] = &[
-    (SANDBOXES, "Live sandboxes by engine and status (idle, running)"),
+    (
+        SANDBOXES,
+        "Live sandboxes by engine and status (idle, running)",
+    ),
     (SANDBOXES_CREATED, "Sandboxes created, by engine"),
-    (SANDBOXES_DESTROYED, "Sandboxes destroyed (deleted or expired), by engine"),
-    (RUNS, "Runs ended, by engine, kind (code, exec, file) and outcome"),
+    (
+        SANDBOXES_DESTROYED,
+        "Sandboxes destroyed (deleted or expired), by engine",
+    ),
+    (
+        RUNS,
+        "Runs ended, by engine, kind (code, exec, file) and outcome",
+    ),
     (RUN_DURATION, "Run durations by engine and kind"),
     (RUN_TIMEOUTS, "Runs ended by their timeout, by engine"),
-    (OOM_KILLS, "Runs killed for exceeding their sandbox's memory, by engine"),
-    (INSTALLS, "Package installs by result (ok, failed, rejected)"),
-    (QUOTA_REJECTIONS, "Requests refused by a plan limit, by which (requests, sandboxes)"),
-    (PROXY_CONNECTIONS, "Port-proxy exchanges by result (forwarded, refused, unreachable)"),
+    (
+        OOM_KILLS,
+        "Runs killed for exceeding their sandbox's memory, by engine",
+    ),
+    (
+        INSTALLS,
+        "Package installs by result (ok, failed, rejected)",
+    ),
+    (
+        QUOTA_REJECTIONS,
+        "Requests refused by a plan limit, by which (requests, sandboxes)",
+    ),
+    (
+        PROXY_CONNECTIONS,
+        "Port-proxy exchanges by result (forwarded, refused, unreachable)",
+    ),
     (POOL_READY, "Warm sandboxes ready, by engine"),
-    (SANDBOX_MEMORY, "Memory charged to live sandboxes' cgroups, by engine"),
-    (MEMORY_PER_SANDBOX, "Mean memory charged per live sandbox, by engine"),
+    (
+        SANDBOX_MEMORY,
+        "Memory charged to live sandboxes' cgroups, by engine",
+    ),
+    (
+        MEMORY_PER_SANDBOX,
+        "Mean memory charged per live sandbox, by engine",
+    ),
 ];
 
 pub fn sandbox_created(engine: Engine) {

@@ -24,12 +24,18 @@ struct Captured {
 
 impl Captured {
     fn start(extra: &[&str]) -> Captured {
-        let data_dir =
-            std::env::temp_dir().join(format!("cerver-test-{}", common::rand_suffix()));
+        let data_dir = std::env::temp_dir().join(format!("cerver-test-{}", common::rand_suffix()));
         std::fs::create_dir_all(&data_dir).unwrap();
         let key = common::create_key(&data_dir, "ops@example.com", "pro");
         let mut child = Command::new(env!("CARGO_BIN_EXE_cerver"))
-            .args(["serve", "--listen", "0.0.0.0:0", "--pool-size", "1", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--pool-size",
+                "1",
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .args(extra)
             .env("CERVER_LOG", "info,rmcp=warn")
@@ -47,7 +53,10 @@ impl Captured {
         });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let port = loop {
-            let line = lines.next().expect("server exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
             if let Some(addr) = line.strip_prefix("listening on http://") {
                 break addr.trim().rsplit(':').next().unwrap().parse().unwrap();
             }
@@ -130,7 +139,10 @@ fn host_address() -> Option<String> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let cidr = text.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+    let cidr = text
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)?;
     Some(cidr.split('/').next()?.to_string())
 }
 
@@ -149,14 +161,29 @@ async fn metrics_count_creates_runs_and_timeouts() {
         .json()
         .await
         .unwrap();
-    let id = created["sandbox_id"].as_str().expect("sandbox id").to_string();
+    let id = created["sandbox_id"]
+        .as_str()
+        .expect("sandbox id")
+        .to_string();
     let run = |body: Value| {
         let (c, url) = (c.clone(), s.url(&format!("/sandbox/{id}/run")));
-        async move { c.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            c.post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(run(json!({"code": "print(1)"})).await["exit_code"], 0);
     let slow = run(json!({"code": "while True: pass", "timeout": 1})).await;
-    assert!(slow["error"].as_str().unwrap().contains("timed out"), "{slow}");
+    assert!(
+        slow["error"].as_str().unwrap().contains("timed out"),
+        "{slow}"
+    );
 
     let after = scrape(&reqwest::Client::new(), &s.url("/metrics")).await;
     let w = ("engine", "workers");
@@ -165,18 +192,41 @@ async fn metrics_count_creates_runs_and_timeouts() {
         assert!(b > a, "{name}{labels:?}: {a} -> {b}\n{after}");
     };
     grew("cerver_sandboxes_created_total", &[w]);
-    grew("cerver_runs_total", &[w, ("kind", "code"), ("outcome", "ok")]);
-    grew("cerver_runs_total", &[w, ("kind", "code"), ("outcome", "timeout")]);
+    grew(
+        "cerver_runs_total",
+        &[w, ("kind", "code"), ("outcome", "ok")],
+    );
+    grew(
+        "cerver_runs_total",
+        &[w, ("kind", "code"), ("outcome", "timeout")],
+    );
     grew("cerver_run_timeouts_total", &[w]);
     grew("cerver_run_duration_seconds_count", &[w, ("kind", "code")]);
     // Requests by route template, never the raw path.
-    let route = [("route", "/sandbox/{id}/run"), ("method", "POST"), ("status", "200")];
-    assert_eq!(sample(&after, "cerver_http_requests_total", &route), 2.0, "{after}");
+    let route = [
+        ("route", "/sandbox/{id}/run"),
+        ("method", "POST"),
+        ("status", "200"),
+    ];
+    assert_eq!(
+        sample(&after, "cerver_http_requests_total", &route),
+        2.0,
+        "{after}"
+    );
     assert!(!after.contains(&id), "a raw path leaked into a label");
-    grew("cerver_http_request_duration_seconds_count", &[("route", "/sandbox")]);
+    grew(
+        "cerver_http_request_duration_seconds_count",
+        &[("route", "/sandbox")],
+    );
     assert_eq!(sample(&after, "cerver_sandboxes", &[w]), 1.0, "{after}");
-    assert!(after.contains("cerver_pool_ready{engine=\"workers\"}"), "{after}");
-    assert!(sample(&after, "cerver_sandbox_memory_bytes", &[w]) > 0.0, "{after}");
+    assert!(
+        after.contains("cerver_pool_ready{engine=\"workers\"}"),
+        "{after}"
+    );
+    assert!(
+        sample(&after, "cerver_sandbox_memory_bytes", &[w]) > 0.0,
+        "{after}"
+    );
     assert!(after.contains("# HELP cerver_runs_total"), "{after}");
 
     // A second scrape sees the counters grow again.
@@ -198,7 +248,12 @@ async fn metrics_count_creates_runs_and_timeouts() {
     assert_eq!(r.status(), 403);
     // An API key is not a metrics token.
     assert_eq!(c.get(&far).send().await.unwrap().status(), 403);
-    let r = plain.get(&far).bearer_auth("op-metrics-token").send().await.unwrap();
+    let r = plain
+        .get(&far)
+        .bearer_auth("op-metrics-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("cerver_runs_total"));
 }
@@ -209,10 +264,20 @@ async fn request_ids_round_trip_and_log_lines_carry_them_without_secrets() {
     let c = s.client();
 
     // A well-formed id comes back as sent; a malformed one is replaced by a fresh id.
-    let r = c.get(s.url("/sandboxes")).header("x-request-id", "ops-test.42_a").send().await.unwrap();
+    let r = c
+        .get(s.url("/sandboxes"))
+        .header("x-request-id", "ops-test.42_a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "ops-test.42_a");
     for bad in ["has space", "semi;colon", &"x".repeat(65)] {
-        let r = c.get(s.url("/health")).header("x-request-id", bad).send().await.unwrap();
+        let r = c
+            .get(s.url("/health"))
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .unwrap();
         let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
         assert_ne!(id, bad);
         assert!(uuid_like(&id), "{id}");
@@ -244,7 +309,11 @@ async fn request_ids_round_trip_and_log_lines_carry_them_without_secrets() {
     assert_eq!(r.status(), 200);
     // A failed key check: the key sent must not be logged either.
     let wrong_key = "cerver_not-a-real-key-3f9a";
-    let r = common::client_with_key(wrong_key).get(s.url("/sandboxes")).send().await.unwrap();
+    let r = common::client_with_key(wrong_key)
+        .get(s.url("/sandboxes"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -259,7 +328,10 @@ async fn request_ids_round_trip_and_log_lines_carry_them_without_secrets() {
         .iter()
         .find(|l| l.contains("sandbox destroyed") && l.contains("delete-req-8"))
         .unwrap_or_else(|| panic!("no delete line with the request id:\n{}", lines.join("\n")));
-    assert!(destroyed.contains(&format!("sandbox.id={id}")), "{destroyed}");
+    assert!(
+        destroyed.contains(&format!("sandbox.id={id}")),
+        "{destroyed}"
+    );
     for l in &lines {
         for s in [s.key.as_str(), secret, wrong_key] {
             assert!(!l.contains(s), "a secret reached the log: {l}");
