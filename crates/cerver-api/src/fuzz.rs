@@ -1,12 +1,11 @@
 //! Property tests (proptest, stable Rust) for the API's parsers of untrusted input: request
-//! bodies through the JSON extractor, Host-header routing, pids in paths, the UTF-8 stream
-//! decoder and SSE framing, the request-id filter. Short by default (proptest's 256 cases,
+//! bodies through the JSON extractor, Host-header routing, SSE framing, the request-id filter
+//! (pids and the UTF-8 stream decoder: `cerver-control/tests/fuzz_inputs.rs`). Short by default (proptest's 256 cases,
 //! or `PROPTEST_CASES`); the README gives the longer run.
 
 use proptest::prelude::*;
 
 use crate::proxy::{HostKind, classify_host};
-use crate::runs::Utf8Stream;
 
 /// Arbitrary JSON values, nested a few levels.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -93,39 +92,6 @@ proptest! {
             classify_host(host.as_bytes(), "sandbox.localhost"),
             HostKind::Sandbox { label: label.to_ascii_lowercase(), port }
         );
-    }
-
-    /// A pid parses exactly when it is a positive decimal i32, and round-trips.
-    #[test]
-    fn pids_are_canonical_positive_integers(s in prop_oneof!["[0-9]{1,12}", ".{0,12}", "-?[0-9]{1,4}"]) {
-        match crate::processes::parse_pid(&s) {
-            Ok(pid) => {
-                prop_assert!(pid > 0);
-                prop_assert_eq!(s.parse::<i32>().ok(), Some(pid));
-            }
-            Err(e) => prop_assert_eq!(e.status, 400),
-        }
-    }
-
-    /// However the output is cut into reads, the decoded text is the lossy decoding of it all.
-    #[test]
-    fn utf8_stream_is_independent_of_chunking(
-        text in ".{0,64}",
-        noise in prop::collection::vec(any::<u8>(), 0..16),
-        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
-    ) {
-        let mut bytes = text.into_bytes();
-        bytes.extend(noise);
-        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
-        at.sort_unstable();
-        let mut d = Utf8Stream::default();
-        let (mut out, mut from) = (String::new(), 0);
-        for cut in at.into_iter().chain([bytes.len()]) {
-            out.push_str(&d.push(&bytes[from..cut]));
-            from = cut;
-        }
-        out.push_str(&d.finish());
-        prop_assert_eq!(out, String::from_utf8_lossy(&bytes).into_owned());
     }
 
     /// An SSE event's data is one line of JSON whatever the output holds, so output can

@@ -1,7 +1,7 @@
 //! `GET /metrics` (Prometheus text format, via `metrics-exporter-prometheus`) and the HTTP
 //! metrics: requests by matched route template, method and status, and their latency.
 //!
-//! The runtime and the control plane count their own events (`cerver_runtime::metrics` names
+//! The runtime and the control plane count their own events (`cerver_control::metrics` names
 //! them all); this module installs the recorder those counts go to, adds the gauges read at
 //! scrape time, and guards the endpoint: a scrape needs no API key from a loopback peer;
 //! from anywhere else it needs the operator's metrics token (`Authorization: Bearer`),
@@ -15,7 +15,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use cerver_runtime::metrics as names;
+use cerver_control::metrics as names;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use subtle::ConstantTimeEq;
 

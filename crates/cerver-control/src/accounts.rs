@@ -341,7 +341,7 @@ impl Accounts {
             }
             let counter = usage.get_mut(&slot).expect("inserted above");
             if counter.count >= limits.requests_per_day {
-                cerver_runtime::metrics::quota_rejected("requests");
+                crate::metrics::quota_rejected("requests");
                 return Err(ControlError::RateLimited {
                     message: format!(
                         "daily request limit of {} reached for the {} plan",
@@ -414,7 +414,7 @@ impl Accounts {
             .unwrap()
             .take(&msg.to.to_string().to_lowercase(), now);
         if !allowed {
-            cerver_runtime::metrics::quota_rejected("mails");
+            crate::metrics::quota_rejected("mails");
             return Err(ControlError::RateLimited {
                 message: "too many emails requested; try again later".into(),
                 usage: Usage {

@@ -1,5 +1,6 @@
 //! Property tests (proptest) for the control plane's parsers of untrusted input: package
-//! specs, port tokens, the `[ports]` settings and host labels. Short by default; see the
+//! specs, port tokens, the `[ports]` settings, host labels, pids in paths and the UTF-8 stream
+//! decoder of run output. Short by default; see the
 //! README for a long run.
 
 use cerver_control::packages;
@@ -63,5 +64,38 @@ proptest! {
         let label = host_label(&id);
         prop_assert!(label.len() <= LABEL_LEN);
         prop_assert!(label.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{label}");
+    }
+
+    /// A pid parses exactly when it is a positive decimal i32, and round-trips.
+    #[test]
+    fn pids_are_canonical_positive_integers(s in prop_oneof!["[0-9]{1,12}", ".{0,12}", "-?[0-9]{1,4}"]) {
+        match cerver_control::ops::processes::parse_pid(&s) {
+            Ok(pid) => {
+                prop_assert!(pid > 0);
+                prop_assert_eq!(s.parse::<i32>().ok(), Some(pid));
+            }
+            Err(e) => prop_assert!(matches!(e, cerver_control::ControlError::Invalid { code: "invalid_pid", .. })),
+        }
+    }
+
+    /// However the output is cut into reads, the decoded text is the lossy decoding of it all.
+    #[test]
+    fn utf8_stream_is_independent_of_chunking(
+        text in ".{0,64}",
+        noise in prop::collection::vec(any::<u8>(), 0..16),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let mut bytes = text.into_bytes();
+        bytes.extend(noise);
+        let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+        at.sort_unstable();
+        let mut d = cerver_control::stream::Utf8Stream::default();
+        let (mut out, mut from) = (String::new(), 0);
+        for cut in at.into_iter().chain([bytes.len()]) {
+            out.push_str(&d.push(&bytes[from..cut]));
+            from = cut;
+        }
+        out.push_str(&d.finish());
+        prop_assert_eq!(out, String::from_utf8_lossy(&bytes).into_owned());
     }
 }
