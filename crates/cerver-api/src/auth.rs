@@ -33,6 +33,7 @@ pub async fn require_key(State(st): State<AppState>, mut req: Request, next: Nex
         Ok(ok) => ok,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    crate::request_id::record_user(&caller.user.id);
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;
     for (name, value) in rate_limit_headers(&usage) {

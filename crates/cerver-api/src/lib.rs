@@ -15,6 +15,8 @@
 //! - [`dashboard`], [`account`], [`session`]: the web dashboard, its session-authenticated
 //!   JSON API (`/account*`) and the session cookie + CSRF middleware.
 //! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
+//! - [`metrics`]: `GET /metrics` and the per-route HTTP metrics.
+//! - [`request_id`]: one id per request, in `X-Request-Id` and on its log lines.
 
 pub mod account;
 pub mod auth;
@@ -23,9 +25,11 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod mcp;
+pub mod metrics;
 pub mod openapi;
 pub mod processes;
 pub mod proxy;
+pub mod request_id;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;
@@ -40,6 +44,11 @@ use cerver_control::{Accounts, Control};
 pub struct AppState {
     pub control: Arc<Control>,
     pub accounts: Arc<Accounts>,
+    /// The operator's token for `GET /metrics` from a non-loopback peer (none: loopback only).
+    pub metrics_token: Option<String>,
 }
 
 pub use routes::router;
+
+#[cfg(test)]
+mod fuzz;

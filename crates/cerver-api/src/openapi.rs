@@ -42,6 +42,7 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
         health,
         llms_txt,
         openapi_json,
+        crate::metrics::scrape,
         sandboxes::create,
         sandboxes::list,
         sandboxes::info,
@@ -97,7 +98,7 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
         (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),
         (name = "dashboard", description = "The web dashboard and its session-authenticated JSON API (`cerver_session` cookie; `X-CSRF-Token` on every change)."),
-        (name = "meta", description = "The server itself: health and API descriptions."),
+        (name = "meta", description = "The server itself: health, metrics and API descriptions."),
     ),
     modifiers(&OptionalCreateBody),
 )]

@@ -14,10 +14,12 @@ use crate::{AppState, account, auth, dashboard, files, mcp, processes, runs, san
 const MAX_BODY: usize = 24 << 20;
 
 pub fn router(state: AppState) -> Router {
+    crate::metrics::handle();
     Router::new()
         .route("/health", get(health))
         .route("/llms.txt", get(llms_txt))
         .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/metrics", get(crate::metrics::scrape))
         .route("/auth/signup", post(auth::signup))
         .route("/auth/verify-signup", get(auth::verify_signup))
         .route("/auth/login", post(auth::login))
@@ -30,6 +32,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Per route (after routing, so the route template is known): metrics, then the
+        // request id and its span around everything else.
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
         // Outermost: a sandbox host name never reaches the API's routes (nor its key check).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

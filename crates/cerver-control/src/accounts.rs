@@ -352,6 +352,7 @@ impl Accounts {
             }
             let counter = usage.get_mut(&slot).expect("inserted above");
             if counter.count >= limits.requests_per_day {
+                crate::metrics::quota_rejected("requests");
                 return Err(ControlError::RateLimited {
                     message: format!(
                         "daily request limit of {} reached for the {} plan",
@@ -424,6 +425,7 @@ impl Accounts {
             .unwrap()
             .take(&msg.to.to_string().to_lowercase(), now);
         if !allowed {
+            crate::metrics::quota_rejected("mails");
             return Err(ControlError::RateLimited {
                 message: "too many emails requested; try again later".into(),
                 usage: Usage {

@@ -23,6 +23,11 @@ pub struct InstallOutcome {
 }
 
 fn install_outcome(out: RunOutput, upgraded: bool) -> InstallOutcome {
+    crate::metrics::install(if out.exit.exit_code == 0 {
+        "ok"
+    } else {
+        "failed"
+    });
     let mut log = String::from_utf8_lossy(&out.stderr).into_owned();
     log.push_str(&String::from_utf8_lossy(&out.stdout));
     if let Some(e) = &out.exit.error {

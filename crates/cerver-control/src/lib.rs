@@ -16,12 +16,14 @@
 //! - [`accounts`], [`plans`], [`ports`], [`packages`]: users and keys, what plans allow,
 //!   exposed ports, requirement parsing.
 //! - [`config`], [`error`]: settings (policy with today's values as defaults) and errors.
+//! - [`metrics`]: metric names and events (from the runtime) and the scrape-time gauges.
 
 pub mod accounts;
 pub mod config;
 pub mod env;
 pub mod error;
 pub mod install;
+pub mod metrics;
 pub mod ops;
 pub mod packages;
 pub mod plans;

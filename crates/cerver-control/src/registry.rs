@@ -231,6 +231,7 @@ impl Control {
         match claim {
             Ok(_) => {}
             Err(StoreError::SandboxLimit { limit }) => {
+                crate::metrics::quota_rejected("sandboxes");
                 return Err(ControlError::Limit(format!(
                     "the {} plan allows {limit} sandbox(es) at a time; delete one first",
                     caller.user.plan
@@ -266,6 +267,7 @@ impl Control {
             processes: ProcessTable::new(self.cfg.processes),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
+        crate::metrics::sandbox_created(engine);
         self.sandboxes
             .lock()
             .unwrap()
@@ -328,6 +330,7 @@ impl Control {
         }
         entry.sandbox.destroy().await;
         tracing::info!(sandbox.id = %entry.id, "sandbox destroyed");
+        crate::metrics::sandbox_destroyed(entry.engine);
     }
 
     /// Sets the remaining lifetime to `timeout_ms` from now (capped at the caller's maximum).

@@ -122,6 +122,10 @@ struct ServeArgs {
     /// Require a per-port access token (in the URL `/host` gives) on every exposed port.
     #[arg(long, env = "CERVER_PORT_TOKENS", num_args = 0..=1, default_missing_value = "true")]
     port_tokens: Option<bool>,
+    /// Token a non-loopback peer sends (`Authorization: Bearer`) to read `GET /metrics`;
+    /// without one, only loopback peers can.
+    #[arg(long, env = "CERVER_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 /// The optional configuration file: per-engine overrides of the sandbox limits. Fields left out
@@ -320,6 +324,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = cerver_api::router(cerver_api::AppState {
         control: control.clone(),
         accounts: accounts.clone(),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
     });
     tracing::info!(%addr, "cerver listening");
     // Tests and scripts read the bound address (useful with port 0) from this line.

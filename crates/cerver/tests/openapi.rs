@@ -163,6 +163,7 @@ const ROUTES: &[Route] = &[
     route("get", "/health", None, JSON, Some("Health"), &[]),
     route("get", "/llms.txt", None, "text/plain", None, &[]),
     route("get", "/openapi.json", None, JSON, None, &[]),
+    route("get", "/metrics", None, "text/plain", None, &[401, 403]),
     route(
         "post",
         "/sandbox",

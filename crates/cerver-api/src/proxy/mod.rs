@@ -69,6 +69,8 @@ pub async fn intercept(State(st): State<AppState>, req: Request, next: Next) -> 
             "no sandbox has this host name",
             accepts_json(req.headers()),
         ),
-        HostKind::Sandbox { label, port } => sandbox::to_sandbox(&st, req, &label, port).await,
+        HostKind::Sandbox { label, port } => {
+            crate::metrics::proxied(sandbox::to_sandbox(&st, req, &label, port).await)
+        }
     }
 }
