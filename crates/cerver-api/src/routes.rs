@@ -18,11 +18,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/llms.txt", get(llms_txt))
         .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/auth/signup", post(auth::signup))
-        .route("/auth/verify-signup", get(auth::verify_signup))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/login/verify", get(auth::verify_login))
-        .route("/auth/session", get(auth::session))
+        .merge(auth_routes(state.clone()))
         .merge(sandbox_routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -33,6 +29,20 @@ pub fn router(state: AppState) -> Router {
             crate::proxy::intercept,
         ))
         .with_state(state)
+}
+
+/// The routes anyone can call without a key, limited per client address.
+fn auth_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/verify-signup", get(auth::verify_signup))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/login/verify", get(auth::verify_login))
+        .route("/auth/session", get(auth::session))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::limit_client,
+        ))
 }
 
 /// The routes that need an API key.

@@ -11,6 +11,7 @@
 //!   sandbox is "not found"); sandbox slots per plan are claimed in the store, exactly.
 
 pub mod accounts;
+pub mod client_limits;
 pub mod packages;
 pub mod plans;
 pub mod ports;
