@@ -87,6 +87,15 @@ struct ServeArgs {
     /// Most connections the port proxy holds open at once, all sandboxes together (then 503).
     #[arg(long, env = "CERVER_MAX_PROXIED_CONNECTIONS", default_value_t = 1024)]
     max_proxied_connections: usize,
+    /// File replacing the built-in list of destinations containers sandboxes never reach
+    /// (`crates/cerver-runtime/policy/blocked4.txt` documents the format). Host-wide: give
+    /// every server on the host the same file.
+    #[arg(long, env = "CERVER_EGRESS_BLOCKLIST")]
+    egress_blocklist: Option<PathBuf>,
+    /// Allow-list mode: a file (same format) of the only destinations containers sandboxes
+    /// reach besides the host's resolvers; the blocked list still wins. Host-wide.
+    #[arg(long, env = "CERVER_EGRESS_ALLOWLIST")]
+    egress_allowlist: Option<PathBuf>,
     /// Sign-up and login requests per client address per hour (also the burst; then 429).
     #[arg(long, env = "CERVER_AUTH_MAILS_PER_HOUR", default_value_t = 30)]
     auth_mails_per_hour: u32,
@@ -278,6 +287,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
+    rt_cfg.egress.blocklist = args.egress_blocklist;
+    rt_cfg.egress.allowlist = args.egress_allowlist;
     file.workers.apply(&mut rt_cfg.workers);
     file.containers.apply(&mut rt_cfg.containers);
     let runtime = match cerver_runtime::Runtime::start(rt_cfg).await {
