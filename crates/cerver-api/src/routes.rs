@@ -20,11 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/llms.txt", get(llms_txt))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/metrics", get(crate::metrics::scrape))
-        .route("/auth/signup", post(auth::signup))
-        .route("/auth/verify-signup", get(auth::verify_signup))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/login/verify", get(auth::verify_login))
-        .route("/auth/session", get(auth::session))
+        .merge(auth_routes(state.clone()))
         .route("/dashboard", get(dashboard::page))
         .route("/dashboard/{asset}", get(dashboard::asset))
         .merge(session_routes(state.clone()))
@@ -59,6 +55,20 @@ fn session_routes(state: AppState) -> Router<AppState> {
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             session::require_session,
+        ))
+}
+
+/// The routes anyone can call without a key, limited per client address.
+fn auth_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/verify-signup", get(auth::verify_signup))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/login/verify", get(auth::verify_login))
+        .route("/auth/session", get(auth::session))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::limit_client,
         ))
 }
 

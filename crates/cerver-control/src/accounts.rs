@@ -15,6 +15,7 @@ use cerver_store::keys::{generate_key, generate_secret, hash_key, is_well_formed
 use cerver_store::{Plan, Store, StoreError, TokenKind, User, now_ms, utc_day};
 
 use crate::ControlError;
+use crate::client_limits::{ClientLimitConfig, ClientLimiter, RouteClass};
 use crate::plans::{PlanLimits, limits};
 
 mod dashboard;
@@ -62,6 +63,8 @@ pub struct Accounts {
     mail_budget: std::sync::Mutex<MailBudget>,
     /// When each key's last use was last written (see [`dashboard::KeyUse`]).
     key_use: dashboard::KeyUse,
+    /// Per-client-address limits on the routes that need no key.
+    clients: ClientLimiter,
 }
 
 /// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
@@ -168,7 +171,34 @@ impl Accounts {
             usage: Default::default(),
             mail_budget: Default::default(),
             key_use: Default::default(),
+            clients: ClientLimiter::new(ClientLimitConfig::default()),
         }
+    }
+
+    /// Replaces the per-client-address limits (settings; the defaults suit production).
+    pub fn with_client_limits(mut self, cfg: ClientLimitConfig) -> Accounts {
+        self.clients = ClientLimiter::new(cfg);
+        self
+    }
+
+    /// Charges an unauthenticated request to its client address (from the socket); 429 with
+    /// the seconds to wait when the client is over its limit.
+    pub fn check_client(
+        &self,
+        client: std::net::IpAddr,
+        class: RouteClass,
+    ) -> Result<(), ControlError> {
+        self.clients.check(client, class).map_err(|wait| {
+            let now = now_ms();
+            ControlError::RateLimited {
+                message: "too many requests from this address; try again later".into(),
+                usage: Usage {
+                    limit: self.clients.limit(class),
+                    remaining: 0,
+                    reset_unix: (now / 1000) as u64 + wait,
+                },
+            }
+        })
     }
 
     /// The key id and user of a key hash: from the cache while the accounts generation is
@@ -226,6 +256,8 @@ impl Accounts {
     /// Mails a verification link. The answer is the same whether or not the address is known.
     pub async fn signup(&self, email: &str) -> Result<(), ControlError> {
         let (to, email) = parse_address(email)?;
+        // The budget first: a refused request must not leave a token row behind.
+        self.take_mail_budget(&email)?;
         let secret = generate_secret();
         self.store
             .insert_token(
@@ -270,6 +302,7 @@ impl Accounts {
         {
             return Ok(());
         }
+        self.take_mail_budget(&email)?;
         let secret = generate_secret();
         self.store
             .insert_token(
@@ -417,24 +450,30 @@ impl Accounts {
         });
     }
 
-    async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
+    /// Takes one mail to `email` (lower-cased) from the budget; 429 when it is spent.
+    fn take_mail_budget(&self, email: &str) -> Result<(), ControlError> {
         let now = now_ms();
         let allowed = self
             .mail_budget
             .lock()
-            .unwrap()
-            .take(&msg.to.to_string().to_lowercase(), now);
-        if !allowed {
-            crate::metrics::quota_rejected("mails");
-            return Err(ControlError::RateLimited {
-                message: "too many emails requested; try again later".into(),
-                usage: Usage {
-                    limit: u64::from(MAILS_PER_ADDRESS_PER_HOUR),
-                    remaining: 0,
-                    reset_unix: (now / 1000 + 3600) as u64,
-                },
-            });
+            .unwrap_or_else(|e| e.into_inner())
+            .take(email, now);
+        if allowed {
+            return Ok(());
         }
+        crate::metrics::quota_rejected("mails");
+        Err(ControlError::RateLimited {
+            message: "too many emails requested; try again later".into(),
+            usage: Usage {
+                limit: u64::from(MAILS_PER_ADDRESS_PER_HOUR),
+                remaining: 0,
+                reset_unix: (now / 1000 + 3600) as u64,
+            },
+        })
+    }
+
+    /// Delivers a mail whose budget was taken with [`Accounts::take_mail_budget`].
+    async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
         self.mailer.send(&msg).await.map_err(|e| {
             tracing::error!("mail delivery failed: {e}");
             ControlError::Unavailable("the email could not be sent; try again later".into())

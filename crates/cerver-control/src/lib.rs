@@ -14,11 +14,13 @@
 //! - [`processes`]: background processes of a sandbox (their table and bounds).
 //! - [`install`], [`upgrade`]: package installs and the workers → containers upgrade.
 //! - [`accounts`], [`plans`], [`ports`], [`packages`]: users and keys, what plans allow,
-//!   exposed ports, requirement parsing.
+//!   exposed ports, requirement parsing; [`client_limits`]: per-client-address limits on the
+//!   routes that need no key.
 //! - [`config`], [`error`]: settings (policy with today's values as defaults) and errors.
 //! - [`metrics`]: metric names and events (from the runtime) and the scrape-time gauges.
 
 pub mod accounts;
+pub mod client_limits;
 pub mod config;
 pub mod env;
 pub mod error;

@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     /// First address of the /18 that containers sandboxes' veth pairs are numbered from (a
     /// /30 per uid-range slot).
     pub egress_subnet: std::net::Ipv4Addr,
+    /// Which destinations containers sandboxes reach (blocked list, allow-list, re-reads).
+    pub egress: crate::network::EgressSettings,
     /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
     /// `PATH` at start.
     pub installer: Option<PathBuf>,
@@ -117,6 +119,7 @@ impl RuntimeConfig {
             max_list_entries: 10_000,
             create_timeout: std::time::Duration::from_secs(20),
             egress_subnet: std::net::Ipv4Addr::new(10, 213, 0, 0),
+            egress: Default::default(),
             installer: None,
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,

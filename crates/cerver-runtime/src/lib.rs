@@ -129,7 +129,7 @@ impl Runtime {
                 })
             })
             .collect();
-        let egress = network::setup(cfg.egress_subnet).await;
+        let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
         if let Err(reason) = &egress {
             tracing::warn!("containers engine unavailable: {reason}");
         }

@@ -87,6 +87,21 @@ struct ServeArgs {
     /// Most connections the port proxy holds open at once, all sandboxes together (then 503).
     #[arg(long, env = "CERVER_MAX_PROXIED_CONNECTIONS", default_value_t = 1024)]
     max_proxied_connections: usize,
+    /// File replacing the built-in list of destinations containers sandboxes never reach
+    /// (`crates/cerver-runtime/policy/blocked4.txt` documents the format). Host-wide: give
+    /// every server on the host the same file.
+    #[arg(long, env = "CERVER_EGRESS_BLOCKLIST")]
+    egress_blocklist: Option<PathBuf>,
+    /// Allow-list mode: a file (same format) of the only destinations containers sandboxes
+    /// reach besides the host's resolvers; the blocked list still wins. Host-wide.
+    #[arg(long, env = "CERVER_EGRESS_ALLOWLIST")]
+    egress_allowlist: Option<PathBuf>,
+    /// Sign-up and login requests per client address per hour (also the burst; then 429).
+    #[arg(long, env = "CERVER_AUTH_MAILS_PER_HOUR", default_value_t = 30)]
+    auth_mails_per_hour: u32,
+    /// Verification-link and session requests per client address per minute (then 429).
+    #[arg(long, env = "CERVER_AUTH_LOOKUPS_PER_MINUTE", default_value_t = 60)]
+    auth_lookups_per_minute: u32,
     /// TOML file with per-engine sandbox limits (`[workers]`, `[containers]`) and `[mail]`.
     #[arg(long, env = "CERVER_CONFIG")]
     config: Option<PathBuf>,
@@ -273,6 +288,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = args.rootfs;
     rt_cfg.pool_size = args.pool_size;
+    rt_cfg.egress.blocklist = args.egress_blocklist;
+    rt_cfg.egress.allowlist = args.egress_allowlist;
     file.workers.apply(&mut rt_cfg.workers);
     file.containers.apply(&mut rt_cfg.containers);
     let runtime = match cerver_runtime::Runtime::start(rt_cfg).await {
@@ -305,12 +322,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     mail.from = args.mail_from.or(mail.from);
     let mailer = cerver_mail::Mailer::new(&mail, &data_dir).context("mail configuration")?;
     let public_url = args.public_url.unwrap_or_else(|| format!("http://{addr}"));
-    let accounts = Arc::new(cerver_control::Accounts::new(
-        store.clone(),
-        mailer,
-        public_url,
-        &data_dir,
-    ));
+    let accounts = Arc::new(
+        cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
+            .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
+                mails_per_hour: args.auth_mails_per_hour,
+                lookups_per_minute: args.auth_lookups_per_minute,
+            }),
+    );
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_sandboxes: args.max_sandboxes,
