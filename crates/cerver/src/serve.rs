@@ -1,11 +1,11 @@
 //! `cerver serve`: builds the runtime, the store, the accounts and the control plane from the
 //! [`Settings`], serves the API, and shuts down in order on SIGTERM or Ctrl-C:
 //!
-//! 1. the listener closes and idle connections close at once;
-//! 2. in-flight requests, runs and streams get `shutdown_grace_secs` to finish;
-//! 3. then background-process followers and proxied streams are ended, every sandbox is
-//!    destroyed (a run still in flight answers with an error saying its sandbox ended), and
-//!    connections still open after a few more seconds are closed;
+//! 1. the listener closes, idle connections close at once, and followers of background
+//!    processes and proxied streams end (they follow things that never end by themselves);
+//! 2. in-flight requests, runs and run streams get `shutdown_grace_secs` to finish;
+//! 3. then every sandbox is destroyed (a run still in flight answers with an error saying its
+//!    sandbox ended), and connections still open a few seconds later are closed;
 //! 4. usage counters are flushed and the database is closed, so the next start finds
 //!    everything consistent.
 
@@ -86,7 +86,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(settings.http.idle_timeout_secs.max(1)),
         max_connections: settings.http.max_connections,
     };
-    let drain = http::serve(listener, app, limits, shutdown_signal()).await;
+    let closing = control.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        // Followers of background processes and proxied streams or WebSockets end at once:
+        // they follow something that does not end by itself, so a grace period would only
+        // delay every shutdown by its full length.
+        closing.begin_shutdown();
+    };
+    let drain = http::serve(listener, app, limits, signal).await;
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     tracing::info!(
         grace_secs = grace.as_secs(),
@@ -95,9 +103,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if !drain.wait(grace).await {
         tracing::warn!("grace period over: ending the runs and streams still in flight");
     }
-    // Followers of background processes and proxied streams or WebSockets end now; runs end
-    // with their sandboxes.
-    control.begin_shutdown();
+    // Runs still in flight end with their sandboxes, with an error saying so.
     tracing::info!("shutting down: destroying sandboxes");
     control.shutdown().await;
     if !drain.wait(AFTER_GRACE).await {
