@@ -67,7 +67,7 @@ async fn the_api_works_while_thousands_of_idle_and_slow_connections_are_open() {
     let (status, _) = s.get("/health").await;
     assert_eq!(status, 200);
     let id = s.sandbox().await;
-    assert_eq!(s.output(&id, "print(6 * 7)").await, "42\n");
+    assert_eq!(s.output(&id, "print(6 * 7)").await, "42");
     eprintln!("health, create and run with them open: {:?}", t.elapsed());
     assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
     // They were all still open: the server did not get there by dropping them.
@@ -158,7 +158,7 @@ async fn shutdown_lets_runs_finish_within_the_grace_period() {
     let (status, body) = short.await.unwrap();
     assert_eq!(status, 200, "{body:?}");
     let body = body.unwrap();
-    assert_eq!(body["output"], "done\n", "{body}");
+    assert_eq!(body["output"], "done", "{body}");
     let (status, body) = long.await.unwrap();
     let waited = t.elapsed();
     eprintln!("long run ended after {waited:?}: {status} {body:?}");
@@ -166,12 +166,12 @@ async fn shutdown_lets_runs_finish_within_the_grace_period() {
     let body = body.expect("a JSON answer");
     let error = body["error"].as_str().unwrap_or_default();
     assert!(!error.is_empty(), "{status} {body}");
-    assert_ne!(body["output"], "never\n");
+    assert_ne!(body["output"], "never");
     let (data_dir, exit) = stopping.await.unwrap();
     assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
     assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
     // The next start on the same data dir finds everything consistent.
     let s = Server::start_in(data_dir, &[]);
     let id = s.sandbox().await;
-    assert_eq!(s.output(&id, "print('again')").await, "again\n");
+    assert_eq!(s.output(&id, "print('again')").await, "again");
 }
