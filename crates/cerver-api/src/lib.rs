@@ -1,10 +1,13 @@
-//! Cerver's HTTP API. Requests are parsed into calls on [`cerver_control::Control`] at the
-//! edge; errors become HTTP in exactly one place ([`error`]).
+//! Cerver's HTTP API. Handlers and MCP tools are thin adapters over the operations layer
+//! ([`cerver_control::ops`]): extract, call, map the error. Errors become HTTP in exactly one
+//! place ([`error`]). This crate depends on the control plane and the wire types only, never
+//! on the runtime.
 //!
 //! # Layout
 //! - [`routes`]: the router (every documented route).
 //! - [`sandboxes`]: create / info / list / delete / timeout.
 //! - [`runs`]: synchronous and SSE runs (and starting background ones).
+//! - [`sse`]: Server-Sent Events framing of the operations' event streams.
 //! - [`processes`]: background processes: list, inspect, follow, kill.
 //! - [`files`]: the files API.
 //! - [`extract`]: JSON/query extractors with JSON errors.
@@ -22,6 +25,7 @@ pub mod proxy;
 pub mod routes;
 pub mod runs;
 pub mod sandboxes;
+pub mod sse;
 
 use std::sync::Arc;
 

@@ -277,10 +277,9 @@ impl Server {
         let Some(mut child) = self.child.lock().unwrap().take() else {
             return true;
         };
-        let clean = match rustix::process::Pid::from_raw(child.id() as i32) {
-            Some(pid)
-                if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok() =>
-            {
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let clean = match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+            Ok(()) => {
                 let deadline = Instant::now() + STOP_TIMEOUT;
                 loop {
                     match child.try_wait() {

@@ -2,12 +2,13 @@
 //!
 //! The policy is data: `policy/seccomp.json` lists every allowed syscall with the reason it is
 //! allowed (and argument conditions where needed), plus the syscalls that must never be allowed.
-//! `build.rs` compiles it with `seccompiler` for the target architecture into three programs:
+//! `build.rs` compiles it (crate `cerver-seccomp-policy`, with `seccompiler`) for the target
+//! architecture into these programs:
 //!
-//! - [`ZYGOTE_FILTER`]: every allow-list entry, including `zygote_only` ones (the format
-//!   supports them; the policy currently has none, so this equals the run filter);
-//! - [`RUN_FILTER`]: the entries without `zygote_only`. User code runs under it, stacked on top
-//!   of the zygote's filters (a syscall must be allowed by every filter of the stack);
+//! - [`ZYGOTE_FILTER`]: the allow-list, installed by the zygote;
+//! - [`RUN_FILTER`]: the same program, installed again for every run. User code runs under it,
+//!   stacked on top of the zygote's filters (a syscall must be allowed by every filter of the
+//!   stack), so a filter the zygote could loosen is never the last word;
 //! - [`CLONE3_FILTER`]: `clone3` → `ENOSYS`, everything else allowed.
 //!
 //! Everything else fails with `EPERM`. A syscall made through another ABI (i386 `int 0x80`)

@@ -67,6 +67,10 @@ pub struct RuntimeConfig {
     pub max_wheelhouse_bytes: u64,
     /// How long one package installation may take.
     pub install_timeout: std::time::Duration,
+    /// Memory cap of all this server's sandboxes together (their parent cgroup; no swap on
+    /// top). `None`: the host's memory minus a reserve
+    /// (`cerver_jail::cgroup::default_parent_memory`).
+    pub sandboxes_memory_bytes: Option<u64>,
 }
 
 const MIB: u64 = 1 << 20;
@@ -113,6 +117,7 @@ impl RuntimeConfig {
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,
             install_timeout: std::time::Duration::from_secs(600),
+            sandboxes_memory_bytes: None,
         }
     }
 

@@ -67,6 +67,24 @@ pub enum RuntimeError {
     Unavailable(String),
 }
 
+/// Caps the memory of all of this server's sandboxes together (their parent cgroup).
+async fn cap_sandboxes(parent: &str, bytes: Option<u64>) -> Result<(), RuntimeError> {
+    use cerver_jail::cgroup;
+    let bytes = bytes.or_else(|| cgroup::host_memory().map(cgroup::default_parent_memory));
+    let Some(bytes) = bytes else {
+        return Err(RuntimeError::Create(
+            "cannot read the host's memory size".into(),
+        ));
+    };
+    let parent = parent.to_string();
+    tokio::task::spawn_blocking(move || cgroup::cap_parent(&parent, bytes))
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))?
+        .map_err(|e| RuntimeError::Create(e.to_string()))?;
+    tracing::info!(bytes, "memory cap of all sandboxes together");
+    Ok(())
+}
+
 struct Pool {
     engine: Engine,
     ready: Mutex<VecDeque<Arc<Sandbox>>>,
@@ -99,6 +117,7 @@ impl Runtime {
         if reaped > 0 {
             tracing::warn!(reaped, "removed sandboxes left behind by a previous server");
         }
+        cap_sandboxes(&cgroup_parent, cfg.sandboxes_memory_bytes).await?;
         let pools = [Engine::Workers, Engine::Containers]
             .into_iter()
             .map(|engine| {

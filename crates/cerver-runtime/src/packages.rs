@@ -60,7 +60,7 @@ fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
 /// throw-away cache in the sandbox's `/tmp`, never a Python download.
 fn install_env() -> std::collections::BTreeMap<String, String> {
     [
-        ("HOME", "/home/user"),
+        ("HOME", cerver_jail::layout::HOME),
         ("PATH", VENV_PATH),
         ("VIRTUAL_ENV", VENV),
         ("TMPDIR", "/tmp"),

@@ -8,7 +8,7 @@ use crate::{RuntimeConfig, RuntimeError};
 /// piece is named; there is no insecure fallback.
 pub fn check(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
     let mut missing = Vec::new();
-    if !rustix::process::geteuid().is_root() {
+    if !nix::unistd::geteuid().is_root() {
         missing.push(
             "root privileges (the sandbox helper sets up namespaces and cgroups)".to_string(),
         );

@@ -302,9 +302,7 @@ fn pid_from_start(first: Option<RunStatus>, sandbox_alive: bool) -> Result<i32, 
             error: Some(e),
             errno: Some(errno),
             ..
-        }) if errno == rustix::io::Errno::AGAIN.raw_os_error() => {
-            Err(RuntimeError::ProcessLimit(e))
-        }
+        }) if errno == nix::errno::Errno::EAGAIN as i32 => Err(RuntimeError::ProcessLimit(e)),
         Some(RunStatus { error: Some(e), .. }) => Err(RuntimeError::CannotStart(e)),
         _ if !sandbox_alive => Err(RuntimeError::Gone),
         _ => Err(RuntimeError::CannotStart(
@@ -532,7 +530,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(pid_from_start(pid, true).unwrap(), 42);
-        let eagain = rustix::io::Errno::AGAIN.raw_os_error();
+        let eagain = nix::errno::Errno::EAGAIN as i32;
         assert!(matches!(
             pid_from_start(status(Some("[Errno 11] no"), Some(eagain)), true),
             Err(RuntimeError::ProcessLimit(_))

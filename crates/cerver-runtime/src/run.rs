@@ -102,11 +102,11 @@ pub struct RunOutput {
 }
 
 pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| io("pipe")(e.into()))
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))
 }
 
 fn spec_memfd(spec: &RunSpec) -> Result<OwnedFd, RuntimeError> {
-    let fd = rustix::fs::memfd_create("cerver-run", rustix::fs::MemfdFlags::CLOEXEC)
+    let fd = nix::sys::memfd::memfd_create("cerver-run", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .map_err(|e| io("memfd")(e.into()))?;
     let mut file = std::fs::File::from(fd);
     serde_json::to_writer(&mut file, spec).map_err(|e| io("write spec")(e.into()))?;

@@ -97,7 +97,7 @@ impl Sandbox {
             packages: setup.packages,
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
-        let (life_read, life_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        let (life_read, life_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io("lifeline")(e.into()))?;
 
         let mut cmd = tokio::process::Command::new(&cfg.helper);

@@ -8,7 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::path::Path;
 
 use cerver_jail::protocol::MAPPED_IDS;
-use rustix::fs::{FlockOperation, flock};
+use nix::fcntl::{Flock, FlockArg};
 
 /// How many ranges exist: base + RANGES*65536 stays far below u32::MAX.
 const RANGES: u32 = 4096;
@@ -17,7 +17,7 @@ pub struct UidRange {
     pub base: u32,
     /// Which range this is (0..RANGES): also picks the sandbox's network addresses.
     pub slot: u32,
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 pub fn claim(lock_dir: &Path, first_uid: u32) -> std::io::Result<UidRange> {
@@ -30,11 +30,11 @@ pub fn claim(lock_dir: &Path, first_uid: u32) -> std::io::Result<UidRange> {
             .truncate(false)
             .write(true)
             .open(lock_dir.join(n.to_string()))?;
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             return Ok(UidRange {
                 base: first_uid + n * MAPPED_IDS,
                 slot: n,
-                _lock: file,
+                _lock: lock,
             });
         }
     }

@@ -127,22 +127,21 @@ fn init_logging(format: settings::LogFormat) {
 
 /// Holds an exclusive lock on the data directory for the server's lifetime: two servers on one
 /// data dir would reap each other's sandboxes.
-pub(crate) fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(
+    dir: &std::path::Path,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create data dir {}", dir.display()))?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("server.lock"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
-        |_| {
-            anyhow::anyhow!(
-                "another cerver server is already using the data dir {}",
-                dir.display()
-            )
-        },
-    )?;
-    Ok(file)
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
+        anyhow::anyhow!(
+            "another cerver server is already using the data dir {}",
+            dir.display()
+        )
+    })
 }
 
 async fn admin(command: AdminCommand, data_dir: PathBuf) -> anyhow::Result<()> {

@@ -69,6 +69,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_concurrent_runs: settings.max_concurrent_runs,
         max_proxy_connections: settings.max_proxied_connections_per_sandbox,
         max_proxy_connections_total: settings.max_proxied_connections,
+        proxy_idle_timeout: Duration::from_secs(settings.proxy_idle_timeout_secs.max(1)),
+        upgrade_step_timeout: Duration::from_secs(settings.upgrade_step_timeout_secs.max(1)),
+        processes: settings.processes.limits(),
         ports,
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)

@@ -33,11 +33,16 @@ pub struct Settings {
     pub max_proxied_connections_per_sandbox: usize,
     pub max_concurrent_runs: usize,
     pub max_timeout_ms: u64,
+    /// A proxied exchange is cut after this long without a byte moving.
+    pub proxy_idle_timeout_secs: u64,
+    /// How long packing or unpacking a workspace may take during an upgrade.
+    pub upgrade_step_timeout_secs: u64,
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     /// On SIGTERM: how long in-flight requests, runs and streams may take to finish.
     pub shutdown_grace_secs: u64,
     pub http: HttpSettings,
+    pub processes: ProcessSettings,
     pub ports: PortSettings,
     pub mail: MailSettings,
     pub workers: LimitOverrides,
@@ -57,10 +62,13 @@ impl Default for Settings {
             max_proxied_connections_per_sandbox: control.max_proxy_connections,
             max_concurrent_runs: control.max_concurrent_runs,
             max_timeout_ms: control.max_timeout_ms,
+            proxy_idle_timeout_secs: control.proxy_idle_timeout.as_secs(),
+            upgrade_step_timeout_secs: control.upgrade_step_timeout.as_secs(),
             public_url: None,
             log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
             http: HttpSettings::default(),
+            processes: ProcessSettings::default(),
             ports: PortSettings::default(),
             mail: MailSettings::default(),
             workers: LimitOverrides::default(),
@@ -94,6 +102,39 @@ impl Default for HttpSettings {
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
             max_connections: 10_000,
+        }
+    }
+}
+
+/// `[processes]`: bounds on one sandbox's background processes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSettings {
+    pub max_running: usize,
+    pub max_ended: usize,
+    pub max_ended_output_bytes: usize,
+    pub max_followers: usize,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        let p = cerver_control::ProcessLimits::default();
+        ProcessSettings {
+            max_running: p.max_running,
+            max_ended: p.max_ended,
+            max_ended_output_bytes: p.max_ended_output_bytes,
+            max_followers: p.max_followers,
+        }
+    }
+}
+
+impl ProcessSettings {
+    pub fn limits(&self) -> cerver_control::ProcessLimits {
+        cerver_control::ProcessLimits {
+            max_running: self.max_running,
+            max_ended: self.max_ended,
+            max_ended_output_bytes: self.max_ended_output_bytes,
+            max_followers: self.max_followers,
         }
     }
 }
@@ -278,7 +319,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 25] = [
+const GENERAL_KEYS: [Key; 31] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -288,6 +329,12 @@ const GENERAL_KEYS: [Key; 25] = [
     key("max_proxied_connections_per_sandbox", "CERVER_MAX_PROXIED_CONNECTIONS_PER_SANDBOX", "max-proxied-connections-per-sandbox", Kind::Int),
     key("max_concurrent_runs", "CERVER_MAX_CONCURRENT_RUNS", "max-concurrent-runs", Kind::Int),
     key("max_timeout_ms", "CERVER_MAX_TIMEOUT_MS", "max-timeout-ms", Kind::Int),
+    key("proxy_idle_timeout_secs", "CERVER_PROXY_IDLE_TIMEOUT_SECS", "proxy-idle-timeout-secs", Kind::Int),
+    key("upgrade_step_timeout_secs", "CERVER_UPGRADE_STEP_TIMEOUT_SECS", "upgrade-step-timeout-secs", Kind::Int),
+    key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
+    key("processes.max_ended", "CERVER_PROCESSES_MAX_ENDED", "processes-max-ended", Kind::Int),
+    key("processes.max_ended_output_bytes", "CERVER_PROCESSES_MAX_ENDED_OUTPUT_BYTES", "processes-max-ended-output-bytes", Kind::Int),
+    key("processes.max_followers", "CERVER_PROCESSES_MAX_FOLLOWERS", "processes-max-followers", Kind::Int),
     key("public_url", "CERVER_PUBLIC_URL", "public-url", Kind::Str),
     key("log_format", "CERVER_LOG_FORMAT", "log-format", Kind::Str),
     key("shutdown_grace_secs", "CERVER_SHUTDOWN_GRACE_SECS", "shutdown-grace-secs", Kind::Int),

@@ -1686,8 +1686,8 @@ async fn disk_bomb_fills_only_the_sandbox() {
     let id = s.sandbox().await;
     let other = s.sandbox().await;
     let host_free = |p: &std::path::Path| {
-        let st = rustix::fs::statvfs(p).unwrap();
-        st.f_bavail * st.f_frsize
+        let st = nix::sys::statvfs::statvfs(p).unwrap();
+        st.blocks_available() * st.fragment_size()
     };
     let data_free = host_free(&s.data_dir);
     let tmp_free = host_free(std::path::Path::new("/tmp"));
