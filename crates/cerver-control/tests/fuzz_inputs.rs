@@ -74,7 +74,10 @@ proptest! {
                 prop_assert!(pid > 0);
                 prop_assert_eq!(s.parse::<i32>().ok(), Some(pid));
             }
-            Err(e) => prop_assert!(matches!(e, cerver_control::ControlError::Invalid { code: "invalid_pid", .. })),
+            Err(e) => {
+                let refused = matches!(e, cerver_control::ControlError::Invalid { code: "invalid_pid", .. });
+                prop_assert!(refused, "unexpected error for {:?}", s);
+            }
         }
     }
 
