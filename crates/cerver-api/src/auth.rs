@@ -33,6 +33,7 @@ pub async fn require_key(State(st): State<AppState>, mut req: Request, next: Nex
         Ok(ok) => ok,
         Err(e) => return ApiError::from(e).into_response(),
     };
+    crate::request_id::record_user(&caller.user.id);
     req.extensions_mut().insert(caller);
     let mut response = next.run(req).await;
     for (name, value) in rate_limit_headers(&usage) {
@@ -41,6 +42,27 @@ pub async fn require_key(State(st): State<AppState>, mut req: Request, next: Nex
         }
     }
     response
+}
+
+/// Per-client-address limit on the `/auth/*` routes (no key needed there): the address is the
+/// socket's peer (proxies' `X-Forwarded-For` is not trusted), 429 + `Retry-After` when over.
+pub async fn limit_client(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    use cerver_control::client_limits::RouteClass;
+    let class = if req.method() == axum::http::Method::POST {
+        RouteClass::Mail
+    } else {
+        RouteClass::Lookup
+    };
+    // Without connection info (a router served without it) everyone shares one bucket.
+    let client = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if let Err(e) = st.accounts.check_client(client, class) {
+        return ApiError::from(e).into_response();
+    }
+    next.run(req).await
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
@@ -82,6 +104,7 @@ pub struct TokenQuery {
         (status = 200, description = "The link is on its way (same answer for known addresses).", body = cerver_types::SignupResponse),
         (status = 400, description = "Malformed JSON or email address.", body = cerver_types::ErrorBody),
         (status = 422, description = "`email` is missing or not a string.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many mails to this address, or requests from this client address (`Retry-After`).", body = cerver_types::ErrorBody),
         (status = 503, description = "The email could not be sent.", body = cerver_types::ErrorBody),
     )
 )]
@@ -130,6 +153,7 @@ fn page(title: &str, body: &str) -> Html<String> {
     responses(
         (status = 200, description = "The key: JSON with `Accept: application/json`, otherwise an HTML page.", body = cerver_types::VerifySignupResponse),
         (status = 400, description = "The link is invalid, used or expired.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many requests from this client address (`Retry-After`).", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn verify_signup(
@@ -172,6 +196,7 @@ pub async fn verify_signup(
         (status = 200, description = "Sent if the address has an account (same answer otherwise).", body = cerver_types::MessageResponse),
         (status = 400, description = "Malformed JSON or email address.", body = cerver_types::ErrorBody),
         (status = 422, description = "`email` is missing or not a string.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many mails to this address, or requests from this client address (`Retry-After`).", body = cerver_types::ErrorBody),
         (status = 503, description = "The email could not be sent.", body = cerver_types::ErrorBody),
     )
 )]
@@ -194,8 +219,10 @@ pub async fn login(
     summary = "Open a dashboard session from a magic link",
     params(TokenQuery),
     responses(
-        (status = 200, description = "Signed in: sets the `cerver_session` cookie (HttpOnly, SameSite=Lax).", body = cerver_types::SessionInfo),
+        (status = 200, description = "Signed in (with `Accept: application/json`): sets the `cerver_session` cookie (HttpOnly, SameSite=Lax, Secure behind https).", body = cerver_types::SessionInfo),
+        (status = 303, description = "Signed in: sets the cookie and redirects to `/dashboard`."),
         (status = 400, description = "The link is invalid, used or expired.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many requests from this client address (`Retry-After`).", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn verify_login(
@@ -204,10 +231,8 @@ pub async fn verify_login(
     Query(q): Query<TokenQuery>,
 ) -> Result<Response, ApiError> {
     let (session, user) = st.accounts.verify_login(&q.token).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-        SESSION_TTL_MS / 1000
-    );
+    let cookie =
+        crate::session::set_cookie(st.accounts.public_url(), &session, SESSION_TTL_MS / 1000);
     let mut response = if wants_json(&headers) {
         Json(cerver_types::SessionInfo {
             email: user.email.clone(),
@@ -215,11 +240,7 @@ pub async fn verify_login(
         })
         .into_response()
     } else {
-        page(
-            "Signed in",
-            &format!("<p>Signed in as {}.</p>", html_escape(&user.email)),
-        )
-        .into_response()
+        axum::response::Redirect::to("/dashboard").into_response()
     };
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);
@@ -237,6 +258,7 @@ pub async fn verify_login(
     responses(
         (status = 200, description = "The signed-in user.", body = cerver_types::SessionInfo),
         (status = 401, description = "No valid session cookie.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many requests from this client address (`Retry-After`).", body = cerver_types::ErrorBody),
     )
 )]
 pub async fn session(

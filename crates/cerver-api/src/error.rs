@@ -3,8 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cerver_control::{ControlError, Usage};
-use cerver_runtime::{FileErrorKind, RuntimeError};
+use cerver_control::{ControlError, FileErrorKind, Usage};
 use cerver_types::ErrorBody;
 
 #[derive(Debug)]
@@ -69,55 +68,12 @@ impl IntoResponse for ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        match e {
-            ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
-            ControlError::NotFound => ApiError::not_found(),
-            e @ ControlError::ProcessNotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            }
-            ControlError::Limit(m) => {
-                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m)
-            }
-            ControlError::Runtime(e) => e.into(),
-            ControlError::Unauthorized(m) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
-            }
-            ControlError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
-            ControlError::RateLimited { message, usage } => {
-                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                e.headers = rate_limit_headers(&usage);
-                e.headers.push((
-                    axum::http::header::RETRY_AFTER,
-                    usage.reset_unix.saturating_sub(now).max(1).to_string(),
-                ));
-                e
-            }
-            ControlError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            ControlError::Unavailable(m) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
-            ControlError::Internal(m) => {
-                tracing::error!("internal error: {m}");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal server error",
-                )
-            }
-        }
-    }
-}
-
-impl From<RuntimeError> for ApiError {
-    fn from(e: RuntimeError) -> Self {
         use StatusCode as S;
         match e {
-            RuntimeError::BadPath(m) => ApiError::bad_request("invalid_path", m),
-            RuntimeError::File { kind, message } => {
+            ControlError::BadRequest(m) => ApiError::bad_request("bad_request", m),
+            ControlError::Invalid { code, message } => ApiError::bad_request(code, message),
+            ControlError::BadPath(m) => ApiError::bad_request("invalid_path", m),
+            ControlError::File { kind, message } => {
                 let (status, code) = match kind {
                     FileErrorKind::NotFound => (S::NOT_FOUND, "file_not_found"),
                     FileErrorKind::IsDirectory => (S::BAD_REQUEST, "is_a_directory"),
@@ -130,30 +86,27 @@ impl From<RuntimeError> for ApiError {
                 };
                 ApiError::new(status, code, message)
             }
-            RuntimeError::Gone => ApiError::new(
-                S::NOT_FOUND,
-                "not_found",
-                "the sandbox is no longer running",
-            ),
-            e @ RuntimeError::ProcessLimit(_) => {
-                ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", e.to_string())
-            }
+            ControlError::NotFound => ApiError::not_found(),
+            e @ (ControlError::ProcessNotFound(_)
+            | ControlError::Gone
+            | ControlError::KeyNotFound) => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
+            ControlError::Limit(m) => ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", m),
+            ControlError::Unauthorized(m) => ApiError::new(S::UNAUTHORIZED, "unauthorized", m),
+            ControlError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
+            ControlError::RateLimited { message, usage } => rate_limited(message, &usage),
+            ControlError::Conflict(m) => ApiError::new(S::CONFLICT, "conflict", m),
+            ControlError::Unavailable(m) => ApiError::new(S::SERVICE_UNAVAILABLE, "unavailable", m),
             // Not the caller's doing and not a limit: retrying later may work.
-            e @ RuntimeError::CannotStart(_) => {
-                ApiError::new(S::SERVICE_UNAVAILABLE, "cannot_start", e.to_string())
+            ControlError::CannotStart(m) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "cannot_start", m)
             }
-            RuntimeError::Create(m) => {
-                tracing::error!("sandbox creation failed: {m}");
-                ApiError::new(
-                    S::SERVICE_UNAVAILABLE,
-                    "sandbox_unavailable",
-                    "could not create a sandbox right now; retry shortly",
-                )
+            e @ ControlError::SandboxUnavailable => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, "sandbox_unavailable", e.to_string())
             }
-            RuntimeError::Unavailable(m) => {
+            ControlError::EngineUnavailable(m) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "engine_unavailable", m)
             }
-            RuntimeError::Unsupported(m) | RuntimeError::Internal(m) => {
+            ControlError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 ApiError::new(
                     S::INTERNAL_SERVER_ERROR,
@@ -163,6 +116,21 @@ impl From<RuntimeError> for ApiError {
             }
         }
     }
+}
+
+/// 429 with `Retry-After` and the `X-RateLimit-*` headers.
+fn rate_limited(message: String, usage: &Usage) -> ApiError {
+    let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    e.headers = rate_limit_headers(usage);
+    e.headers.push((
+        axum::http::header::RETRY_AFTER,
+        usage.reset_unix.saturating_sub(now).max(1).to_string(),
+    ));
+    e
 }
 
 /// An error of the port proxy, answered to whoever visits an exposed port: the usual JSON body
@@ -212,21 +180,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_process_limit_is_a_limit() {
-        let e = ApiError::from(RuntimeError::ProcessLimit(
-            "[Errno 11] Resource temporarily unavailable".into(),
-        ));
-        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(e.code, "limit_exceeded");
-        assert!(e.message.contains("process limit"), "{}", e.message);
-        for cause in [
-            "the process did not start in time",
-            "could not start a run process",
-        ] {
-            let e = ApiError::from(RuntimeError::CannotStart(cause.into()));
-            assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE, "{cause}");
-            assert_eq!(e.code, "cannot_start", "{cause}");
-            assert!(e.message.contains(cause), "{}", e.message);
+    fn statuses_and_codes() {
+        let cases = [
+            (ControlError::invalid("x"), 400, "invalid_request"),
+            (
+                ControlError::Invalid {
+                    code: "invalid_pid",
+                    message: "x".into(),
+                },
+                400,
+                "invalid_pid",
+            ),
+            (ControlError::BadPath("x".into()), 400, "invalid_path"),
+            (
+                ControlError::File {
+                    kind: FileErrorKind::TimedOut,
+                    message: "x".into(),
+                },
+                408,
+                "file_operation_timed_out",
+            ),
+            (ControlError::Gone, 404, "not_found"),
+            (ControlError::Limit("x".into()), 429, "limit_exceeded"),
+            (ControlError::CannotStart("x".into()), 503, "cannot_start"),
+            (ControlError::SandboxUnavailable, 503, "sandbox_unavailable"),
+            (
+                ControlError::EngineUnavailable("x".into()),
+                503,
+                "engine_unavailable",
+            ),
+            (ControlError::Internal("secret".into()), 500, "internal"),
+        ];
+        for (e, status, code) in cases {
+            let e = ApiError::from(e);
+            assert_eq!((e.status.as_u16(), e.code), (status, code));
+            assert!(!e.message.contains("secret"));
         }
     }
 }

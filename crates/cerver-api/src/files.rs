@@ -1,20 +1,16 @@
-//! The files API: write, read, list, all relative to the workspace.
+//! The files API: write, read, list, all relative to the workspace; adapters over
+//! [`cerver_control::ops::files`].
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use bytes::Bytes;
-use cerver_types::{
-    FileInfo, FilesQuery, ListFilesResponse, ReadFileResponse, WriteFileRequest, WriteFileResponse,
-};
-
-use crate::error::ApiError;
-use crate::extract::{JsonBody, Query};
-use axum::Extension;
+use axum::{Extension, Json};
 use cerver_control::Caller;
+use cerver_control::ops::{self, WriteFile};
+use cerver_types::{FilesQuery, WriteFileRequest, WriteFileResponse};
 
 use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Query};
 
 #[utoipa::path(
     post,
@@ -42,37 +38,14 @@ pub async fn write(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<WriteFileRequest>,
 ) -> Result<Json<WriteFileResponse>, ApiError> {
-    let content = match req.encoding.as_deref() {
-        None | Some("utf-8") | Some("utf8") | Some("text") => Bytes::from(req.content),
-        Some("base64") => Bytes::from(
-            base64::engine::general_purpose::STANDARD
-                .decode(req.content.as_bytes())
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "invalid_request",
-                        format!("content is not valid base64: {e}"),
-                    )
-                })?,
-        ),
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!(
-                    "unknown encoding {:?}: use \"utf-8\" or \"base64\"",
-                    other.chars().take(32).collect::<String>()
-                ),
-            ));
-        }
-    };
-    let size = st
-        .control
-        .write_file(&caller.user.id, &id, &req.path, content)
-        .await?;
-    Ok(Json(WriteFileResponse {
-        success: true,
+    let file = WriteFile {
         path: req.path,
-        size,
-    }))
+        content: req.content,
+        encoding: req.encoding,
+    };
+    Ok(Json(
+        ops::files::write(&st.control, &caller, &id, file).await?,
+    ))
 }
 
 /// `GET /sandbox/:id/files` lists; with `?path=` it reads that file.
@@ -100,49 +73,9 @@ pub async fn get(
     Path(id): Path<String>,
     Query(q): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
-    match q.path {
-        Some(path) => Ok(Json(read(&st, &caller, &id, path).await?).into_response()),
-        None => Ok(Json(list(&st, &caller, &id).await?).into_response()),
-    }
-}
-
-/// Reads one file of the workspace (base64 when it is not UTF-8).
-pub async fn read(
-    st: &AppState,
-    caller: &Caller,
-    id: &str,
-    path: String,
-) -> Result<ReadFileResponse, ApiError> {
-    let bytes = st.control.read_file(&caller.user.id, id, &path).await?;
-    let size = bytes.len() as u64;
-    let (content, encoding) = match String::from_utf8(bytes) {
-        Ok(s) => (s, None),
-        Err(e) => (
-            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
-            Some("base64".to_string()),
-        ),
-    };
-    Ok(ReadFileResponse {
-        path,
-        content,
-        size,
-        encoding,
-    })
-}
-
-/// Lists every file of the workspace.
-pub async fn list(st: &AppState, caller: &Caller, id: &str) -> Result<ListFilesResponse, ApiError> {
-    let list = st.control.list_files(&caller.user.id, id, "").await?;
-    let files = list
-        .files
-        .into_iter()
-        .map(|f| FileInfo {
-            path: f.path,
-            size: f.size,
-        })
-        .collect();
-    Ok(ListFilesResponse {
-        files,
-        truncated: list.truncated,
+    let c = &st.control;
+    Ok(match q.path {
+        Some(path) => Json(ops::files::read(c, &caller, &id, path).await?).into_response(),
+        None => Json(ops::files::list(c, &caller, &id).await?).into_response(),
     })
 }

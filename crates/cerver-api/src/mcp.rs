@@ -5,20 +5,21 @@
 //! [`crate::auth::require_key`] like every `/sandbox*` route: the [`Caller`] it puts in the
 //! request extensions reaches each tool through the HTTP request parts rmcp hands over.
 //!
-//! Each tool calls the HTTP handler of the same operation, so validation, owner scoping,
-//! limits and error messages are those of the HTTP API; an [`ApiError`] becomes a tool result
-//! with `isError: true` whose text is the HTTP error message (and whose structured content is
-//! the HTTP error body).
+//! Each tool is a thin adapter over the operation of the same name in
+//! [`cerver_control::ops`], which the HTTP handlers call too: validation, owner scoping,
+//! limits and error messages are the same by construction. A [`ControlError`] becomes a tool
+//! result with `isError: true` whose text is the HTTP error message (and whose structured
+//! content is the HTTP error body), through the one mapping in [`crate::error`].
 
-use axum::Extension as AxumExtension;
-use axum::extract::{Path, Request, State};
+use axum::extract::Request;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use cerver_control::Caller;
+use cerver_control::ops::{self, RunRequest, WriteFile};
+use cerver_control::{Caller, ControlError, CreateOptions};
+use cerver_types::ErrorBody;
 use cerver_types::mcp::{
     CreateSandboxArgs, InstallPackagesArgs, ReadFileArgs, RunCodeArgs, SandboxArgs, WriteFileArgs,
 };
-use cerver_types::{CreateSandboxRequest, ErrorBody, InstallRequest, RunRequest, WriteFileRequest};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
 use rmcp::handler::server::wrapper::Parameters;
@@ -28,9 +29,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use rmcp::{ServerHandler, tool, tool_handler, tool_router};
 use serde::Serialize;
 
+use crate::AppState;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, OptionalJson};
-use crate::{AppState, files, runs, sandboxes};
 
 /// The `/mcp` service: one [`CerverMcp`] per request (stateless).
 pub type McpService = StreamableHttpService<CerverMcp, NeverSessionManager>;
@@ -177,10 +177,44 @@ fn failed(e: ApiError) -> CallToolResult {
     result
 }
 
-fn result<T: Serialize>(r: Result<axum::Json<T>, ApiError>) -> CallToolResult {
-    match r {
-        Ok(axum::Json(v)) => ok(&v),
-        Err(e) => failed(e),
+impl CerverMcp {
+    /// Runs `op` as the caller the API-key middleware authenticated (the one place a tool
+    /// looks the caller up) and turns its answer into a tool result.
+    async fn call<T, F>(
+        &self,
+        parts: &Parts,
+        op: impl FnOnce(AppState, Caller) -> F,
+    ) -> CallToolResult
+    where
+        T: Serialize,
+        F: std::future::Future<Output = Result<T, ControlError>>,
+    {
+        self.call_then(parts, op, |_, _| {}).await
+    }
+
+    /// [`Self::call`], then `finish` may adjust a successful result (e.g. mark it an error).
+    async fn call_then<T, F>(
+        &self,
+        parts: &Parts,
+        op: impl FnOnce(AppState, Caller) -> F,
+        finish: impl FnOnce(&T, &mut CallToolResult),
+    ) -> CallToolResult
+    where
+        T: Serialize,
+        F: std::future::Future<Output = Result<T, ControlError>>,
+    {
+        let caller = match caller(parts) {
+            Ok(c) => c,
+            Err(e) => return failed(e),
+        };
+        match op(self.state.clone(), caller).await {
+            Ok(v) => {
+                let mut r = ok(&v);
+                finish(&v, &mut r);
+                r
+            }
+            Err(e) => failed(e.into()),
+        }
     }
 }
 
@@ -201,24 +235,16 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<CreateSandboxArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let req = CreateSandboxRequest {
+        let opts = CreateOptions {
             engine: args.engine,
-            envs: args.envs,
-            timeout_ms: args.timeout_ms.map(serde_json::Number::from),
-            metadata: args.metadata,
+            envs: args.envs.unwrap_or_default(),
+            timeout_ms: args.timeout_ms,
+            metadata: args.metadata.unwrap_or_default(),
         };
-        result(
-            sandboxes::create(
-                State(self.state.clone()),
-                AxumExtension(caller),
-                OptionalJson(req),
-            )
-            .await,
-        )
+        self.call(&parts, |st, caller| async move {
+            ops::sandboxes::create(&st.control, &caller, opts).await
+        })
+        .await
     }
 
     #[tool(
@@ -237,43 +263,22 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<RunCodeArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let timeout = match args.timeout.map(serde_json::Number::from_f64) {
-            None => None,
-            Some(Some(n)) => Some(n),
-            Some(None) => {
-                return failed(ApiError::bad_request(
-                    "invalid_request",
-                    "timeout must be a positive number of seconds",
-                ));
-            }
-        };
         let req = RunRequest {
             code: args.code,
-            envs: args.envs,
-            timeout,
-            background: None,
+            envs: args.envs.unwrap_or_default(),
+            timeout_s: args.timeout,
+            background: false,
         };
-        match runs::run(
-            State(self.state.clone()),
-            AxumExtension(caller),
-            Path(args.sandbox_id),
-            JsonBody(req),
-        )
-        .await
-        {
-            Ok(axum::Json(out)) => {
-                let mut r = ok(&out);
-                if let cerver_types::RunResult::Finished(done) = &out {
-                    r.is_error = Some(done.exit_code != 0);
-                }
-                r
+        let id = args.sandbox_id;
+        let run = |st: AppState, caller: Caller| async move {
+            ops::runs::run(&st.control, &caller, &id, req).await
+        };
+        self.call_then(&parts, run, |out, r| {
+            if let cerver_types::RunResult::Finished(done) = out {
+                r.is_error = Some(done.exit_code != 0);
             }
-            Err(e) => failed(e),
-        }
+        })
+        .await
     }
 
     #[tool(
@@ -290,24 +295,16 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<WriteFileArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let req = WriteFileRequest {
+        let file = WriteFile {
             path: args.path,
             content: args.content,
             encoding: args.encoding,
         };
-        result(
-            files::write(
-                State(self.state.clone()),
-                AxumExtension(caller),
-                Path(args.sandbox_id),
-                JsonBody(req),
-            )
-            .await,
-        )
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            ops::files::write(&st.control, &caller, &id, file).await
+        })
+        .await
     }
 
     #[tool(
@@ -321,14 +318,11 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<ReadFileArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        match files::read(&self.state, &caller, &args.sandbox_id, args.path).await {
-            Ok(v) => ok(&v),
-            Err(e) => failed(e),
-        }
+        let (id, path) = (args.sandbox_id, args.path);
+        self.call(&parts, |st, caller| async move {
+            ops::files::read(&st.control, &caller, &id, path).await
+        })
+        .await
     }
 
     #[tool(
@@ -340,14 +334,11 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<SandboxArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        match files::list(&self.state, &caller, &args.sandbox_id).await {
-            Ok(v) => ok(&v),
-            Err(e) => failed(e),
-        }
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            ops::files::list(&st.control, &caller, &id).await
+        })
+        .await
     }
 
     #[tool(
@@ -365,23 +356,11 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<InstallPackagesArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let req = InstallRequest {
-            packages: Some(args.packages),
-            package: None,
-        };
-        result(
-            sandboxes::install(
-                State(self.state.clone()),
-                AxumExtension(caller),
-                Path(args.sandbox_id),
-                JsonBody(req),
-            )
-            .await,
-        )
+        let (id, packages) = (args.sandbox_id, args.packages);
+        self.call(&parts, |st, caller| async move {
+            ops::sandboxes::install(&st.control, &caller, &id, Some(&packages), None).await
+        })
+        .await
     }
 
     #[tool(
@@ -389,13 +368,10 @@ impl CerverMcp {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn list_sandboxes(&self, Extension(parts): Extension<Parts>) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        let axum::Json(list) =
-            sandboxes::list(State(self.state.clone()), AxumExtension(caller)).await;
-        ok(&list)
+        self.call(&parts, |st, caller| async move {
+            Ok(ops::sandboxes::list(&st.control, &caller))
+        })
+        .await
     }
 
     #[tool(
@@ -412,18 +388,11 @@ impl CerverMcp {
         Extension(parts): Extension<Parts>,
         Parameters(args): Parameters<SandboxArgs>,
     ) -> CallToolResult {
-        let caller = match caller(&parts) {
-            Ok(c) => c,
-            Err(e) => return failed(e),
-        };
-        result(
-            sandboxes::delete(
-                State(self.state.clone()),
-                AxumExtension(caller),
-                Path(args.sandbox_id),
-            )
-            .await,
-        )
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            ops::sandboxes::delete(&st.control, &caller, &id).await
+        })
+        .await
     }
 }
 

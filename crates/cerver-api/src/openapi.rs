@@ -11,7 +11,7 @@ use axum::http::{HeaderName, header};
 use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
-use crate::{auth, files, mcp, processes, runs, sandboxes};
+use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, session};
 
 /// The generated API description.
 #[derive(OpenApi)]
@@ -30,9 +30,19 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         auth::login,
         auth::verify_login,
         auth::session,
+        session::logout,
+        dashboard::page,
+        dashboard::asset,
+        account::account,
+        account::list_keys,
+        account::create_key,
+        account::revoke_key,
+        account::sandboxes,
+        account::kill_sandbox,
         health,
         llms_txt,
         openapi_json,
+        crate::metrics::scrape,
         sandboxes::create,
         sandboxes::list,
         sandboxes::info,
@@ -59,6 +69,7 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         cerver_types::SetTimeoutResponse,
         cerver_types::RunRequest,
         cerver_types::RunResponse,
+        cerver_types::RunStatus,
         cerver_types::StreamEvent,
         cerver_types::RunResult,
         cerver_types::ProcessInfo,
@@ -73,6 +84,11 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         cerver_types::GetFilesResponse,
         cerver_types::ErrorBody,
         cerver_types::Health,
+        cerver_types::account::AccountResponse,
+        cerver_types::account::KeyList,
+        cerver_types::account::CreateKeyRequest,
+        cerver_types::account::CreatedKey,
+        cerver_types::account::RevokedKey,
         cerver_types::mcp::McpMessage,
     )),
     tags(
@@ -81,7 +97,8 @@ use crate::{auth, files, mcp, processes, runs, sandboxes};
         (name = "processes", description = "Background processes (started with `\"background\": true`): list, inspect, follow, kill."),
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
         (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),
-        (name = "meta", description = "The server itself: health and API descriptions."),
+        (name = "dashboard", description = "The web dashboard and its session-authenticated JSON API (`cerver_session` cookie; `X-CSRF-Token` on every change)."),
+        (name = "meta", description = "The server itself: health, metrics and API descriptions."),
     ),
     modifiers(&OptionalCreateBody),
 )]

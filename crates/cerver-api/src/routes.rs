@@ -2,37 +2,74 @@
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{AppState, auth, files, mcp, processes, runs, sandboxes};
+use crate::{AppState, account, auth, dashboard, files, mcp, processes, runs, sandboxes, session};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
 const MAX_BODY: usize = 24 << 20;
 
 pub fn router(state: AppState) -> Router {
+    crate::metrics::handle();
     Router::new()
         .route("/health", get(health))
         .route("/llms.txt", get(llms_txt))
         .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/auth/signup", post(auth::signup))
-        .route("/auth/verify-signup", get(auth::verify_signup))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/login/verify", get(auth::verify_login))
-        .route("/auth/session", get(auth::session))
+        .route("/metrics", get(crate::metrics::scrape))
+        .merge(auth_routes(state.clone()))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/{asset}", get(dashboard::asset))
+        .merge(session_routes(state.clone()))
         .merge(sandbox_routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Per route (after routing, so the route template is known): metrics, then the
+        // request id and its span around everything else.
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
         // Outermost: a sandbox host name never reaches the API's routes (nor its key check).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::proxy::intercept,
         ))
         .with_state(state)
+}
+
+/// The dashboard's routes: a session cookie, and a CSRF token on every change.
+fn session_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/logout", post(session::logout))
+        .route("/account", get(account::account))
+        .route(
+            "/account/keys",
+            get(account::list_keys).post(account::create_key),
+        )
+        .route("/account/keys/{key_id}", delete(account::revoke_key))
+        .route("/account/sandboxes", get(account::sandboxes))
+        .route("/account/sandboxes/{id}", delete(account::kill_sandbox))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            session::require_session,
+        ))
+}
+
+/// The routes anyone can call without a key, limited per client address.
+fn auth_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/verify-signup", get(auth::verify_signup))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/login/verify", get(auth::verify_login))
+        .route("/auth/session", get(auth::session))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::limit_client,
+        ))
 }
 
 /// The routes that need an API key.

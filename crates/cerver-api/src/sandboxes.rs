@@ -1,36 +1,16 @@
-//! Sandbox lifecycle routes.
+//! Sandbox lifecycle routes; adapters over [`cerver_control::ops::sandboxes`].
 
-use axum::Json;
 use axum::extract::{Path, State};
-use cerver_control::{CreateOptions, Entry, LifetimeView, unix};
+use axum::{Extension, Json};
+use cerver_control::{Caller, CreateOptions, ops};
 use cerver_types::{
-    CreateSandboxRequest, DeleteResponse, SandboxInfo, SandboxList, SetTimeoutRequest,
-    SetTimeoutResponse,
+    CreateSandboxRequest, DeleteResponse, HostQuery, HostResponse, InstallRequest, InstallResponse,
+    SandboxInfo, SandboxList, SetTimeoutRequest, SetTimeoutResponse,
 };
 
+use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, Query, non_negative_int};
-use axum::Extension;
-use cerver_control::Caller;
-
-use crate::AppState;
-
-pub fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
-    SandboxInfo {
-        sandbox_id: e.id.clone(),
-        engine: e.engine.as_str().into(),
-        status: "ready".into(),
-        timeout_ms: lifetime.timeout_ms,
-        expires_at: lifetime.expires_at_unix,
-        time_remaining_ms: lifetime.remaining_ms,
-        created_at: unix(e.created_at),
-        envs: e.envs.keys().cloned().collect(),
-        metadata: e.metadata.clone(),
-        notice: lifetime
-            .capped
-            .then(|| format!("timeout_ms was capped to the maximum of {max_ms} ms")),
-    }
-}
 
 #[utoipa::path(
     post,
@@ -66,12 +46,9 @@ pub async fn create(
         timeout_ms,
         metadata: req.metadata.unwrap_or_default(),
     };
-    let (entry, lifetime) = st.control.create(&caller, opts).await?;
-    Ok(Json(info_of(
-        &entry,
-        lifetime,
-        st.control.max_timeout_for(&caller),
-    )))
+    Ok(Json(
+        ops::sandboxes::create(&st.control, &caller, opts).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -91,12 +68,7 @@ pub async fn info(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    let e = st.control.get(&caller.user.id, &id)?;
-    Ok(Json(info_of(
-        &e,
-        e.lifetime(),
-        st.control.max_timeout_for(&caller),
-    )))
+    Ok(Json(ops::sandboxes::get(&st.control, &caller, &id)?))
 }
 
 #[utoipa::path(
@@ -113,14 +85,7 @@ pub async fn list(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Json<SandboxList> {
-    let max = st.control.max_timeout_for(&caller);
-    let sandboxes = st
-        .control
-        .list(&caller.user.id)
-        .iter()
-        .map(|e| info_of(e, e.lifetime(), max))
-        .collect();
-    Json(SandboxList { sandboxes })
+    Json(ops::sandboxes::list(&st.control, &caller))
 }
 
 #[utoipa::path(
@@ -141,11 +106,9 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
-    st.control.delete(&caller.user.id, &id).await?;
-    Ok(Json(DeleteResponse {
-        success: true,
-        sandbox_id: id,
-    }))
+    Ok(Json(
+        ops::sandboxes::delete(&st.control, &caller, &id).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -172,20 +135,11 @@ pub async fn set_timeout(
     JsonBody(req): JsonBody<SetTimeoutRequest>,
 ) -> Result<Json<SetTimeoutResponse>, ApiError> {
     let ms = non_negative_int(&req.timeout_ms, "timeout_ms", u64::MAX)?;
-    let l = st.control.set_timeout(&caller, &id, ms).await?;
-    let max = st.control.max_timeout_for(&caller);
-    Ok(Json(SetTimeoutResponse {
-        sandbox_id: id,
-        timeout_ms: l.timeout_ms,
-        expires_at: l.expires_at_unix,
-        time_remaining_ms: l.remaining_ms,
-        notice: l
-            .capped
-            .then(|| format!("timeout_ms was capped to the maximum of {max} ms")),
-    }))
+    Ok(Json(
+        ops::sandboxes::set_timeout(&st.control, &caller, &id, ms).await?,
+    ))
 }
 
-/// `POST /sandbox/:id/install`.
 #[utoipa::path(
     post,
     path = "/sandbox/{id}/install",
@@ -208,31 +162,14 @@ pub async fn install(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    JsonBody(req): JsonBody<cerver_types::InstallRequest>,
-) -> Result<Json<cerver_types::InstallResponse>, ApiError> {
-    let outcome = st
-        .control
-        .install(
-            &caller.user.id,
-            &id,
-            req.packages.as_deref(),
-            req.package.as_deref(),
-        )
-        .await?;
-    let (output, error) = if outcome.success {
-        (Some(outcome.log), None)
-    } else {
-        (None, Some(outcome.log))
-    };
-    Ok(Json(cerver_types::InstallResponse {
-        success: outcome.success,
-        upgraded: outcome.upgraded,
-        output,
-        error,
-    }))
+    JsonBody(req): JsonBody<InstallRequest>,
+) -> Result<Json<InstallResponse>, ApiError> {
+    let (packages, package) = (req.packages.as_deref(), req.package.as_deref());
+    Ok(Json(
+        ops::sandboxes::install(&st.control, &caller, &id, packages, package).await?,
+    ))
 }
 
-/// `GET /sandbox/:id/host?port=N`.
 #[utoipa::path(
     get,
     path = "/sandbox/{id}/host",
@@ -255,15 +192,8 @@ pub async fn host(
     State(st): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Query(q): Query<cerver_types::HostQuery>,
-) -> Result<Json<cerver_types::HostResponse>, ApiError> {
-    let e = st
-        .control
-        .host(&caller, &id, q.port.as_deref().unwrap_or(""))?;
-    Ok(Json(cerver_types::HostResponse {
-        sandbox_id: e.sandbox_id,
-        port: e.port,
-        url: e.url,
-        host: e.host,
-    }))
+    Query(q): Query<HostQuery>,
+) -> Result<Json<HostResponse>, ApiError> {
+    let port = q.port.as_deref().unwrap_or("");
+    Ok(Json(ops::sandboxes::host(&st.control, &caller, &id, port)?))
 }

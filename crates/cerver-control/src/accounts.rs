@@ -15,7 +15,11 @@ use cerver_store::keys::{generate_key, generate_secret, hash_key, is_well_formed
 use cerver_store::{Plan, Store, StoreError, TokenKind, User, now_ms, utc_day};
 
 use crate::ControlError;
+use crate::client_limits::{ClientLimitConfig, ClientLimiter, RouteClass};
 use crate::plans::{PlanLimits, limits};
+
+mod dashboard;
+pub use dashboard::{AccountView, ApiKey, csrf_token};
 
 /// How long a sign-up verification link works.
 const SIGNUP_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
@@ -23,7 +27,7 @@ const SIGNUP_TOKEN_TTL_MS: i64 = 24 * 3600 * 1000;
 const LOGIN_TOKEN_TTL_MS: i64 = 15 * 60 * 1000;
 /// How long a dashboard session lasts.
 pub const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
-const DAY_MS: i64 = 24 * 3600 * 1000;
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
 /// Bound on the key cache (it is emptied whenever accounts change).
 const MAX_CACHED_KEYS: usize = 100_000;
 
@@ -57,6 +61,10 @@ pub struct Accounts {
     /// [`USAGE_FLUSH_INTERVAL`] and at shutdown), so requests never wait for a database write.
     usage: tokio::sync::Mutex<HashMap<(String, i64), Counter>>,
     mail_budget: std::sync::Mutex<MailBudget>,
+    /// When each key's last use was last written (see [`dashboard::KeyUse`]).
+    key_use: dashboard::KeyUse,
+    /// Per-client-address limits on the routes that need no key.
+    clients: ClientLimiter,
 }
 
 /// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
@@ -112,7 +120,8 @@ pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_
 #[derive(Default)]
 struct KeyCache {
     generation: Option<(u64, SystemTime)>,
-    users: HashMap<String, User>,
+    /// Key hash → (key id, its user).
+    users: HashMap<String, (String, User)>,
 }
 
 /// File whose change tells a running server that accounts changed behind its back.
@@ -161,11 +170,40 @@ impl Accounts {
             generation_file: data_dir.join(GENERATION_FILE),
             usage: Default::default(),
             mail_budget: Default::default(),
+            key_use: Default::default(),
+            clients: ClientLimiter::new(ClientLimitConfig::default()),
         }
     }
 
-    /// The user of a key hash: from the cache while the accounts generation is unchanged.
-    async fn user_of_key(&self, hash: &str) -> Result<Option<User>, ControlError> {
+    /// Replaces the per-client-address limits (settings; the defaults suit production).
+    pub fn with_client_limits(mut self, cfg: ClientLimitConfig) -> Accounts {
+        self.clients = ClientLimiter::new(cfg);
+        self
+    }
+
+    /// Charges an unauthenticated request to its client address (from the socket); 429 with
+    /// the seconds to wait when the client is over its limit.
+    pub fn check_client(
+        &self,
+        client: std::net::IpAddr,
+        class: RouteClass,
+    ) -> Result<(), ControlError> {
+        self.clients.check(client, class).map_err(|wait| {
+            let now = now_ms();
+            ControlError::RateLimited {
+                message: "too many requests from this address; try again later".into(),
+                usage: Usage {
+                    limit: self.clients.limit(class),
+                    remaining: 0,
+                    reset_unix: (now / 1000) as u64 + wait,
+                },
+            }
+        })
+    }
+
+    /// The key id and user of a key hash: from the cache while the accounts generation is
+    /// unchanged.
+    async fn user_of_key(&self, hash: &str) -> Result<Option<(String, User)>, ControlError> {
         let generation = std::fs::metadata(&self.generation_file)
             .ok()
             .and_then(|m| Some((m.ino(), m.modified().ok()?)));
@@ -175,19 +213,21 @@ impl Accounts {
                 cache.users.clear();
                 cache.generation = generation;
             }
-            if let Some(user) = cache.users.get(hash) {
-                return Ok(Some(user.clone()));
+            if let Some(found) = cache.users.get(hash) {
+                return Ok(Some(found.clone()));
             }
         }
         let found = self.store.key_by_hash(hash).await.map_err(store_err)?;
-        let Some((_, user)) = found else {
+        let Some((key, user)) = found else {
             return Ok(None);
         };
         let mut cache = self.keys.lock().unwrap();
         if cache.generation == generation && cache.users.len() < MAX_CACHED_KEYS {
-            cache.users.insert(hash.to_string(), user.clone());
+            cache
+                .users
+                .insert(hash.to_string(), (key.id.clone(), user.clone()));
         }
-        Ok(Some(user))
+        Ok(Some((key.id, user)))
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -216,6 +256,8 @@ impl Accounts {
     /// Mails a verification link. The answer is the same whether or not the address is known.
     pub async fn signup(&self, email: &str) -> Result<(), ControlError> {
         let (to, email) = parse_address(email)?;
+        // The budget first: a refused request must not leave a token row behind.
+        self.take_mail_budget(&email)?;
         let secret = generate_secret();
         self.store
             .insert_token(
@@ -260,6 +302,7 @@ impl Accounts {
         {
             return Ok(());
         }
+        self.take_mail_budget(&email)?;
         let secret = generate_secret();
         self.store
             .insert_token(
@@ -315,10 +358,11 @@ impl Accounts {
         if !is_well_formed_key(key) {
             return Err(unauthorized());
         }
-        let user = self
+        let (key_id, user) = self
             .user_of_key(&hash_key(key))
             .await?
             .ok_or_else(unauthorized)?;
+        self.note_key_use(&key_id);
         let limits = limits(user.plan);
         let now = now_ms();
         let day = utc_day(now);
@@ -341,6 +385,7 @@ impl Accounts {
             }
             let counter = usage.get_mut(&slot).expect("inserted above");
             if counter.count >= limits.requests_per_day {
+                crate::metrics::quota_rejected("requests");
                 return Err(ControlError::RateLimited {
                     message: format!(
                         "daily request limit of {} reached for the {} plan",
@@ -405,23 +450,30 @@ impl Accounts {
         });
     }
 
-    async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
+    /// Takes one mail to `email` (lower-cased) from the budget; 429 when it is spent.
+    fn take_mail_budget(&self, email: &str) -> Result<(), ControlError> {
         let now = now_ms();
         let allowed = self
             .mail_budget
             .lock()
-            .unwrap()
-            .take(&msg.to.to_string().to_lowercase(), now);
-        if !allowed {
-            return Err(ControlError::RateLimited {
-                message: "too many emails requested; try again later".into(),
-                usage: Usage {
-                    limit: u64::from(MAILS_PER_ADDRESS_PER_HOUR),
-                    remaining: 0,
-                    reset_unix: (now / 1000 + 3600) as u64,
-                },
-            });
+            .unwrap_or_else(|e| e.into_inner())
+            .take(email, now);
+        if allowed {
+            return Ok(());
         }
+        crate::metrics::quota_rejected("mails");
+        Err(ControlError::RateLimited {
+            message: "too many emails requested; try again later".into(),
+            usage: Usage {
+                limit: u64::from(MAILS_PER_ADDRESS_PER_HOUR),
+                remaining: 0,
+                reset_unix: (now / 1000 + 3600) as u64,
+            },
+        })
+    }
+
+    /// Delivers a mail whose budget was taken with [`Accounts::take_mail_budget`].
+    async fn send(&self, msg: cerver_mail::Message) -> Result<(), ControlError> {
         self.mailer.send(&msg).await.map_err(|e| {
             tracing::error!("mail delivery failed: {e}");
             ControlError::Unavailable("the email could not be sent; try again later".into())

@@ -53,6 +53,20 @@ fn parse_one(item: &str) -> Result<String, ControlError> {
             &format!("character {c:?} is not allowed in a requirement"),
         ));
     }
+    // PEP 508: a name starts and ends with a letter or digit. Checked here because
+    // `pep508_rs` 0.9 panics on a name that ends in `.`, `_` or `-` (found by
+    // tests/fuzz_inputs.rs: `"9_"`, `"a_]a"`).
+    let name_end = item
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        .unwrap_or(item.len());
+    let name = &item[..name_end];
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return Err(bad(
+            item,
+            "a package name starts and ends with a letter or digit",
+        ));
+    }
     let req: Requirement =
         Requirement::from_str(item).map_err(|e| bad(item, &e.message.to_string()))?;
     if let Some(VersionOrUrl::Url(_)) = req.version_or_url {
@@ -63,6 +77,14 @@ fn parse_one(item: &str) -> Result<String, ControlError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_ending_in_punctuation_are_refused_not_a_panic() {
+        for item in ["9_", "a.", "six-", "a_==1", "x-[y]", "a_]a"] {
+            assert!(super::parse(Some(item), None).is_err(), "{item}");
+        }
+        assert!(super::parse(Some("a_b==1.0 six"), None).is_ok());
+    }
+
     use super::parse;
 
     #[test]

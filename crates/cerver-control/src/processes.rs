@@ -10,21 +10,11 @@ use std::time::SystemTime;
 use cerver_runtime::{Process, RunEvent};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
-use crate::{Control, ControlError, Entry, MAX_CODE_BYTES, RunParams, validate_env};
+use crate::config::ProcessLimits;
+use crate::env::{run_env, validate_code};
+use crate::runs::RunParams;
+use crate::{Control, ControlError, Entry};
 
-/// Most background processes running at once in one sandbox (more: a `Limit` error). A
-/// process counts until its output is drained: until everything it started has closed the
-/// stdout and stderr it inherited, not just until main exits (each holds 2 × 1 MiB of rings
-/// for as long as something may write to them).
-pub const MAX_RUNNING_PROCESSES: usize = 16;
-/// Most ended (and drained) processes remembered per sandbox (the oldest ended are forgotten
-/// first).
-pub const MAX_ENDED_PROCESSES: usize = 32;
-/// Most output bytes that ended, drained processes may hold together per sandbox (running ones
-/// hold at most 2 × 1 MiB each); past it, the oldest ended are forgotten.
-pub const MAX_ENDED_OUTPUT_BYTES: usize = 8 << 20;
-/// Most clients following a sandbox's processes at once (`/processes/{pid}/stream`).
-pub const MAX_FOLLOWERS: usize = 16;
 /// How much of the code a process object shows.
 pub const CODE_PREVIEW_CHARS: usize = 200;
 
@@ -36,20 +26,12 @@ pub struct BackgroundProcess {
     pub code: String,
 }
 
-/// The background processes of one sandbox, oldest first.
+/// The background processes of one sandbox, oldest first, within its [`ProcessLimits`].
 pub struct ProcessTable {
     inner: Mutex<Table>,
+    limits: ProcessLimits,
     /// One permit per follower (an SSE stream of a process), held for the stream's life.
     followers: Arc<Semaphore>,
-}
-
-impl Default for ProcessTable {
-    fn default() -> Self {
-        ProcessTable {
-            inner: Default::default(),
-            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -64,7 +46,7 @@ struct Table {
 }
 
 impl Table {
-    /// Processes that count against [`MAX_RUNNING_PROCESSES`]: those not yet drained.
+    /// Processes that count against [`ProcessLimits::max_running`]: those not yet drained.
     fn running(&self) -> usize {
         self.list
             .iter()
@@ -77,7 +59,7 @@ impl Table {
     /// Forgets the oldest ended entries beyond the count and byte bounds. Only drained entries
     /// are forgotten (an undrained one still counts as running, and its buffers still change):
     /// nothing the table lets go of keeps buffering.
-    fn prune(&mut self) {
+    fn prune(&mut self, limits: &ProcessLimits) {
         self.shadowed.retain(|p| !p.is_drained());
         loop {
             let mut ended = 0;
@@ -96,7 +78,7 @@ impl Table {
                     oldest = Some((ended_at, i));
                 }
             }
-            if ended <= MAX_ENDED_PROCESSES && bytes <= MAX_ENDED_OUTPUT_BYTES {
+            if ended <= limits.max_ended && bytes <= limits.max_ended_output_bytes {
                 return;
             }
             let Some((_, i)) = oldest else { return };
@@ -115,11 +97,20 @@ impl Drop for Reservation {
 }
 
 impl ProcessTable {
+    pub(crate) fn new(limits: ProcessLimits) -> Self {
+        ProcessTable {
+            inner: Default::default(),
+            limits,
+            followers: Arc::new(Semaphore::new(limits.max_followers)),
+        }
+    }
+
     fn reserve(entry: &Arc<Entry>) -> Result<Reservation, ControlError> {
+        let max = entry.processes.limits.max_running;
         let mut t = entry.processes.inner.lock().unwrap();
-        if t.running() + t.starting >= MAX_RUNNING_PROCESSES {
+        if t.running() + t.starting >= max {
             return Err(ControlError::Limit(format!(
-                "this sandbox already runs {MAX_RUNNING_PROCESSES} background processes, the \
+                "this sandbox already runs {max} background processes, the \
                  maximum (one counts until everything it started has closed its output); stop \
                  one first (DELETE /sandbox/{{id}}/processes/{{pid}})"
             )));
@@ -137,13 +128,13 @@ impl ProcessTable {
         t.list = kept;
         t.shadowed.extend(reused.into_iter().map(|old| old.process));
         t.list.push(p);
-        t.prune();
+        t.prune(&self.limits);
     }
 
     /// Every remembered process, oldest first.
     pub fn list(&self) -> Vec<BackgroundProcess> {
         let mut t = self.inner.lock().unwrap();
-        t.prune();
+        t.prune(&self.limits);
         t.list.clone()
     }
 
@@ -154,9 +145,10 @@ impl ProcessTable {
 
     /// A follower's slot, held for as long as it follows.
     fn follower(&self) -> Result<OwnedSemaphorePermit, ControlError> {
+        let max = self.limits.max_followers;
         self.followers.clone().try_acquire_owned().map_err(|_| {
             ControlError::Limit(format!(
-                "this sandbox's processes already have {MAX_FOLLOWERS} followers, the maximum; \
+                "this sandbox's processes already have {max} followers, the maximum; \
                  close one first"
             ))
         })
@@ -164,44 +156,26 @@ impl ProcessTable {
 }
 
 impl Control {
-    /// The server is shutting down: streams that follow background processes and proxied
-    /// exchanges (both may last forever) end, so that the graceful shutdown does not wait for
-    /// them.
-    pub fn begin_shutdown(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// Becomes true when the server starts shutting down.
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.closing.subscribe()
-    }
-
     /// Starts `params.code` as a background process (its `timeout` does not apply: the
     /// process lives until it ends, is killed, or the sandbox ends). Returns it with its live
     /// events from the start. It takes no run-concurrency slot; at most
-    /// [`MAX_RUNNING_PROCESSES`] run at once.
-    pub async fn start_process(
+    /// [`ProcessLimits::max_running`] run at once.
+    pub(crate) async fn start_process(
         &self,
-        owner: &str,
-        id: &str,
+        entry: &Arc<Entry>,
         params: RunParams,
     ) -> Result<(BackgroundProcess, broadcast::Receiver<RunEvent>), ControlError> {
-        let entry = self.get(owner, id)?;
-        if params.code.len() > MAX_CODE_BYTES {
-            return Err(ControlError::BadRequest(format!(
-                "code is larger than {MAX_CODE_BYTES} bytes"
-            )));
-        }
-        validate_env(&params.envs)?;
-        let reservation = ProcessTable::reserve(&entry)?;
+        validate_code(&params.code, &params.envs)?;
+        let reservation = ProcessTable::reserve(entry)?;
         let code = params.code.chars().take(CODE_PREVIEW_CHARS).collect();
-        let env = Self::run_env(&entry, &params.envs);
+        let env = run_env(entry, &params.envs);
         let spec = cerver_runtime::run::code_spec(params.code, env);
+        let ring_bytes = self.runtime.config().output_ring_bytes;
         // In a task of its own: a started process is always registered (so that it can be
         // listed and killed), even if the request that started it goes away meanwhile.
         let start = tokio::spawn(async move {
             let entry = &reservation.0;
-            let (process, live) = entry.sandbox.start_background(&spec).await?;
+            let (process, live) = entry.sandbox.start_background(&spec, ring_bytes).await?;
             let started = BackgroundProcess { process, code };
             entry.processes.insert(started.clone());
             tracing::debug!(sandbox.id = %entry.id, pid = started.process.pid(), "background process started");
@@ -231,7 +205,7 @@ impl Control {
     }
 
     /// One background process of the sandbox, to follow: with a follower slot of the
-    /// sandbox (at most [`MAX_FOLLOWERS`] at once), to hold for as long as it is followed.
+    /// sandbox (at most [`ProcessLimits::max_followers`] at once), to hold for as long as it is followed.
     pub fn follow_process(
         &self,
         owner: &str,

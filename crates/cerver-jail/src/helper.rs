@@ -75,6 +75,7 @@ fn run(cfg: &JailConfig) -> Result<i32, JailError> {
     let sigfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(setup("signalfd"))?;
 
+    crate::harden::lift_host_budgets()?;
     let cgroup = SandboxCgroup::create(&cfg.cgroup_parent, &cfg.label, &cfg.limits)?;
     let result = supervise(cfg, &cgroup, &sigfd);
     let cleanup = cgroup.destroy();

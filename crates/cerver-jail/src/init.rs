@@ -1,5 +1,5 @@
 //! Pid 1 of a sandbox. Finishes the set-up that needs to happen inside the new namespaces
-//! (ids, cgroup namespace, filesystem, hostname, loopback), then starts the zygote and stays
+//! (ids, cgroup namespace, filesystem, user-namespace limits, hostname, loopback), then starts the zygote and stays
 //! as the reaper: it collects orphans and restarts the zygote if it ever dies, so that no run
 //! can leave the sandbox without its interpreter.
 
@@ -60,6 +60,8 @@ fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
     // The helper has moved us into the sandbox cgroup: make it our cgroup root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
     crate::rootfs::enter(cfg)?;
+    // Still root of the namespace with every capability there: the last moment to set its limits.
+    crate::harden::userns_limits()?;
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("sethostname"))?;
     match &cfg.network {
         Network::Loopback => crate::net::loopback_up()?,

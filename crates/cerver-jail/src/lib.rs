@@ -20,9 +20,12 @@ pub mod harden;
 pub mod helper;
 #[allow(unsafe_code)] // closing inherited descriptors by number
 pub mod init;
+pub mod layout;
 #[allow(unsafe_code)] // the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls that bring loopback up
 pub mod net;
 pub mod protocol;
+#[allow(unsafe_code)]
+// mount_setattr(2) (recursive read-only binds), which neither nix nor libc wraps
 pub mod rootfs;
 pub mod seccomp;
 #[allow(unsafe_code)] // fork(2) of the zygote, `_exit` in the child, close_range(2)

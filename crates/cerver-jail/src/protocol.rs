@@ -24,8 +24,8 @@ pub const RUN_FDS: usize = 5;
 /// Largest control message, in bytes.
 pub const MAX_CONTROL_MESSAGE: usize = 4096;
 
-/// The workspace directory inside every sandbox (`__sandbox_dir__`).
-pub const WORKSPACE: &str = "/home/user";
+/// The workspace and the venv are part of the sandbox layout (defined in [`crate::layout`]).
+pub use crate::layout::{VENV, VENV_PATH, WORKSPACE};
 /// The uid and gid that user code runs as inside the sandbox.
 pub const SANDBOX_UID: u32 = 1000;
 /// Processes of a sandbox's `pids` limit that user code can never take (RLIMIT_NPROC of the
@@ -59,11 +59,6 @@ pub struct JailConfig {
     pub packages: Option<Packages>,
 }
 
-/// The sandbox's virtual environment (containers engine): its `bin/python` is the sandbox's
-/// interpreter, its site-packages are on every run's path.
-pub const VENV: &str = "/opt/venv";
-/// `PATH` in a containers sandbox: the venv's `bin` first, as in an activated venv.
-pub const VENV_PATH: &str = "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin";
 /// Where the installer binary is bound (read-only).
 pub const INSTALLER: &str = "/opt/cerver/uv";
 /// Where the shared wheel cache is bound (read-only; only the host writes it).

@@ -4,10 +4,10 @@
 //! | path | what |
 //! |---|---|
 //! | `/` | small tmpfs, read-only once populated |
-//! | `/usr` | read-only bind of `<rootfs>/usr` |
+//! | `/usr` | read-only, nosuid, nodev bind of `<rootfs>/usr`, every submount included |
 //! | `/bin /sbin /lib /lib64 ...` | symlinks when the rootfs is usr-merged, read-only binds otherwise |
 //! | `/etc` | synthesized: passwd, group, hosts, hostname, nsswitch.conf; CA bundle and ld.so.cache bound read-only |
-//! | `/proc` | fresh procfs of the sandbox's pid namespace |
+//! | `/proc` | fresh procfs of the sandbox's pid namespace; host-wide files masked (`MASKED_PROC_*`) |
 //! | `/dev` | tmpfs with null zero full random urandom tty bound from the host, `/dev/pts` (own instance), `/dev/shm` |
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
 //! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
@@ -15,10 +15,13 @@
 //! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the shared wheel cache, read-only |
 //! | `/etc/resolv.conf` | containers: the resolvers the host firewall lets through |
 //!
-//! Nothing else of the host is reachable: the old root is detached after the pivot.
+//! Every bind from the host is read-only, nosuid and nodev down to its last submount
+//! (`mount_setattr` with `AT_RECURSIVE`). Nothing else of the host is reachable: the old root
+//! is detached after the pivot.
 
 use std::fs;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -60,7 +63,9 @@ fn tmpfs(target: &Path, size: u64, mode: &str, extra: &str) -> Result<(), JailEr
     .map_err(err(format!("mount tmpfs on {}", target.display())))
 }
 
-fn bind_ro(src: &Path, target: &Path, extra: MsFlags) -> Result<(), JailError> {
+/// Binds `src` (with everything mounted below it) on `target`, then makes every one of those
+/// mounts read-only, nosuid and nodev (and noexec when asked).
+fn bind_ro(src: &Path, target: &Path, noexec: bool) -> Result<(), JailError> {
     mount(
         Some(src),
         target,
@@ -73,14 +78,106 @@ fn bind_ro(src: &Path, target: &Path, extra: MsFlags) -> Result<(), JailError> {
         src.display(),
         target.display()
     )))?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | extra,
-        None::<&str>,
-    )
-    .map_err(err(format!("remount {} read-only", target.display())))
+    restrict_tree(target, noexec)
+}
+
+/// Host-wide `/proc` files that describe the host rather than the sandbox (other users' keys,
+/// the host's timers and scheduler, kernel memory, sysrq): each is covered by a bind of
+/// `/dev/null` when this kernel has it. Docker's list, minus what a fresh procfs of the
+/// sandbox's pid namespace already confines.
+const MASKED_PROC_FILES: [&str; 7] = [
+    "key-users",
+    "keys",
+    "timer_list",
+    "sched_debug",
+    "latency_stats",
+    "kcore",
+    "sysrq-trigger",
+];
+/// Host-wide `/proc` directories (firmware and device tables), covered by an empty read-only tmpfs.
+const MASKED_PROC_DIRS: [&str; 3] = ["acpi", "scsi", "asound"];
+
+/// `struct mount_attr` and the `MOUNT_ATTR_*` bits of `mount_setattr(2)` (linux/mount.h):
+/// neither `libc` nor `nix` define them yet, so they are written out here.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Makes `target` and every mount below it read-only, nosuid and nodev (and noexec when asked),
+/// in one call: `mount_setattr(AT_RECURSIVE)` only adds these flags, so the flags the kernel
+/// locked on host mounts (which a remount would have to repeat exactly) stay as they are.
+fn restrict_tree(target: &Path, noexec: bool) -> Result<(), JailError> {
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| JailError::Setup(format!("NUL in {}", target.display())))?;
+    let mut set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if noexec {
+        set |= MOUNT_ATTR_NOEXEC;
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a `struct mount_attr` whose size is
+    // passed with it; both outlive the call, and the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(JailError::Setup(format!(
+            "make {} read-only: {err}",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Covers [`MASKED_PROC_FILES`] and [`MASKED_PROC_DIRS`] of the freshly mounted `proc_dir`.
+fn mask_proc(proc_dir: &Path) -> Result<(), JailError> {
+    for name in MASKED_PROC_FILES {
+        let target = proc_dir.join(name);
+        if target.exists() {
+            mount(
+                Some("/dev/null"),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(err(format!("mask /proc/{name}")))?;
+        }
+    }
+    for name in MASKED_PROC_DIRS {
+        let target = proc_dir.join(name);
+        if target.is_dir() {
+            mount(
+                Some("tmpfs"),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("size=4k,mode=0555"),
+            )
+            .map_err(err(format!("mask /proc/{name}")))?;
+        }
+    }
+    Ok(())
 }
 
 fn write(path: &Path, content: &str) -> Result<(), JailError> {
@@ -159,7 +256,7 @@ fn populate(
     let limits = &cfg.limits;
 
     mkdir(&root.join("usr"))?;
-    bind_ro(&rootfs.join("usr"), &root.join("usr"), MsFlags::MS_NODEV)?;
+    bind_ro(&rootfs.join("usr"), &root.join("usr"), false)?;
     for dir in SYSTEM_DIRS {
         let src = rootfs.join(dir);
         let Ok(meta) = fs::symlink_metadata(&src) else {
@@ -172,7 +269,7 @@ fn populate(
             symlink(&target, &dst).map_err(io_err(format!("symlink {}", dst.display())))?;
         } else if meta.is_dir() {
             mkdir(&dst)?;
-            bind_ro(&src, &dst, MsFlags::MS_NODEV)?;
+            bind_ro(&src, &dst, false)?;
         }
     }
 
@@ -188,6 +285,7 @@ fn populate(
         None::<&str>,
     )
     .map_err(err("mount /proc"))?;
+    mask_proc(&proc_dir)?;
 
     dev(root, limits.shm_bytes)?;
 
@@ -269,15 +367,11 @@ fn venv(
 
     if let Some(host_installer) = &packages.installer {
         fs::File::create(&installer).map_err(io_err("create installer mount point"))?;
-        bind_ro(host_installer, &installer, MsFlags::MS_NODEV)?;
+        bind_ro(host_installer, &installer, false)?;
     }
     let wheels = root.join(WHEELHOUSE.trim_start_matches('/'));
     mkdir(&wheels)?;
-    bind_ro(
-        &packages.wheelhouse,
-        &wheels,
-        MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-    )?;
+    bind_ro(&packages.wheelhouse, &wheels, true)?;
     Ok(())
 }
 
@@ -345,7 +439,7 @@ fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
             mkdir(parent)?;
         }
         fs::File::create(&dst).map_err(io_err(format!("create {}", dst.display())))?;
-        bind_ro(&src, &dst, MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        bind_ro(&src, &dst, true)?;
     }
     Ok(())
 }

@@ -19,11 +19,14 @@ use crate::protocol::{CONTROL_FD, JailConfig, ROOT_PROCESS_RESERVE, SANDBOX_UID,
 pub const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
 
 /// Environment of the zygote itself; each run gets its own environment from the runtime.
-const ZYGOTE_ENV: [&str; 3] = [
-    "PATH=/usr/local/bin:/usr/bin:/bin",
-    "LANG=C.UTF-8",
-    "HOME=/home/user",
-];
+fn zygote_env() -> [String; 3] {
+    use crate::layout::{HOME, LANG, PATH};
+    [
+        format!("PATH={PATH}"),
+        format!("LANG={LANG}"),
+        format!("HOME={HOME}"),
+    ]
+}
 
 fn cstring(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Setup("NUL byte in zygote argument".into()))
@@ -52,7 +55,7 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
     .iter()
     .map(|s| cstring(s))
     .collect::<Result<Vec<_>, _>>()?;
-    let env = ZYGOTE_ENV
+    let env = zygote_env()
         .iter()
         .map(|s| cstring(s))
         .collect::<Result<Vec<_>, _>>()?;

@@ -569,6 +569,71 @@ fn argument_conditions() {
     }
 }
 
+/// socket: the IP families only with TCP, UDP and ICMP datagram protocols; setsockopt: no BPF
+/// attachment, no TCP ULP. Levels, names and protocols are ints (compared on 32 bits).
+#[test]
+fn socket_protocols_and_options() {
+    for prog in [&zygote(), &run()] {
+        let allow = |name: &str, args: [u64; 6]| check(prog, name, args) == SECCOMP_RET_ALLOW;
+        let sock = |d: u64, t: u64, p: u64| allow("socket", [d, t, p, 0, 0, 0]);
+        for d in [2, 10] {
+            assert!(sock(d, 1, 0) && sock(d, 1, 6) && sock(d, 2, 0) && sock(d, 2, 17));
+            assert!(
+                sock(d, 1 | 0x80000, 6 | (1 << 32)),
+                "the kernel truncates the int"
+            );
+            // SCTP, MPTCP, SMC, UDP over a stream, UDP-Lite, L2TP/IP, TCP over a datagram,
+            // SCTP over seqpacket, and a protocol whose low 16 bits are TCP's.
+            for (t, p) in [
+                (1, 132),
+                (1, 262),
+                (1, 256),
+                (1, 17),
+                (2, 136),
+                (2, 115),
+                (2, 6),
+                (2, 132),
+                (5, 132),
+                (1, 6 | (1 << 16)),
+                (2, 255),
+            ] {
+                assert!(!sock(d, t, p), "family {d} type {t} protocol {p}");
+            }
+        }
+        assert!(sock(2, 2, 1) && sock(10, 2, 58), "ICMP echo sockets");
+        assert!(!sock(2, 2, 58) && !sock(10, 2, 1) && !sock(2, 1, 1));
+        let opt = |level: u64, name: u64| allow("setsockopt", [3, level, name, 0, 4, 0]);
+        for (level, name) in [
+            (1, 2),
+            (1, 9),
+            (1, 8),
+            (6, 1),
+            (6, 4),
+            (0, 1),
+            (41, 26),
+            (17, 1),
+        ] {
+            assert!(opt(level, name), "setsockopt level {level} name {name}");
+        }
+        for (level, name) in [
+            (1, 26),
+            (1, 50),
+            (1, 51),
+            (1, 52),
+            (6, 31),
+            (1 | (1 << 32), 26),
+            (1, 26 | (1 << 32)),
+            (6 | (1 << 32), 31),
+        ] {
+            assert!(
+                !opt(level, name),
+                "setsockopt level {level:#x} name {name:#x}"
+            );
+        }
+        assert!(!allow("io_setup", [128, 0, 0, 0, 0, 0]));
+    }
+}
+
 #[test]
 fn clone3_foreign_abis_and_unknown_numbers() {
     let (zygote, run, clone3) = (zygote(), run(), clone3_filter());

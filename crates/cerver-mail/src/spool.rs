@@ -63,10 +63,12 @@ impl Spool {
             }
         };
         let file = path.display();
-        match first_url(&msg.text_body) {
+        match first_url(&msg.text_body).map(redacted) {
+            // The link's token is a credential (it mints a key or a session): the log shows
+            // where it leads, the spooled file holds it.
             Some(link) => tracing::info!(
                 to = %msg.to, link, %file,
-                "no SMTP host configured: mail written to the spool; open the link to continue"
+                "no SMTP host configured: mail written to the spool; open the link in the file"
             ),
             None => tracing::info!(
                 to = %msg.to, %file,
@@ -154,9 +156,33 @@ pub(crate) fn first_url(text: &str) -> Option<&str> {
     (url.len() <= MAX_LOGGED_LINK_BYTES && !scheme_only).then_some(url)
 }
 
+/// `link` with every query value replaced by `<redacted>` (names kept).
+pub(crate) fn redacted(link: &str) -> String {
+    let Some((base, query)) = link.split_once('?') else {
+        return link.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((name, _)) => format!("{name}=<redacted>"),
+            None => p.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::first_url;
+    use super::{first_url, redacted};
+
+    #[test]
+    fn logged_links_lose_their_query_values() {
+        assert_eq!(
+            redacted("http://h:1/auth/verify-signup?token=abc123&x=1"),
+            "http://h:1/auth/verify-signup?token=<redacted>&x=<redacted>"
+        );
+        assert_eq!(redacted("http://h/p"), "http://h/p");
+    }
 
     #[test]
     fn finds_the_first_link() {

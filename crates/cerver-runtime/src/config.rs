@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     /// First address of the /18 that containers sandboxes' veth pairs are numbered from (a
     /// /30 per uid-range slot).
     pub egress_subnet: std::net::Ipv4Addr,
+    /// Which destinations containers sandboxes reach (blocked list, allow-list, re-reads).
+    pub egress: crate::network::EgressSettings,
     /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
     /// `PATH` at start.
     pub installer: Option<PathBuf>,
@@ -71,6 +73,10 @@ pub struct RuntimeConfig {
     /// top). `None`: the host's memory minus a reserve
     /// (`cerver_jail::cgroup::default_parent_memory`).
     pub sandboxes_memory_bytes: Option<u64>,
+    /// How long filling the wheel cache on the host (one `pip download`) may take.
+    pub wheel_fetch_timeout: std::time::Duration,
+    /// Bytes of output a background process keeps per stream (its last ones, in a ring).
+    pub output_ring_bytes: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -113,11 +119,14 @@ impl RuntimeConfig {
             max_list_entries: 10_000,
             create_timeout: std::time::Duration::from_secs(20),
             egress_subnet: std::net::Ipv4Addr::new(10, 213, 0, 0),
+            egress: Default::default(),
             installer: None,
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,
             install_timeout: std::time::Duration::from_secs(600),
             sandboxes_memory_bytes: None,
+            wheel_fetch_timeout: std::time::Duration::from_secs(300),
+            output_ring_bytes: MIB as usize,
         }
     }
 

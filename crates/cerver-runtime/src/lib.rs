@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod files;
+pub mod metrics;
 pub mod network;
 pub mod packages;
 pub mod preflight;
@@ -128,7 +129,7 @@ impl Runtime {
                 })
             })
             .collect();
-        let egress = network::setup(cfg.egress_subnet).await;
+        let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
         if let Err(reason) = &egress {
             tracing::warn!("containers engine unavailable: {reason}");
         }
@@ -215,6 +216,14 @@ impl Runtime {
             },
         };
         Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine, setup).await
+    }
+
+    /// Warm sandboxes ready now, per engine.
+    pub fn pool_ready(&self) -> Vec<(Engine, usize)> {
+        self.pools
+            .iter()
+            .map(|p| (p.engine, p.ready.lock().unwrap().len()))
+            .collect()
     }
 
     /// The installer binary, when the host has one.

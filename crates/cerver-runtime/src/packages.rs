@@ -12,15 +12,11 @@
 //! index inside the sandbox (source-only packages, anything pip could not fetch as a wheel).
 
 use std::path::Path;
-use std::time::Duration;
 
 use cerver_jail::protocol::{INSTALLER, RunSpec, WHEELHOUSE};
 pub use cerver_jail::protocol::{VENV, VENV_PATH};
 
 use crate::Runtime;
-
-/// How long the host may spend fetching wheels for one install.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The run that installs `requirements` into the sandbox's venv.
 pub fn install_spec(requirements: &[String], offline: bool) -> RunSpec {
@@ -60,7 +56,7 @@ fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
 /// throw-away cache in the sandbox's `/tmp`, never a Python download.
 fn install_env() -> std::collections::BTreeMap<String, String> {
     [
-        ("HOME", "/home/user"),
+        ("HOME", cerver_jail::layout::HOME),
         ("PATH", VENV_PATH),
         ("VIRTUAL_ENV", VENV),
         ("TMPDIR", "/tmp"),
@@ -108,7 +104,7 @@ impl Runtime {
             .tempdir_in(&scratch_root)
             .map_err(|e| format!("scratch dir: {e}"))?;
         let out = tokio::time::timeout(
-            FETCH_TIMEOUT,
+            cfg.wheel_fetch_timeout,
             tokio::process::Command::new(&python)
                 .args(["-I", "-m", "pip", "download", "--only-binary=:all:"])
                 .args(["--no-input", "--disable-pip-version-check", "--quiet"])

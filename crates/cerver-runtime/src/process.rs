@@ -21,7 +21,8 @@ use crate::RuntimeError;
 use crate::run::{Launched, RunEvent, RunExit, exit_from_status, parse_status};
 use crate::sandbox::Sandbox;
 
-/// Output kept per stream of a background process (the most recent bytes).
+/// Output kept per stream of a background process by default (the most recent bytes; see
+/// `RuntimeConfig::output_ring_bytes`).
 pub const OUTPUT_RING_BYTES: usize = 1 << 20;
 /// Chunks a live subscriber may fall behind before it misses some.
 const LIVE_EVENTS: usize = 16;
@@ -314,9 +315,11 @@ fn pid_from_start(first: Option<RunStatus>, sandbox_alive: bool) -> Result<i32, 
 impl Sandbox {
     /// Starts `spec` as a background process: it runs until it ends, is killed, or the
     /// sandbox ends. Returns it with a subscription to its live events from the very start.
+    /// Each stream keeps its last `ring_bytes` bytes.
     pub async fn start_background(
         self: &Arc<Self>,
         spec: &RunSpec,
+        ring_bytes: usize,
     ) -> Result<(Arc<Process>, broadcast::Receiver<RunEvent>), RuntimeError> {
         let mut run = self.launch(spec, None, true).await?;
         let mut status_buf = Vec::new();
@@ -345,8 +348,8 @@ impl Sandbox {
             pid,
             started_at: SystemTime::now() - run.started.elapsed(),
             state: Mutex::new(State {
-                stdout: OutputRing::new(OUTPUT_RING_BYTES),
-                stderr: OutputRing::new(OUTPUT_RING_BYTES),
+                stdout: OutputRing::new(ring_bytes),
+                stderr: OutputRing::new(ring_bytes),
                 status: ProcessStatus::Running,
                 exit: None,
                 ended_at: None,

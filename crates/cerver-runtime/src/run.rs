@@ -183,6 +183,7 @@ impl Sandbox {
         let run = self.launch(spec, stdin, false).await?;
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let pump = Pump {
+            kind: kind_of(spec),
             sandbox: self.clone(),
             id: run.id,
             tx,
@@ -253,7 +254,17 @@ pub(crate) fn exit_from_status(
     exit
 }
 
+/// The `kind` label of a run's metrics.
+fn kind_of(spec: &RunSpec) -> &'static str {
+    match spec {
+        RunSpec::Code { .. } => "code",
+        RunSpec::Exec { .. } => "exec",
+        _ => "file",
+    }
+}
+
 struct Pump {
+    kind: &'static str,
     sandbox: Arc<Sandbox>,
     id: u64,
     tx: mpsc::Sender<RunEvent>,
@@ -309,6 +320,8 @@ impl Pump {
             self.kill().await;
         }
         if let Stop::ConsumerGone = stop {
+            let took = self.started.elapsed();
+            crate::metrics::run_ended(self.sandbox.engine(), self.kind, None, took);
             return;
         }
         if let Stop::Finished = stop {
@@ -343,6 +356,7 @@ impl Pump {
             }
         }
         let exit = self.exit(&stop, &status_buf);
+        crate::metrics::run_ended(self.sandbox.engine(), self.kind, Some(&exit), exit.duration);
         let _ = self.tx.send(RunEvent::Exit(exit)).await;
     }
 

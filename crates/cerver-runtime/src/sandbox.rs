@@ -254,6 +254,19 @@ impl Sandbox {
             .map_or(0, cerver_jail::cgroup::read_oom_kills)
     }
 
+    /// Memory charged to the sandbox's cgroup now (0 when unreadable): `memory.current` (v2)
+    /// or `memory.usage_in_bytes` (v1), next to the OOM counter.
+    pub fn memory_bytes(&self) -> u64 {
+        let Some(dir) = self.oom_counter.as_deref().and_then(|c| c.parent()) else {
+            return 0;
+        };
+        ["memory.current", "memory.usage_in_bytes"]
+            .iter()
+            .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     pub(crate) async fn send(
         &self,
         req: &ZygoteRequest,

@@ -85,6 +85,13 @@ pub trait Store: Send + Sync {
     /// [`StoreError::AmbiguousKey`] when a prefix matches several keys.
     async fn revoke_key(&self, key: KeyRef<'_>) -> Result<ApiKey>;
 
+    /// Names (or, with `None`, unnames) the key with `id`; whether there was one.
+    async fn set_key_name(&self, key_id: &str, name: Option<&str>) -> Result<bool>;
+
+    /// Records that the key with `id` authenticated a request at `now`, unless its recorded
+    /// last use is less than a minute older; whether it wrote.
+    async fn touch_key(&self, key_id: &str, now: i64) -> Result<bool>;
+
     /// All keys of a user, revoked ones included, oldest first.
     async fn keys_of(&self, user_id: &str) -> Result<Vec<ApiKey>>;
 
@@ -134,6 +141,15 @@ pub trait Store: Send + Sync {
 
     /// Requests counted for `user_id` on UTC `day`.
     async fn requests_on(&self, user_id: &str, day: i64) -> Result<u64>;
+
+    /// `(day, requests)` of `user_id` for the UTC days `first_day..=last_day` that have any,
+    /// oldest first.
+    async fn requests_between(
+        &self,
+        user_id: &str,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<(i64, u64)>>;
 
     /// Records that `user_id` has made at least `count` requests on UTC `day` (the count never
     /// goes down): how a server that counts exactly in memory persists its counters.

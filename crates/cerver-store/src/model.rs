@@ -130,6 +130,10 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// A name its owner gave it in the dashboard.
+    pub name: Option<String>,
+    /// When it last authenticated a request (kept to about a minute).
+    pub last_used_at: Option<i64>,
 }
 
 impl ApiKey {

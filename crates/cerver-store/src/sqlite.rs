@@ -32,6 +32,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Executor, Row, Sqlite};
 
+mod dashboard;
+
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::model::{
@@ -44,8 +46,14 @@ pub const DB_FILE_NAME: &str = "cerver.db";
 
 /// The schema steps, in order: (version, description, SQL). They are compiled into the binary;
 /// a test checks that this list and the files in `migrations/` agree.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "dashboard",
+        include_str!("../migrations/0002_dashboard.sql"),
+    ),
+];
 
 /// How to open the database.
 #[derive(Clone, Debug)]
@@ -103,13 +111,18 @@ impl SqliteStore {
     /// it.
     pub async fn migrate(&self) -> Result<()> {
         let migrator = Migrator::new(Embedded).await?;
-        // Two processes creating the database at the same moment both try the first step; the
-        // loser fails on the tables the winner made (its transaction rolls back). Running again
-        // finds the winner's step recorded and does nothing.
-        if migrator.run(&self.pool).await.is_err() {
-            migrator.run(&self.pool).await?;
+        // Processes creating the database at the same moment all try each step; a loser fails
+        // on what a winner made (its transaction rolls back). Running again finds the winner's
+        // step recorded and goes on with the next one, which it may lose again: one retry per
+        // step is enough.
+        let mut attempts = MIGRATIONS.len() + 1;
+        loop {
+            match migrator.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(_) if attempts > 1 => attempts -= 1,
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(())
     }
 
     /// The database file.
@@ -199,13 +212,15 @@ macro_rules! user_returning {
 macro_rules! key_columns {
     () => {
         "k.id AS k_id, k.user_id AS k_user_id, k.prefix AS k_prefix, \
-         k.created_at AS k_created_at, k.revoked_at AS k_revoked_at"
+         k.created_at AS k_created_at, k.revoked_at AS k_revoked_at, k.name AS k_name, \
+         k.last_used_at AS k_last_used_at"
     };
 }
 macro_rules! key_returning {
     () => {
         "id AS k_id, user_id AS k_user_id, prefix AS k_prefix, \
-         created_at AS k_created_at, revoked_at AS k_revoked_at"
+         created_at AS k_created_at, revoked_at AS k_revoked_at, name AS k_name, \
+         last_used_at AS k_last_used_at"
     };
 }
 macro_rules! session_columns {
@@ -236,6 +251,8 @@ fn key_from(row: &SqliteRow) -> Result<ApiKey> {
         prefix: row.try_get("k_prefix")?,
         created_at: row.try_get("k_created_at")?,
         revoked_at: row.try_get("k_revoked_at")?,
+        name: row.try_get("k_name")?,
+        last_used_at: row.try_get("k_last_used_at")?,
     })
 }
 
@@ -446,6 +463,14 @@ impl Store for SqliteStore {
             .ok_or(StoreError::KeyNotFound)
     }
 
+    async fn set_key_name(&self, key_id: &str, name: Option<&str>) -> Result<bool> {
+        dashboard::set_key_name(&self.pool, key_id, name).await
+    }
+
+    async fn touch_key(&self, key_id: &str, now: i64) -> Result<bool> {
+        dashboard::touch_key(&self.pool, key_id, now).await
+    }
+
     async fn keys_of(&self, user_id: &str) -> Result<Vec<ApiKey>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -591,6 +616,15 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(n.map_or(0, count))
+    }
+
+    async fn requests_between(
+        &self,
+        user_id: &str,
+        first_day: i64,
+        last_day: i64,
+    ) -> Result<Vec<(i64, u64)>> {
+        dashboard::requests_between(&self.pool, user_id, first_day, last_day).await
     }
 
     async fn record_requests(&self, user_id: &str, day: i64, count: u64) -> Result<()> {

@@ -5,8 +5,9 @@
 //! `GET /openapi.json` is generated from these definitions and their doc comments, so keep
 //! both true to what the handlers send and accept.
 //!
-//! [`mcp`] holds the arguments of the `/mcp` tools (JSON Schema via `schemars`, as MCP wants).
+//! [`account`] holds the dashboard's account and key types. [`mcp`] holds the arguments of the `/mcp` tools (JSON Schema via `schemars`, as MCP wants).
 
+pub mod account;
 pub mod mcp;
 
 use std::collections::BTreeMap;
@@ -142,9 +143,27 @@ pub struct RunRequest {
     pub background: Option<bool>,
 }
 
+/// How a run ended, decided by the server from how the process ended (never from what it
+/// wrote): code that prints "timed out" or exits with 137 does not make its run a timeout or
+/// a kill.
+#[derive(Debug, Serialize, Deserialize, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Exited with code 0.
+    Ok,
+    /// Exited with a non-zero code (e.g. an uncaught exception), or could not start.
+    Error,
+    /// Stopped by the server at its timeout.
+    Timeout,
+    /// Ended by a signal (e.g. killed).
+    Killed,
+    /// Killed for using more memory than the sandbox allows.
+    Oom,
+}
+
 /// Result of a synchronous run. `output` and `error` carry no single trailing newline.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
-#[schema(examples(json!({"output": "50", "error": "", "exit_code": 0, "duration": 12})))]
+#[schema(examples(json!({"output": "50", "error": "", "exit_code": 0, "duration": 12, "status": "ok"})))]
 pub struct RunResponse {
     /// Standard output (at most 1 MiB, then a truncation notice).
     pub output: String,
@@ -155,6 +174,9 @@ pub struct RunResponse {
     pub exit_code: i32,
     /// Milliseconds.
     pub duration: u64,
+    /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`. Use
+    /// this, not the text of `error`, to tell a timeout from code that printed "timed out".
+    pub status: RunStatus,
 }
 
 /// `POST /sandbox/{id}/run`: the result of a run, or (with `"background": true`) the process
@@ -266,6 +288,8 @@ pub enum StreamEvent {
         /// Milliseconds.
         #[serde(default)]
         duration: u64,
+        /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`.
+        status: RunStatus,
     },
 }
 

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{Server, client_with_key, create_key};
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// The link of the newest spooled mail to `to`.
@@ -152,8 +153,13 @@ async fn login_link_opens_a_session() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let link = link_in_mail(&s, "tester@example.com", "/auth/login/verify");
-    let r = anon.get(&link).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects.get(&link).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the link leads to the dashboard");
+    assert_eq!(r.headers()["location"], "/dashboard");
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite"),
@@ -462,4 +468,99 @@ async fn request_counts_survive_a_restart() {
         "94",
         "5 before the restart, 1 now"
     );
+}
+
+/// Bytes of the database, its WAL included.
+fn db_bytes(s: &Server) -> u64 {
+    ["cerver.db", "cerver.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(s.data_dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn sign_ups_refused_by_the_mail_budget_leave_the_database_flat() {
+    // The per-client limit raised so that every request reaches the mail budget.
+    let s = Server::start_with(&["--auth-mails-per-hour", "1000000"]);
+    let anon = reqwest::Client::new();
+    let signup = |anon: reqwest::Client, url: String| async move {
+        anon.post(url)
+            .json(&json!({"email": "victim@example.com"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for expected in [200, 200, 200, 200, 200, 429] {
+        assert_eq!(signup(anon.clone(), s.url("/auth/signup")).await, expected);
+    }
+    let before = db_bytes(&s);
+    let started = std::time::Instant::now();
+    let statuses: Vec<u16> = futures::stream::iter(0..20_000)
+        .map(|_| signup(anon.clone(), s.url("/auth/signup")))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 429));
+    assert!(started.elapsed() < Duration::from_secs(120));
+    // Before the fix each refused sign-up still wrote a token row (about 3 MB here).
+    let after = db_bytes(&s);
+    assert!(
+        after <= before + 64 * 1024,
+        "database grew from {before} to {after} bytes"
+    );
+}
+
+#[tokio::test]
+async fn unauthenticated_routes_are_limited_per_client_address() {
+    let s = Server::start_with(&[
+        "--auth-mails-per-hour",
+        "8",
+        "--auth-lookups-per-minute",
+        "5",
+    ]);
+    let anon = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for i in 0..9 {
+        let r = anon
+            .post(s.url(if i % 2 == 0 {
+                "/auth/signup"
+            } else {
+                "/auth/login"
+            }))
+            .json(&json!({"email": format!("u{i}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 {
+            let wait: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=450).contains(&wait), "{wait}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["code"], "rate_limited", "{v}");
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 429]);
+    // Verification links and sessions have their own budget, limited the same way.
+    let mut statuses = Vec::new();
+    for path in [
+        "/auth/verify-signup?token=x",
+        "/auth/login/verify?token=x",
+        "/auth/session",
+        "/auth/session",
+        "/auth/verify-signup?token=x",
+        "/auth/session",
+    ] {
+        statuses.push(get_json(&s.url(path)).await.0);
+    }
+    assert_eq!(statuses, [400, 400, 401, 401, 400, 429]);
+    // Routes with a key are not charged to the address.
+    let (status, _) = s.get("/sandboxes").await;
+    assert_eq!(status, 200);
 }

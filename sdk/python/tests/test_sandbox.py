@@ -183,6 +183,27 @@ def test_printing_timed_out_is_not_a_timeout() -> None:
         assert result.exit_code == 0 and result.error == "request timed out"
 
 
+def test_status_not_stderr_text_decides_a_timeout() -> None:
+    """Code that prints "timed out" to stderr and fails is an error, not a timeout."""
+    with Sandbox() as sandbox:
+        code = "import sys\nprint('Execution timed out', file=sys.stderr)\nsys.exit(1)"
+        result = sandbox.run(code)
+        assert result.exit_code == 1 and result.status == "error"
+        assert "timed out" in result.error
+        events = list(sandbox.run_stream(code))
+        assert events[-1].status == "error" and not events[-1].timed_out
+        with pytest.raises(TimeoutError):
+            sandbox.run("while True: pass", timeout=1)
+
+
+def test_old_servers_without_status_keep_the_text_rule() -> None:
+    from cerver import _core
+    assert _core.is_timeout("Execution timed out after 1.0 seconds", -1)
+    assert not _core.is_timeout("timed out", 0)
+    assert not _core.is_timeout("timed out", 1, "error")
+    assert _core.is_timeout("", -1, "timeout")
+
+
 # -- streaming -------------------------------------------------------------------------------
 
 

@@ -187,6 +187,34 @@ impl Server {
         self.terminate();
     }
 
+    /// Sends SIGTERM and waits up to `within` for the process to exit (then kills it); keeps
+    /// the data dir. Returns it and the exit status if the server exited by itself.
+    pub fn stop_keeping_data(
+        mut self,
+        within: Duration,
+    ) -> (PathBuf, Option<std::process::ExitStatus>) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + within;
+        let mut status = None;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let dir = std::mem::take(&mut self.data_dir);
+        std::mem::forget(self);
+        (dir, status)
+    }
+
     /// Kills the server with SIGKILL (a crash) and keeps its data dir; returns the data dir.
     pub fn crash(mut self) -> PathBuf {
         let _ = self.child.kill();

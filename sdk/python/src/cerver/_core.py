@@ -177,9 +177,12 @@ def network_error(e: httpx.HTTPError) -> CerverError:
     return NetworkError(f"cannot reach the Cerver API: {e}")
 
 
-def is_timeout(error: str, exit_code: int) -> bool:
-    """Whether a run result means "timed out": 0.1.0's rule ("timed out" in ``error``), but
-    never for a run that exited 0."""
+def is_timeout(error: str, exit_code: int, status: Optional[str] = None) -> bool:
+    """Whether a run result means "timed out": the server's ``status`` when it sends one (so
+    code that prints "timed out" is never a timeout); from an older server, 0.1.0's rule
+    ("timed out" in ``error``), but never for a run that exited 0."""
+    if status is not None:
+        return status == "timeout"
     return exit_code != 0 and "timed out" in error.lower()
 
 
@@ -189,8 +192,9 @@ def execution_result(data: Mapping[str, Any]) -> ExecutionResult:
         error=str(data.get("error") or ""),
         exit_code=int(data.get("exit_code") or 0),
         duration=int(data.get("duration") or 0),
+        status=data.get("status"),
     )
-    if is_timeout(result.error, result.exit_code):
+    if is_timeout(result.error, result.exit_code, result.status):
         raise TimeoutError(result.error, status_code=200)
     return result
 
@@ -262,6 +266,7 @@ class StreamCollector:
                 "error": error,
                 "exit_code": self.exit.code if self.exit.code is not None else 0,
                 "duration": self.exit.duration or 0,
+                "status": self.exit.status,
             }
         )
 

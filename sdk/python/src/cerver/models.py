@@ -14,6 +14,9 @@ class ExecutionResult:
     error: str
     exit_code: int
     duration: int  # milliseconds
+    #: How the run ended, decided by the server: ``"ok"``, ``"error"`` (non-zero exit),
+    #: ``"timeout"``, ``"killed"`` or ``"oom"`` (``None`` from a server that does not say).
+    status: Optional[str] = None
 
     @property
     def text(self) -> str:
@@ -35,7 +38,8 @@ class StreamEvent:
     (a background process's stream starts with a ``process`` event carrying ``pid``).
 
     For output events ``data`` is the text written. The ``exit`` event carries ``code`` (the
-    exit code), ``duration`` (ms) and ``error`` when the run was stopped (e.g. "timed out").
+    exit code), ``duration`` (ms), ``status`` (how it ended: ``"ok"``, ``"error"``,
+    ``"timeout"``, ``"killed"`` or ``"oom"``) and ``error`` when the run was stopped.
     """
 
     type: str
@@ -45,6 +49,8 @@ class StreamEvent:
     error: Optional[str] = None
     #: The first event of a background process's stream (``type == "process"``) names it.
     pid: Optional[int] = None
+    #: How the run ended (``exit`` events; ``None`` from a server that does not say).
+    status: Optional[str] = None
 
     @property
     def exit_code(self) -> Optional[int]:
@@ -53,7 +59,11 @@ class StreamEvent:
 
     @property
     def timed_out(self) -> bool:
-        return self.type == "exit" and "timed out" in (self.error or "").lower()
+        if self.type != "exit":
+            return False
+        if self.status is not None:
+            return self.status == "timeout"
+        return "timed out" in (self.error or "").lower()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "StreamEvent":
@@ -64,6 +74,7 @@ class StreamEvent:
             duration=data.get("duration"),
             error=data.get("error"),
             pid=data.get("pid"),
+            status=data.get("status"),
         )
 
 

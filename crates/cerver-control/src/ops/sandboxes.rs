@@ -1,0 +1,118 @@
+//! Sandbox lifecycle: create, get, list, delete, set the lifetime, install, expose a port.
+
+use cerver_types::{
+    DeleteResponse, HostResponse, InstallResponse, SandboxInfo, SandboxList, SetTimeoutResponse,
+};
+
+use crate::{Caller, Control, ControlError, CreateOptions, Entry, LifetimeView, unix};
+
+fn capped_notice(capped: bool, max_ms: u64) -> Option<String> {
+    capped.then(|| format!("timeout_ms was capped to the maximum of {max_ms} ms"))
+}
+
+fn info_of(e: &Entry, lifetime: LifetimeView, max_ms: u64) -> SandboxInfo {
+    SandboxInfo {
+        sandbox_id: e.id.clone(),
+        engine: e.engine.as_str().into(),
+        status: "ready".into(),
+        timeout_ms: lifetime.timeout_ms,
+        expires_at: lifetime.expires_at_unix,
+        time_remaining_ms: lifetime.remaining_ms,
+        created_at: unix(e.created_at),
+        envs: e.envs.keys().cloned().collect(),
+        metadata: e.metadata.clone(),
+        notice: capped_notice(lifetime.capped, max_ms),
+    }
+}
+
+pub async fn create(
+    c: &Control,
+    caller: &Caller,
+    opts: CreateOptions,
+) -> Result<SandboxInfo, ControlError> {
+    let (entry, lifetime) = c.create(caller, opts).await?;
+    Ok(info_of(&entry, lifetime, c.max_timeout_for(caller)))
+}
+
+pub fn get(c: &Control, caller: &Caller, id: &str) -> Result<SandboxInfo, ControlError> {
+    let e = c.get(&caller.user.id, id)?;
+    Ok(info_of(&e, e.lifetime(), c.max_timeout_for(caller)))
+}
+
+/// The caller's active sandboxes, oldest first.
+pub fn list(c: &Control, caller: &Caller) -> SandboxList {
+    let max = c.max_timeout_for(caller);
+    let sandboxes = c
+        .list(&caller.user.id)
+        .iter()
+        .map(|e| info_of(e, e.lifetime(), max))
+        .collect();
+    SandboxList { sandboxes }
+}
+
+pub async fn delete(
+    c: &Control,
+    caller: &Caller,
+    id: &str,
+) -> Result<DeleteResponse, ControlError> {
+    c.delete(&caller.user.id, id).await?;
+    Ok(DeleteResponse {
+        success: true,
+        sandbox_id: id.to_string(),
+    })
+}
+
+/// The remaining lifetime becomes `timeout_ms` from now (capped at the caller's maximum).
+pub async fn set_timeout(
+    c: &Control,
+    caller: &Caller,
+    id: &str,
+    timeout_ms: u64,
+) -> Result<SetTimeoutResponse, ControlError> {
+    let l = c.set_timeout(caller, id, timeout_ms).await?;
+    Ok(SetTimeoutResponse {
+        sandbox_id: id.to_string(),
+        timeout_ms: l.timeout_ms,
+        expires_at: l.expires_at_unix,
+        time_remaining_ms: l.remaining_ms,
+        notice: capped_notice(l.capped, c.max_timeout_for(caller)),
+    })
+}
+
+/// Installs `packages` (whitespace-separated) and/or `package` into the sandbox.
+pub async fn install(
+    c: &Control,
+    caller: &Caller,
+    id: &str,
+    packages: Option<&str>,
+    package: Option<&str>,
+) -> Result<InstallResponse, ControlError> {
+    let outcome = c.install(&caller.user.id, id, packages, package).await?;
+    let (output, error) = if outcome.success {
+        (Some(outcome.log), None)
+    } else {
+        (None, Some(outcome.log))
+    };
+    Ok(InstallResponse {
+        success: outcome.success,
+        upgraded: outcome.upgraded,
+        output,
+        error,
+    })
+}
+
+/// Exposes `port` (as given, unparsed) of the sandbox through the proxy.
+pub fn host(
+    c: &Control,
+    caller: &Caller,
+    id: &str,
+    port: &str,
+) -> Result<HostResponse, ControlError> {
+    let e = c.host(caller, id, port)?;
+    Ok(HostResponse {
+        sandbox_id: e.sandbox_id,
+        port: e.port,
+        url: e.url,
+        host: e.host,
+    })
+}

@@ -1,0 +1,158 @@
+//! `cerver serve`: builds the runtime, the store, the accounts and the control plane from the
+//! [`Settings`], serves the API, and shuts down in order on SIGTERM or Ctrl-C:
+//!
+//! 1. the listener closes, idle connections close at once, and followers of background
+//!    processes and proxied streams end (they follow things that never end by themselves);
+//! 2. in-flight requests, runs and run streams get `shutdown_grace_secs` to finish;
+//! 3. then every sandbox is destroyed (a run still in flight answers with an error saying its
+//!    sandbox ended), and connections still open a few seconds later are closed;
+//! 4. usage counters are flushed and the database is closed, so the next start finds
+//!    everything consistent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::http;
+use crate::settings::Settings;
+
+/// After the grace period, how long the ended runs and streams get to send their error.
+const AFTER_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    http::raise_fd_limit();
+    let _lock = crate::lock_data_dir(&settings.data_dir)?;
+    let data_dir = std::fs::canonicalize(&settings.data_dir)?;
+    let helper = std::env::current_exe().context("locate the cerver binary")?;
+    let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
+    rt_cfg.rootfs = settings.rootfs.clone();
+    rt_cfg.pool_size = settings.pool_size;
+    rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
+    rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
+    settings.workers.apply(&mut rt_cfg.workers);
+    settings.containers.apply(&mut rt_cfg.containers);
+    let mut ports = port_config(&settings, &data_dir)?;
+    let runtime = match cerver_runtime::Runtime::start(rt_cfg).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cerver: refusing to start: {e}");
+            std::process::exit(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    // The public port defaults to the listen port, known once bound.
+    ports.public_port.get_or_insert(addr.port());
+    let sqlite = Arc::new(
+        cerver_store::SqliteStore::open(&data_dir)
+            .await
+            .context("open the database")?,
+    );
+    let store: Arc<dyn cerver_store::Store> = sqlite.clone();
+    let mailer = cerver_mail::Mailer::new(&settings.mail.to_config()?, &data_dir)
+        .context("mail configuration")?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let accounts = Arc::new(
+        cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
+            .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
+                mails_per_hour: settings.auth.mails_per_hour,
+                lookups_per_minute: settings.auth.lookups_per_minute,
+            }),
+    );
+    accounts.start_usage_flusher();
+    let control_cfg = cerver_control::ControlConfig {
+        max_timeout_ms: settings.max_timeout_ms,
+        max_sandboxes: settings.max_sandboxes,
+        max_concurrent_runs: settings.max_concurrent_runs,
+        max_proxy_connections: settings.max_proxied_connections_per_sandbox,
+        max_proxy_connections_total: settings.max_proxied_connections,
+        proxy_idle_timeout: Duration::from_secs(settings.proxy_idle_timeout_secs.max(1)),
+        upgrade_step_timeout: Duration::from_secs(settings.upgrade_step_timeout_secs.max(1)),
+        processes: settings.processes.limits(),
+        ports,
+    };
+    let control = cerver_control::Control::new(runtime, store, control_cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app = cerver_api::router(cerver_api::AppState {
+        control: control.clone(),
+        accounts: accounts.clone(),
+        metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
+    });
+    tracing::info!(%addr, "cerver listening");
+    // Tests and scripts read the bound address (useful with port 0) from this line.
+    println!("listening on http://{addr}");
+    let limits = http::Limits {
+        header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs.max(1)),
+        idle_timeout: Duration::from_secs(settings.http.idle_timeout_secs.max(1)),
+        max_connections: settings.http.max_connections,
+    };
+    let closing = control.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        // Followers of background processes and proxied streams or WebSockets end at once:
+        // they follow something that does not end by itself, so a grace period would only
+        // delay every shutdown by its full length.
+        closing.begin_shutdown();
+    };
+    let drain = http::serve(listener, app, limits, signal).await;
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: letting in-flight work finish"
+    );
+    if !drain.wait(grace).await {
+        tracing::warn!("grace period over: ending the runs and streams still in flight");
+    }
+    // Runs still in flight end with their sandboxes, with an error saying so.
+    tracing::info!("shutting down: destroying sandboxes");
+    control.shutdown().await;
+    if !drain.wait(AFTER_GRACE).await {
+        drain.force_close();
+    }
+    accounts.flush_usage().await;
+    drop(accounts);
+    drop(control);
+    sqlite.close().await;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+fn port_config(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<cerver_control::ports::PortConfig> {
+    let p = &settings.ports;
+    let tokens = if p.tokens {
+        Some(
+            cerver_control::ports::PortTokens::load_or_create(data_dir)
+                .context("port token secret")?,
+        )
+    } else {
+        None
+    };
+    cerver_control::ports::PortConfig {
+        domain: p.domain.clone(),
+        scheme: p.scheme.clone(),
+        public_port: p.public_port,
+        tokens,
+    }
+    .validated()
+    .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown signal received");
+}
