@@ -76,7 +76,9 @@ fn memory_high(bytes: u64) -> u64 {
 }
 
 /// Memory settings with no swap on top of `bytes`: v2 `memory.swap.max` is swap alone (0);
-/// v1 `memory.memsw.limit_in_bytes` is memory plus swap (equal to the limit).
+/// v1 `memory.memsw.limit_in_bytes` is memory plus swap (equal to the limit). v1 refuses a
+/// memory limit above the current memsw limit, so memsw is lifted first (a server restarted
+/// with a larger cap finds its parent cgroup with the old one).
 pub fn memory_settings(v2: bool, bytes: u64, high: bool) -> Vec<Setting> {
     use Controller::Memory;
     if v2 {
@@ -90,6 +92,7 @@ pub fn memory_settings(v2: bool, bytes: u64, high: bool) -> Vec<Setting> {
         out
     } else {
         vec![
+            set_optional(Memory, "memory.memsw.limit_in_bytes", -1),
             set(Memory, "memory.limit_in_bytes", bytes),
             set_optional(Memory, "memory.memsw.limit_in_bytes", bytes),
         ]

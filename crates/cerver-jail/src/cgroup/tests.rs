@@ -52,6 +52,7 @@ fn settings_per_layout() {
     assert_eq!(
         files,
         [
+            ("memory.memsw.limit_in_bytes", "-1"),
             ("memory.limit_in_bytes", "268435456"),
             ("memory.memsw.limit_in_bytes", "268435456"),
             ("pids.max", "64"),
@@ -160,6 +161,11 @@ fn host_layout_parent_cap_binds_the_sandboxes() {
     } else {
         ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
     };
+    assert_eq!(read(&pdir, limit), (48u64 << 20).to_string());
+    // A restarted server may raise (or lower) the cap of an existing parent.
+    cap_parent_in(layout, &parent, 96 << 20).unwrap();
+    assert_eq!(read(&pdir, limit), (96u64 << 20).to_string());
+    cap_parent_in(layout, &parent, 48 << 20).unwrap();
     assert_eq!(read(&pdir, limit), (48u64 << 20).to_string());
     if pdir.join(swap).exists() {
         let want = if layout.is_v2() {
