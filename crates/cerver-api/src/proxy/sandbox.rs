@@ -8,8 +8,8 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
 use axum::http::header::{self, HeaderValue};
 use axum::response::Response;
-use cerver_control::Entry;
 use cerver_control::Engine;
+use cerver_control::Entry;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::TOKEN_COOKIE;
