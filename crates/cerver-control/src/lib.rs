@@ -66,6 +66,9 @@ pub struct Control {
     closing: tokio::sync::watch::Sender<bool>,
     /// The server's proxied-connection slots, shared by all sandboxes.
     proxy_connections: Arc<tokio::sync::Semaphore>,
+    /// The server's sandbox slots (`max_sandboxes`): one is held for every sandbox that
+    /// exists, from before it is built until it is destroyed (two during an upgrade).
+    sandbox_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -89,7 +92,9 @@ impl Control {
         }
         let proxy_connections =
             Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
+        let sandbox_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_sandboxes));
         let control = Arc::new(Control {
+            sandbox_slots,
             runtime,
             store,
             cfg,

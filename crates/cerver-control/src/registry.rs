@@ -42,6 +42,8 @@ pub struct Entry {
     pub(crate) exposed_ports: Mutex<BTreeSet<u16>>,
     pub(crate) proxy_connections: Arc<tokio::sync::Semaphore>,
     pub(crate) processes: ProcessTable,
+    /// This sandbox's server-wide slot, given back when it is destroyed.
+    pub(crate) slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 #[derive(Clone, Copy)]
@@ -204,11 +206,8 @@ impl Control {
         validate_metadata(&opts.metadata)?;
         let (timeout_ms, capped) =
             self.timeout_ms(opts.timeout_ms, self.max_timeout_for(caller))?;
-        if self.sandboxes.lock().unwrap().len() >= self.cfg.max_sandboxes {
-            return Err(ControlError::Limit(
-                "this server runs its maximum number of sandboxes".into(),
-            ));
-        }
+        // Taken atomically, before anything is built; given back if creation fails.
+        let slot = self.sandbox_slot()?;
         let now = SystemTime::now();
         let lifetime = Lifetime {
             timeout_ms,
@@ -265,6 +264,7 @@ impl Control {
                 self.cfg.max_proxy_connections,
             )),
             processes: ProcessTable::new(self.cfg.processes),
+            slot: Mutex::new(Some(slot)),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         crate::metrics::sandbox_created(engine);
@@ -303,6 +303,13 @@ impl Control {
         Ok(())
     }
 
+    /// One of the server's `max_sandboxes` slots, or the limit error when all are taken.
+    pub(crate) fn sandbox_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ControlError> {
+        self.sandbox_slots.clone().try_acquire_owned().map_err(|_| {
+            ControlError::Limit("this server runs its maximum number of sandboxes".into())
+        })
+    }
+
     /// Whether `entry` is still the one registered under its id.
     pub(crate) fn is_registered(&self, entry: &Arc<Entry>) -> bool {
         self.sandboxes
@@ -320,6 +327,7 @@ impl Control {
             && !std::ptr::eq(Arc::as_ptr(&current), entry)
         {
             current.sandbox.destroy().await;
+            current.slot.lock().unwrap().take();
         }
         if let Err(e) = self
             .store
@@ -329,6 +337,7 @@ impl Control {
             tracing::error!(sandbox.id = %entry.id, "could not record the deletion: {e}");
         }
         entry.sandbox.destroy().await;
+        entry.slot.lock().unwrap().take();
         tracing::info!(sandbox.id = %entry.id, "sandbox destroyed");
         crate::metrics::sandbox_destroyed(entry.engine);
     }

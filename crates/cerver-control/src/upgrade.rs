@@ -101,6 +101,8 @@ impl Control {
         if pack.exit.exit_code != 0 {
             return Err(carry_over_failed(&pack.stderr, pack.exit.error.as_deref()));
         }
+        // The new sandbox needs a server slot of its own while the old one still exists.
+        let slot = self.sandbox_slot()?;
         let sandbox = self.runtime.create(Engine::Containers).await?;
         let unpack_spec = code_spec(script(UNPACK_WORKSPACE), env);
         let unpack = sandbox
@@ -133,6 +135,7 @@ impl Control {
             proxy_connections: old.proxy_connections.clone(),
             // The old sandbox's processes end with it.
             processes: ProcessTable::new(self.cfg.processes),
+            slot: Mutex::new(Some(slot)),
         });
         self.swap_in(old, new).await
     }
@@ -160,6 +163,7 @@ impl Control {
             tracing::error!(sandbox.id = %new.id, "could not record the upgrade: {e}");
         }
         old.sandbox.destroy().await;
+        old.slot.lock().unwrap().take();
         tracing::info!(sandbox.id = %new.id, "sandbox upgraded to containers");
         Ok(new)
     }
