@@ -28,6 +28,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = settings.rootfs.clone();
     rt_cfg.pool_size = settings.pool_size;
+    rt_cfg.wheel_fetch_timeout = Duration::from_secs(settings.wheel_fetch_timeout_secs.max(1));
+    rt_cfg.output_ring_bytes = settings.process_output_ring_bytes.max(4096);
+    rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
     rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
     settings.workers.apply(&mut rt_cfg.workers);

@@ -37,6 +37,13 @@ pub struct Settings {
     pub proxy_idle_timeout_secs: u64,
     /// How long packing or unpacking a workspace may take during an upgrade.
     pub upgrade_step_timeout_secs: u64,
+    /// How long the host may take to fetch wheels into the shared cache for one install.
+    pub wheel_fetch_timeout_secs: u64,
+    /// Output kept per stream of a background process (its ring buffer).
+    pub process_output_ring_bytes: usize,
+    /// Memory of all this server's sandboxes together (the parent cgroup's cap), in MiB;
+    /// none: the host's memory minus a reserve.
+    pub sandboxes_memory_mb: Option<u64>,
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     /// On SIGTERM: how long in-flight requests, runs and streams may take to finish.
@@ -60,6 +67,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         let control = cerver_control::ControlConfig::default();
+        let runtime = cerver_runtime::RuntimeConfig::new(PathBuf::new(), PathBuf::new());
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
@@ -72,6 +80,9 @@ impl Default for Settings {
             max_timeout_ms: control.max_timeout_ms,
             proxy_idle_timeout_secs: control.proxy_idle_timeout.as_secs(),
             upgrade_step_timeout_secs: control.upgrade_step_timeout.as_secs(),
+            wheel_fetch_timeout_secs: runtime.wheel_fetch_timeout.as_secs(),
+            process_output_ring_bytes: runtime.output_ring_bytes,
+            sandboxes_memory_mb: None,
             public_url: None,
             log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
@@ -351,7 +362,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 36] = [
+const GENERAL_KEYS: [Key; 39] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -363,6 +374,9 @@ const GENERAL_KEYS: [Key; 36] = [
     key("max_timeout_ms", "CERVER_MAX_TIMEOUT_MS", "max-timeout-ms", Kind::Int),
     key("proxy_idle_timeout_secs", "CERVER_PROXY_IDLE_TIMEOUT_SECS", "proxy-idle-timeout-secs", Kind::Int),
     key("upgrade_step_timeout_secs", "CERVER_UPGRADE_STEP_TIMEOUT_SECS", "upgrade-step-timeout-secs", Kind::Int),
+    key("wheel_fetch_timeout_secs", "CERVER_WHEEL_FETCH_TIMEOUT_SECS", "wheel-fetch-timeout-secs", Kind::Int),
+    key("process_output_ring_bytes", "CERVER_PROCESS_OUTPUT_RING_BYTES", "process-output-ring-bytes", Kind::Int),
+    key("sandboxes_memory_mb", "CERVER_SANDBOXES_MEMORY_MB", "sandboxes-memory-mb", Kind::Int),
     key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
     key("processes.max_ended", "CERVER_PROCESSES_MAX_ENDED", "processes-max-ended", Kind::Int),
     key("processes.max_ended_output_bytes", "CERVER_PROCESSES_MAX_ENDED_OUTPUT_BYTES", "processes-max-ended-output-bytes", Kind::Int),
