@@ -1,8 +1,8 @@
 """Error answers of the real server mapped to the SDK's exceptions."""
-
 from __future__ import annotations
 
 import builtins
+import dataclasses
 
 import pytest
 
@@ -27,7 +27,12 @@ def test_exports_superset_of_0_1_0() -> None:
     from cerver.sandbox import ExecutionResult, Sandbox  # 0.1.0's module paths
 
     assert Sandbox.DEFAULT_API_URL == "https://api.cerver.ai"
-    assert [f for f in ExecutionResult.__dataclass_fields__] == ["output", "error", "exit_code", "duration"]
+    # 0.1.0's four fields first and in order (positional construction keeps working); what
+    # later versions add (the server's `status` verdict) has a default.
+    fields = list(ExecutionResult.__dataclass_fields__.values())
+    assert [f.name for f in fields[:4]] == ["output", "error", "exit_code", "duration"]
+    assert all(f.default is not dataclasses.MISSING for f in fields[4:])
+    assert ExecutionResult("a", "", 0, 1).output == "a"
 
 
 def test_hierarchy_keeps_0_1_0_names() -> None:
