@@ -89,16 +89,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
     });
     tracing::info!(%addr, "cerver listening");
-    // Tests and scripts read the bound address (useful with port 0) from this line.
-    println!("listening on http://{addr}");
     let limits = http::Limits {
         header_read_timeout: Duration::from_secs(settings.http.header_read_timeout_secs.max(1)),
         idle_timeout: Duration::from_secs(settings.http.idle_timeout_secs.max(1)),
         max_connections: settings.http.max_connections,
     };
     let closing = control.clone();
+    let signals = ShutdownSignals::install()?;
+    // Tests and scripts read the bound address (useful with port 0) from this line.
+    println!("listening on http://{addr}");
     let signal = async move {
-        shutdown_signal().await;
+        signals.recv().await;
         // Followers of background processes and proxied streams or WebSockets end at once:
         // they follow something that does not end by itself, so a grace period would only
         // delay every shutdown by its full length.
@@ -150,12 +151,28 @@ fn port_config(
     .map_err(|e| anyhow::anyhow!("port exposure configuration: {e}"))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this is made: it is made before the
+/// `listening on` line, so a supervisor that signals as soon as it reads that line gets a
+/// graceful shutdown rather than the default action (death without cleanup).
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+        })
     }
-    tracing::info!("shutdown signal received");
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    }
 }

@@ -146,13 +146,13 @@ const MINIMAL: &str = "10.0.0.0/8\n172.16.0.0/12\n192.168.0.0/16\n169.254.0.0/16
 #[tokio::test]
 async fn platform_endpoints_are_blocked_and_the_list_is_the_operators() {
     let _serial = SERIAL.lock().await;
-    let decoy = Decoy::new("a", "172.31.250", &["168.63.129.16", "203.0.113.7"]);
+    let decoy = Decoy::new("a", "172.31.250", &["168.63.129.16", "192.88.99.7"]);
     let port = decoy.port;
 
-    // The built-in list: Azure's WireServer and the documentation ranges are out of reach.
+    // The built-in list: Azure's WireServer and the 6to4 relay range are out of reach.
     let s = Server::start();
     let id = s.sandbox_with(json!({"engine": "containers"})).await;
-    for addr in ["168.63.129.16", "203.0.113.7"] {
+    for addr in ["168.63.129.16", "192.88.99.7"] {
         let out = s.output(&id, &probe(addr, port)).await;
         assert!(
             out.starts_with("blocked"),
@@ -168,13 +168,13 @@ async fn platform_endpoints_are_blocked_and_the_list_is_the_operators() {
     std::fs::write(&list, MINIMAL).unwrap();
     let s = Server::start_with(&["--egress-blocklist", list.to_str().unwrap()]);
     let id = s.sandbox_with(json!({"engine": "containers"})).await;
-    for addr in ["168.63.129.16", "203.0.113.7"] {
+    for addr in ["168.63.129.16", "192.88.99.7"] {
         let out = s.output(&id, &probe(addr, port)).await;
         assert_eq!(out.trim(), "open", "{addr} with a list without it");
     }
     // An entry added to the list while the server runs applies within seconds.
-    std::fs::write(&list, format!("{MINIMAL}203.0.113.7/32 # added\n")).unwrap();
-    let out = probe_until(&s, &id, "203.0.113.7", port, "blocked").await;
+    std::fs::write(&list, format!("{MINIMAL}192.88.99.7/32 # added\n")).unwrap();
+    let out = probe_until(&s, &id, "192.88.99.7", port, "blocked").await;
     assert!(out.starts_with("blocked"), "after adding the entry: {out}");
     let out = s.output(&id, &probe("168.63.129.16", port)).await;
     assert_eq!(out.trim(), "open", "the other entry is unaffected");
