@@ -12,6 +12,7 @@
 //! forks the server process itself and contains no `unsafe`.
 
 pub mod config;
+pub mod disk;
 pub mod files;
 pub mod metrics;
 pub mod network;
@@ -66,6 +67,9 @@ pub enum RuntimeError {
     /// This host lacks what the request needs (e.g. the containers engine's firewall).
     #[error("{0}")]
     Unavailable(String),
+    /// The server's disk budget is spent (`disk::DiskBudget`): no new sandbox disk.
+    #[error("{0}")]
+    DiskFull(String),
 }
 
 /// Caps the memory of all of this server's sandboxes together (their parent cgroup).
@@ -102,6 +106,8 @@ pub struct Runtime {
     installer: Option<std::path::PathBuf>,
     /// Host-side wheel fetches run one at a time.
     fetch_lock: tokio::sync::Mutex<()>,
+    /// The sandboxes' disk images.
+    disks: Arc<disk::Disks>,
 }
 
 impl Runtime {
@@ -117,6 +123,14 @@ impl Runtime {
             .unwrap_or(0);
         if reaped > 0 {
             tracing::warn!(reaped, "removed sandboxes left behind by a previous server");
+        }
+        let disks = Arc::new(disk::Disks::new(&cfg.data_dir, cfg.disk_budget)?);
+        let reaped = disks.reap(|_| false);
+        if reaped > 0 {
+            tracing::warn!(
+                reaped,
+                "removed sandbox disks left behind by a previous server"
+            );
         }
         cap_sandboxes(&cgroup_parent, cfg.sandboxes_memory_bytes).await?;
         let pools = [Engine::Workers, Engine::Containers]
@@ -164,6 +178,7 @@ impl Runtime {
             egress,
             installer,
             fetch_lock: tokio::sync::Mutex::new(()),
+            disks,
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -201,8 +216,12 @@ impl Runtime {
 
     async fn spawn(&self, engine: Engine) -> Result<Sandbox, RuntimeError> {
         let setup = match engine {
-            Engine::Workers => sandbox::Setup::default(),
+            Engine::Workers => sandbox::Setup {
+                disks: Some(self.disks.clone()),
+                ..Default::default()
+            },
             Engine::Containers => sandbox::Setup {
+                disks: Some(self.disks.clone()),
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"

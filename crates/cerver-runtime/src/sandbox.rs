@@ -21,6 +21,7 @@ use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 
 use crate::RuntimeError;
 use crate::config::{Engine, RuntimeConfig};
+use crate::disk::Disks;
 use crate::uids::UidRange;
 
 /// Most helper stderr lines logged per sandbox (the helper and zygote are trusted, but a
@@ -46,6 +47,8 @@ pub struct Sandbox {
     oom_counter: Option<std::path::PathBuf>,
     /// The sandbox's address on its veth pair (containers engine).
     ip_addr: Option<std::net::Ipv4Addr>,
+    /// The sandbox's disk image, deleted on teardown.
+    disk: Option<Arc<Disks>>,
     _uids: UidRange,
 }
 
@@ -63,15 +66,45 @@ impl std::fmt::Debug for Sandbox {
 pub(crate) struct Setup {
     pub egress: Option<crate::network::EgressPlan>,
     pub packages: Option<cerver_jail::protocol::Packages>,
+    /// Where the sandbox's disk image is made (`None`: tmpfs workspace, for tests only).
+    pub disks: Option<Arc<Disks>>,
 }
 
 impl Sandbox {
-    /// Spawns the helper and waits until the sandbox's zygote says it is ready.
+    /// Makes the sandbox's disk image, spawns the helper and waits until the sandbox's zygote
+    /// says it is ready. On failure nothing is left (the image is deleted).
     pub(crate) async fn spawn(
         cfg: &RuntimeConfig,
         cgroup_parent: &str,
         engine: Engine,
         setup: Setup,
+    ) -> Result<Sandbox, RuntimeError> {
+        let label = format!("sb-{:016x}", rand::random::<u64>());
+        let image = match &setup.disks {
+            Some(disks) => Some(
+                disks
+                    .create(&label, cfg.limits(engine).workspace_bytes)
+                    .await?,
+            ),
+            None => None,
+        };
+        let disks = setup.disks.clone();
+        let built = Self::build(cfg, cgroup_parent, engine, setup, label.clone(), image).await;
+        if built.is_err()
+            && let Some(disks) = disks
+        {
+            disks.remove(&label).await;
+        }
+        built
+    }
+
+    async fn build(
+        cfg: &RuntimeConfig,
+        cgroup_parent: &str,
+        engine: Engine,
+        setup: Setup,
+        label: String,
+        image: Option<std::path::PathBuf>,
     ) -> Result<Sandbox, RuntimeError> {
         let uids = crate::uids::claim(&cfg.uid_lock_dir, cfg.uid_base)
             .map_err(|e| RuntimeError::Create(format!("uid range: {e}")))?;
@@ -83,7 +116,6 @@ impl Sandbox {
             Network::Egress(net) => Some(net.address),
             Network::Loopback => None,
         };
-        let label = format!("sb-{:016x}", rand::random::<u64>());
         let limits = cfg.limits(engine).clone();
         let jail = JailConfig {
             label: label.clone(),
@@ -95,6 +127,7 @@ impl Sandbox {
             limits: limits.clone(),
             network,
             packages: setup.packages,
+            disk: image,
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
         let (life_read, life_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -173,6 +206,7 @@ impl Sandbox {
             oom_counter,
             limits,
             ip_addr,
+            disk: None, // set once ready: until then, a failure is cleaned up by `spawn`
             _uids: uids,
         };
         match tokio::time::timeout(cfg.create_timeout, sandbox.wait_ready()).await {
@@ -189,6 +223,8 @@ impl Sandbox {
                 ));
             }
         }
+        let mut sandbox = sandbox;
+        sandbox.disk = setup.disks;
         // Keep draining zygote events (it says `ready` again after a restart).
         let control = sandbox.control.clone();
         let label = sandbox.label.clone();
@@ -312,6 +348,11 @@ impl Sandbox {
             let _ =
                 tokio::task::spawn_blocking(move || SandboxCgroup::load(&parent, &label).destroy())
                     .await;
+        }
+        // The helper's mount namespace is gone with it (so are the mount and the loop device):
+        // only the image file is left.
+        if let Some(disks) = &self.disk {
+            disks.remove(&self.label).await;
         }
     }
 }

@@ -31,6 +31,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     rt_cfg.wheel_fetch_timeout = Duration::from_secs(settings.wheel_fetch_timeout_secs.max(1));
     rt_cfg.output_ring_bytes = settings.process_output_ring_bytes.max(4096);
     rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
+    if let Some(mb) = settings.max_disk_mb {
+        rt_cfg.disk_budget = cerver_runtime::disk::DiskBudget::Bytes(mb.saturating_mul(1 << 20));
+    }
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
     rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
     settings.workers.apply(&mut rt_cfg.workers);

@@ -1,0 +1,246 @@
+//! Sandbox disks on the host: one sparse ext4 image per sandbox under
+//! `<data-dir>/sandboxes/<label>/workspace.img`, the server-wide disk budget, and removal.
+//!
+//! An image is a copy of a template made once per size with `mkfs.ext4` (under
+//! `<data-dir>/disk-templates/`); the copy keeps the template's holes (`SEEK_DATA`/`SEEK_HOLE`
+//! and `copy_file_range`), so a 10 GiB image costs a few MiB of writes and grows only with what
+//! the sandbox stores. The helper attaches and mounts it (`cerver_jail::disk`). Works on any
+//! filesystem that has sparse files (ext4, xfs, btrfs, tmpfs), unlike project quotas.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Whence;
+
+use crate::RuntimeError;
+
+/// The image's file name in its sandbox directory.
+pub const IMAGE: &str = "workspace.img";
+
+/// Bytes per inode of the templates: 32 KiB (32,768 files per GiB of quota).
+const BYTES_PER_INODE: &str = "32768";
+
+/// How much of the data dir's filesystem new sandboxes may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DiskBudget {
+    /// Refuse new sandboxes once less than 10% of the filesystem is free (the default).
+    #[default]
+    KeepTenPercentFree,
+    /// Refuse new sandboxes once this server's images hold this many bytes (or 10% of the
+    /// filesystem is no longer free, whichever comes first).
+    Bytes(u64),
+}
+
+pub struct Disks {
+    sandboxes: PathBuf,
+    templates: PathBuf,
+    budget: DiskBudget,
+    /// Template creation, one at a time (a template is made once per size).
+    making: tokio::sync::Mutex<()>,
+}
+
+impl Disks {
+    pub fn new(data_dir: &Path, budget: DiskBudget) -> Result<Disks, RuntimeError> {
+        let disks = Disks {
+            sandboxes: data_dir.join("sandboxes"),
+            templates: data_dir.join("disk-templates"),
+            budget,
+            making: tokio::sync::Mutex::new(()),
+        };
+        for dir in [&disks.sandboxes, &disks.templates] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| RuntimeError::Create(format!("{}: {e}", dir.display())))?;
+        }
+        Ok(disks)
+    }
+
+    /// The directory of the sandbox labelled `label` (its image and the helper's mount point).
+    pub fn dir(&self, label: &str) -> PathBuf {
+        self.sandboxes.join(label)
+    }
+
+    /// A fresh image of `bytes` for the sandbox labelled `label`, after checking the budget.
+    pub async fn create(&self, label: &str, bytes: u64) -> Result<PathBuf, RuntimeError> {
+        self.check_budget().await?;
+        let template = self.template(bytes).await?;
+        let dir = self.dir(label);
+        let image = dir.join(IMAGE);
+        let target = image.clone();
+        let copied = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            copy_sparse(&template, &target)
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        if let Err(e) = copied {
+            self.remove(label).await;
+            return Err(RuntimeError::Create(format!("workspace image: {e}")));
+        }
+        Ok(image)
+    }
+
+    /// Deletes the sandbox's directory (its image; the helper's mount is gone with it).
+    pub async fn remove(&self, label: &str) {
+        let dir = self.dir(label);
+        let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), "could not delete a sandbox disk: {e}");
+            }
+            _ => {}
+        })
+        .await;
+    }
+
+    /// Deletes every sandbox directory whose label `keep` refuses; returns how many.
+    pub fn reap(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.sandboxes) else {
+            return 0;
+        };
+        let mut reaped = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if keep(&name) {
+                continue;
+            }
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                reaped += 1;
+            }
+        }
+        reaped
+    }
+
+    /// Refuses a new image when the host's disk or this server's share of it is spent.
+    async fn check_budget(&self) -> Result<(), RuntimeError> {
+        let (sandboxes, budget) = (self.sandboxes.clone(), self.budget);
+        tokio::task::spawn_blocking(move || check_budget(&sandboxes, budget))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))?
+    }
+
+    /// The template for `bytes`, made with `mkfs.ext4` the first time.
+    async fn template(&self, bytes: u64) -> Result<PathBuf, RuntimeError> {
+        let path = self.templates.join(format!("ext4-{bytes}.img"));
+        if path.exists() {
+            return Ok(path);
+        }
+        let _one = self.making.lock().await;
+        if path.exists() {
+            return Ok(path);
+        }
+        let partial = path.with_extension("partial");
+        let file = File::create(&partial).map_err(create("template"))?;
+        file.set_len(bytes).map_err(create("template size"))?;
+        drop(file);
+        // No reserved blocks (the whole quota is the user's), a small journal, inode tables
+        // and journal left unwritten (a sparse file reads as zeros; see `noinit_itable`).
+        let out = tokio::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0", "-i", BYTES_PER_INODE, "-J", "size=8"])
+            .args(["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
+            .arg(&partial)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .await
+            .map_err(|e| RuntimeError::Create(format!("mkfs.ext4 (install e2fsprogs): {e}")))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&partial);
+            return Err(RuntimeError::Create(format!(
+                "mkfs.ext4: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        std::fs::rename(&partial, &path).map_err(create("template"))?;
+        Ok(path)
+    }
+}
+
+fn create(what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |e| RuntimeError::Create(format!("{what}: {e}"))
+}
+
+fn check_budget(sandboxes: &Path, budget: DiskBudget) -> Result<(), RuntimeError> {
+    let fs = nix::sys::statvfs::statvfs(sandboxes)
+        .map_err(|e| RuntimeError::Internal(format!("statvfs: {e}")))?;
+    let block = fs.fragment_size();
+    // `f_bfree`, not `f_bavail`: the server and the loop devices write as root, who may use
+    // the blocks the filesystem reserves for root.
+    let free = fs.blocks_free().saturating_mul(block);
+    let reserve = fs.blocks().saturating_mul(block) / 10;
+    if free < reserve {
+        return Err(RuntimeError::DiskFull(
+            "the server's disk is nearly full: no new sandbox can be created now".into(),
+        ));
+    }
+    if let DiskBudget::Bytes(max) = budget
+        && used_bytes(sandboxes) >= max
+    {
+        return Err(RuntimeError::DiskFull(
+            "the server's sandbox disk budget is spent: no new sandbox can be created now".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Bytes the images under `sandboxes` occupy on the host (allocated blocks, not sizes).
+pub fn used_bytes(sandboxes: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(sandboxes) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join(IMAGE)).ok())
+        .map(|m| m.blocks().saturating_mul(512))
+        .sum()
+}
+
+/// Copies `src` to a new `dst` of the same size, writing only `src`'s data ranges: its holes
+/// stay holes (the kernel's `copy_file_range` alone would fill them on most filesystems).
+fn copy_sparse(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let input = File::open(src)?;
+    let output = File::create(dst)?;
+    let len = input.metadata()?.len();
+    output.set_len(len)?;
+    let mut offset = 0i64;
+    while (offset as u64) < len {
+        let start = match nix::unistd::lseek(&input, offset, Whence::SeekData) {
+            Ok(start) => start,
+            Err(nix::errno::Errno::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let end = nix::unistd::lseek(&input, start, Whence::SeekHole)?;
+        let (mut from, mut to) = (start, start);
+        while from < end {
+            let want = (end - from) as usize;
+            let n =
+                nix::fcntl::copy_file_range(&input, Some(&mut from), &output, Some(&mut to), want)?;
+            if n == 0 {
+                break;
+            }
+        }
+        offset = end;
+    }
+    // No fsync: the image's own journal commits flush the backing file through the loop device.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_copy_keeps_holes_and_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let file = File::create(&src).unwrap();
+        file.set_len(64 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"head", 0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"tail", (64 << 20) - 4).unwrap();
+        drop(file);
+        let dst = dir.path().join("dst");
+        copy_sparse(&src, &dst).unwrap();
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        let meta = std::fs::metadata(&dst).unwrap();
+        assert_eq!(meta.len(), 64 << 20);
+        assert!(meta.blocks() * 512 < 1 << 20, "holes were filled");
+    }
+}

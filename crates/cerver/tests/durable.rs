@@ -1,0 +1,231 @@
+//! Durable sandboxes against the real binary: the workspace is a disk image with its own quota
+//! (not memory), the server's disk budget, and nothing left on the host after a delete.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::Server;
+use serde_json::json;
+
+const MIB: u64 = 1 << 20;
+
+/// The sandbox directories (`<data>/sandboxes/<label>`) holding a workspace image.
+fn sandbox_dirs(data_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("sandboxes")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("workspace.img").exists())
+        .collect()
+}
+
+/// Bytes the image occupies on the host.
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join("workspace.img")).map_or(0, |m| m.blocks() * 512)
+}
+
+/// Loop devices whose backing file is under `dir`, per `losetup`.
+fn loops_under(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("losetup")
+        .args(["-n", "-O", "NAME,BACK-FILE", "-l"])
+        .output()
+        .expect("losetup");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Host mounts whose source or target is under `dir`.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    mounts
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `memory.stat`'s `shmem` (tmpfs) bytes of the sandbox cgroup named `label` (cgroup v2 or
+/// v1's memory hierarchy).
+fn shmem_bytes(label: &str) -> Option<u64> {
+    let parents = ["/sys/fs/cgroup/cerver", "/sys/fs/cgroup/memory/cerver"]
+        .into_iter()
+        .filter_map(|root| std::fs::read_dir(root).ok())
+        .flatten();
+    for parent in parents.flatten() {
+        let Ok(stat) = std::fs::read_to_string(parent.path().join(label).join("memory.stat"))
+        else {
+            continue;
+        };
+        return stat
+            .lines()
+            .find_map(|l| l.strip_prefix("shmem "))
+            .and_then(|v| v.trim().parse().ok());
+    }
+    None
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// Writes 1 MiB chunks to `name` until `total` MiB or ENOSPC; prints how far it got and the
+/// errno.
+fn fill(name: &str, total_mib: u64) -> String {
+    format!(
+        "import os\n\
+         n, err = 0, None\n\
+         with open({name:?}, 'wb') as f:\n\
+         \x20   try:\n\
+         \x20       for _ in range({total_mib}):\n\
+         \x20           f.write(os.urandom(1 << 20)); f.flush(); n += 1\n\
+         \x20       os.fsync(f.fileno())\n\
+         \x20   except OSError as e:\n\
+         \x20       err = e.errno\n\
+         print(n, err)\n"
+    )
+}
+
+#[tokio::test]
+async fn the_workspace_is_a_disk_with_its_own_quota() {
+    // Memory 128 MiB, workspace 256 MiB: a file bigger than the memory limit must fit.
+    let s = Server::start_with(&[
+        "--workers-memory-mb",
+        "128",
+        "--workers-workspace-mb",
+        "256",
+    ]);
+    let id = s.sandbox().await;
+    // The warm pool (one sandbox) has another image: every image is sparse and on a loop device.
+    let dirs = sandbox_dirs(&s.data_dir);
+    assert!(!dirs.is_empty());
+    for dir in &dirs {
+        assert!(
+            allocated(dir) < 32 * MIB,
+            "a new image is sparse: {}",
+            allocated(dir)
+        );
+        assert_eq!(loops_under(dir).len(), 1, "one loop device backs {dir:?}");
+    }
+    assert!(
+        mounts_under(&s.data_dir).is_empty(),
+        "the image is mounted only where the sandbox sees it: {:?}",
+        mounts_under(&s.data_dir)
+    );
+    let fs = s
+        .output(
+            &id,
+            "print([l.split()[2] for l in open('/proc/mounts') if l.split()[1] == '/home/user'][0])",
+        )
+        .await;
+    assert_eq!(fs.trim(), "ext4");
+
+    // 192 MiB, more than the memory limit: it fits, the run is not OOM-killed, and none of it
+    // is tmpfs memory.
+    let v = s.run(&id, &fill("big.bin", 192)).await;
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["output"].as_str().unwrap().trim(), "192 None", "{v}");
+    let dir = sandbox_dirs(&s.data_dir)
+        .into_iter()
+        .find(|d| allocated(d) >= 192 * MIB)
+        .expect("the file is on the host's disk, in the sandbox's image");
+    let label = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let shmem = shmem_bytes(&label).expect("sandbox cgroup");
+    assert!(shmem < 16 * MIB, "workspace files are not memory: {shmem}");
+
+    // Filling the rest fails with ENOSPC in the writing code; the sandbox stays usable.
+    let v = s.run(&id, &fill("more.bin", 200)).await;
+    assert_eq!(v["status"], "ok", "{v}");
+    let out = v["output"].as_str().unwrap().trim().to_string();
+    assert!(out.ends_with(" 28"), "ENOSPC expected: {out}");
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/files"),
+            json!({"path": "note.txt", "content": "x".repeat(1 << 20)}),
+        )
+        .await;
+    assert!(status == 413 || status == 507, "{status} {v}");
+    assert_eq!(v["code"], "no_space", "{v}");
+    // Deleting frees the space.
+    let out = s
+        .output(
+            &id,
+            "import os\nos.remove('big.bin'); os.remove('more.bin')\nprint(os.statvfs('.').f_bfree * os.statvfs('.').f_frsize >> 20)",
+        )
+        .await;
+    let free_mib: u64 = out.trim().parse().unwrap();
+    assert!(free_mib > 200, "space back after deleting: {free_mib} MiB");
+    let v = s.run(&id, &fill("again.bin", 100)).await;
+    assert_eq!(v["output"].as_str().unwrap().trim(), "100 None", "{v}");
+
+    // Delete: no image, loop device or mount is left on the host.
+    let (status, _) = s.delete(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(!dir.exists(), "the sandbox's disk is deleted");
+    eventually("the loop device is detached", || {
+        loops_under(&dir).is_empty()
+    })
+    .await;
+    assert!(mounts_under(&s.data_dir).is_empty());
+    s.stop();
+}
+
+#[tokio::test]
+async fn the_disk_budget_refuses_new_sandboxes_with_507() {
+    // 1 MiB for all images together: the first image (a few MiB) already spends it.
+    let s = Server::start_with(&["--max-disk-mb", "1"]);
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let (status, v) = s.post("/sandbox", json!({})).await;
+        answers.push((status, v));
+    }
+    let refused = answers
+        .iter()
+        .find(|(status, _)| *status == 507)
+        .unwrap_or_else(|| panic!("no 507 in {answers:?}"));
+    assert_eq!(refused.1["code"], "disk_full", "{answers:?}");
+    assert!(
+        refused.1["error"].as_str().unwrap().contains("disk budget"),
+        "{answers:?}"
+    );
+    s.stop();
+}
+
+#[tokio::test]
+async fn a_containers_venv_is_on_the_disk() {
+    let s = Server::start_with(&["--containers-workspace-mb", "512"]);
+    let (status, v) = s.post("/sandbox", json!({"engine": "containers"})).await;
+    if status == 503 && v["code"] == "engine_unavailable" {
+        eprintln!("containers engine unavailable here: {v}");
+        return;
+    }
+    assert_eq!(status, 200, "{v}");
+    let id = v["sandbox_id"].as_str().unwrap();
+    let out = s
+        .output(
+            id,
+            "import os\nfs = {l.split()[1]: l.split()[2] for l in open('/proc/mounts')}\n\
+             print(fs['/home/user'], fs['/opt/venv'])\n\
+             print(os.stat('/home/user').st_dev == os.stat('/opt/venv').st_dev)\n\
+             print(sorted(os.listdir('/opt/venv')))",
+        )
+        .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "ext4 ext4", "{out}");
+    assert_eq!(lines[1], "True", "one image, one quota: {out}");
+    assert!(lines[2].contains("pyvenv.cfg"), "{out}");
+    s.stop();
+}
