@@ -68,6 +68,9 @@ fn carry_over_failed(stderr: &[u8], error: Option<&str>) -> ControlError {
     ))
 }
 
+/// Largest workspace an upgrade carries over (it is packed into the server's memory).
+const MAX_CARRIED_WORKSPACE: u64 = 256 << 20;
+
 impl Control {
     /// Replaces a workers sandbox by a containers one under the same id, carrying its
     /// workspace files over.
@@ -85,7 +88,14 @@ impl Control {
             return Ok(current);
         }
         let step_timeout = self.cfg.upgrade_step_timeout;
-        let limit = old.sandbox.limits().workspace_bytes as usize + (16 << 20);
+        // The tar stream passes through the server's memory: bounded by the workspace quota,
+        // and never past MAX_CARRIED_WORKSPACE (disk workspaces are much larger than before).
+        let carried = old
+            .sandbox
+            .limits()
+            .workspace_bytes
+            .min(MAX_CARRIED_WORKSPACE);
+        let limit = carried as usize + (16 << 20);
         let env = run_env(old, &BTreeMap::new());
         let pack_spec = code_spec(script(PACK_WORKSPACE), env.clone());
         let pack = old.sandbox.start(&pack_spec, None, step_timeout).await?;
