@@ -172,6 +172,7 @@ impl Control {
         {
             tracing::error!(sandbox.id = %new.id, "could not record the upgrade: {e}");
         }
+        self.persist(&new).await;
         old.sandbox.destroy().await;
         old.slot.lock().unwrap().take();
         tracing::info!(sandbox.id = %new.id, "sandbox upgraded to containers");

@@ -18,6 +18,11 @@ use crate::RuntimeError;
 /// The image's file name in its sandbox directory.
 pub const IMAGE: &str = "workspace.img";
 
+/// From this size on, templates get an 8 MiB journal (below, mke2fs picks a smaller one).
+const SMALL_JOURNAL_FROM: u64 = 256 << 20;
+/// The smallest image made (ext4 needs room for its own metadata).
+const MIN_IMAGE: u64 = 4 << 20;
+
 /// Bytes per inode of the templates: 32 KiB (32,768 files per GiB of quota).
 const BYTES_PER_INODE: &str = "32768";
 
@@ -38,6 +43,8 @@ pub struct Disks {
     budget: DiskBudget,
     /// Template creation, one at a time (a template is made once per size).
     making: tokio::sync::Mutex<()>,
+    /// Labels whose directory belongs to a sandbox of this server (never reaped).
+    live: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Disks {
@@ -47,6 +54,7 @@ impl Disks {
             templates: data_dir.join("disk-templates"),
             budget,
             making: tokio::sync::Mutex::new(()),
+            live: Default::default(),
         };
         for dir in [&disks.sandboxes, &disks.templates] {
             std::fs::create_dir_all(dir)
@@ -60,9 +68,29 @@ impl Disks {
         self.sandboxes.join(label)
     }
 
+    /// The existing image of the sandbox labelled `label` (a rebuild after a restart).
+    pub fn adopt(&self, label: &str) -> Result<PathBuf, RuntimeError> {
+        let valid = label.len() <= 64
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let image = self.dir(label).join(IMAGE);
+        if !valid || !image.is_file() {
+            return Err(RuntimeError::Create(format!("no disk image for {label:?}")));
+        }
+        if in_use(&image) {
+            return Err(RuntimeError::Create(format!(
+                "the disk image of {label:?} is still attached"
+            )));
+        }
+        self.live.lock().unwrap().insert(label.to_string());
+        Ok(image)
+    }
+
     /// A fresh image of `bytes` for the sandbox labelled `label`, after checking the budget.
     pub async fn create(&self, label: &str, bytes: u64) -> Result<PathBuf, RuntimeError> {
         self.check_budget().await?;
+        self.live.lock().unwrap().insert(label.to_string());
         let template = self.template(bytes).await?;
         let dir = self.dir(label);
         let image = dir.join(IMAGE);
@@ -82,6 +110,7 @@ impl Disks {
 
     /// Deletes the sandbox's directory (its image; the helper's mount is gone with it).
     pub async fn remove(&self, label: &str) {
+        self.live.lock().unwrap().remove(label);
         let dir = self.dir(label);
         let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -92,7 +121,12 @@ impl Disks {
         .await;
     }
 
-    /// Deletes every sandbox directory whose label `keep` refuses; returns how many.
+    /// Forgets the sandbox labelled `label` without deleting its image (kept for a rebuild).
+    pub fn release(&self, label: &str) {
+        self.live.lock().unwrap().remove(label);
+    }
+
+    /// Deletes every sandbox directory that is neither live nor kept by `keep`; returns how many.
     pub fn reap(&self, keep: impl Fn(&str) -> bool) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.sandboxes) else {
             return 0;
@@ -100,7 +134,7 @@ impl Disks {
         let mut reaped = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if keep(&name) {
+            if keep(&name) || self.live.lock().unwrap().contains(&name) {
                 continue;
             }
             if std::fs::remove_dir_all(entry.path()).is_ok() {
@@ -120,6 +154,7 @@ impl Disks {
 
     /// The template for `bytes`, made with `mkfs.ext4` the first time.
     async fn template(&self, bytes: u64) -> Result<PathBuf, RuntimeError> {
+        let bytes = bytes.max(MIN_IMAGE);
         let path = self.templates.join(format!("ext4-{bytes}.img"));
         if path.exists() {
             return Ok(path);
@@ -134,8 +169,12 @@ impl Disks {
         drop(file);
         // No reserved blocks (the whole quota is the user's), a small journal, inode tables
         // and journal left unwritten (a sparse file reads as zeros; see `noinit_itable`).
-        let out = tokio::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-m", "0", "-i", BYTES_PER_INODE, "-J", "size=8"])
+        let mut mkfs = tokio::process::Command::new("mkfs.ext4");
+        mkfs.args(["-q", "-F", "-m", "0", "-i", BYTES_PER_INODE]);
+        if bytes >= SMALL_JOURNAL_FROM {
+            mkfs.args(["-J", "size=8"]); // mke2fs's own choice grows to 64+ MiB; small ones fit
+        }
+        let out = mkfs
             .args(["-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"])
             .arg(&partial)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -179,6 +218,19 @@ fn check_budget(sandboxes: &Path, budget: DiskBudget) -> Result<(), RuntimeError
         ));
     }
     Ok(())
+}
+
+/// Whether a loop device is still backed by `image` (per `/sys/block/loop*/loop/backing_file`):
+/// the sandbox a dead server left may still be tearing down, and an ext4 image must never be
+/// mounted twice.
+pub fn in_use(image: &Path) -> bool {
+    let Ok(devices) = std::fs::read_dir("/sys/block") else {
+        return false;
+    };
+    devices.flatten().any(|d| {
+        std::fs::read_to_string(d.path().join("loop/backing_file"))
+            .is_ok_and(|f| Path::new(f.trim_end_matches('\n')) == image)
+    })
 }
 
 /// Bytes the images under `sandboxes` occupy on the host (allocated blocks, not sizes).

@@ -43,6 +43,8 @@ pub struct Sandbox {
     kill_helper: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     next_run: AtomicU64,
     destroyed: AtomicBool,
+    /// Teardown keeps the disk image (the server stops; the sandbox is rebuilt at its next start).
+    keep_disk: AtomicBool,
     pub(crate) limits: Limits,
     oom_counter: Option<std::path::PathBuf>,
     /// The sandbox's address on its veth pair (containers engine).
@@ -78,22 +80,31 @@ impl Sandbox {
         cgroup_parent: &str,
         engine: Engine,
         setup: Setup,
+        revive: Option<&str>,
     ) -> Result<Sandbox, RuntimeError> {
-        let label = format!("sb-{:016x}", rand::random::<u64>());
-        let image = match &setup.disks {
-            Some(disks) => Some(
+        let label = match revive {
+            Some(label) => label.to_string(),
+            None => format!("sb-{:016x}", rand::random::<u64>()),
+        };
+        let image = match (&setup.disks, revive) {
+            (Some(disks), Some(_)) => Some(disks.adopt(&label)?),
+            (Some(disks), None) => Some(
                 disks
                     .create(&label, cfg.limits(engine).workspace_bytes)
                     .await?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let disks = setup.disks.clone();
         let built = Self::build(cfg, cgroup_parent, engine, setup, label.clone(), image).await;
         if built.is_err()
             && let Some(disks) = disks
         {
-            disks.remove(&label).await;
+            // A fresh image goes; a revived one holds the user's files: the caller decides.
+            match revive {
+                None => disks.remove(&label).await,
+                Some(_) => disks.release(&label),
+            }
         }
         built
     }
@@ -203,6 +214,7 @@ impl Sandbox {
             kill_helper: Mutex::new(Some(kill_tx)),
             next_run: AtomicU64::new(1),
             destroyed: AtomicBool::new(false),
+            keep_disk: AtomicBool::new(false),
             oom_counter,
             limits,
             ip_addr,
@@ -352,8 +364,19 @@ impl Sandbox {
         // The helper's mount namespace is gone with it (so are the mount and the loop device):
         // only the image file is left.
         if let Some(disks) = &self.disk {
-            disks.remove(&self.label).await;
+            if self.keep_disk.load(Ordering::SeqCst) {
+                disks.release(&self.label);
+            } else {
+                disks.remove(&self.label).await;
+            }
         }
+    }
+
+    /// Tears the sandbox down like [`destroy`](Self::destroy) but keeps its disk image, for a
+    /// rebuild by the next server on this data dir ([`crate::Runtime::revive`]).
+    pub async fn stop(&self) {
+        self.keep_disk.store(true, Ordering::SeqCst);
+        self.destroy().await;
     }
 }
 

@@ -229,3 +229,155 @@ async fn a_containers_venv_is_on_the_disk() {
     assert!(lines[2].contains("pyvenv.cfg"), "{out}");
     s.stop();
 }
+
+/// What a restart must keep of a sandbox, checked on a (re)started server.
+async fn check_rebuilt(s: &Server, id: &str, expires_at: u64, what: &str) {
+    let (status, v) = s.get(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 200, "{what}: the sandbox is gone: {v}");
+    assert_eq!(
+        v["expires_at"], expires_at,
+        "{what}: expiry counts from the original deadline"
+    );
+    assert_eq!(v["metadata"]["task"], "durable", "{what}: {v}");
+    let (_, list) = s.get("/sandboxes").await;
+    assert!(
+        list["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["sandbox_id"] == id),
+        "{what}: not listed: {list}"
+    );
+    let (status, v) = s
+        .get(&format!("/sandbox/{id}/files?path=data/keep.txt"))
+        .await;
+    assert_eq!(status, 200, "{what}: {v}");
+    assert_eq!(v["content"], "kept across restarts", "{what}: {v}");
+    let out = s
+        .output(
+            id,
+            "import os\nprint(os.environ['SECRET_NAME'], open('data/keep.txt').read())",
+        )
+        .await;
+    assert_eq!(out, "from-env kept across restarts", "{what}");
+    let (status, v) = s.get(&format!("/sandbox/{id}/processes")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v["processes"].as_array().map_or(0, Vec::len),
+        0,
+        "{what}: processes do not survive: {v}"
+    );
+}
+
+#[tokio::test]
+async fn sandboxes_survive_sigterm_and_kill_9() {
+    let s = Server::start();
+    let id = s
+        .sandbox_with(json!({
+            "envs": {"SECRET_NAME": "from-env"},
+            "metadata": {"task": "durable"},
+            "timeout_ms": 600_000,
+        }))
+        .await;
+    let gone = s.sandbox().await;
+    let (status, _) = s.delete(&format!("/sandbox/{gone}")).await;
+    assert_eq!(status, 200);
+    let expired = s.sandbox_with(json!({"timeout_ms": 3_000})).await;
+    s.output(
+        &id,
+        "import os\nos.makedirs('data')\nopen('data/keep.txt','w').write('kept across restarts')",
+    )
+    .await;
+    s.run_with(
+        &id,
+        json!({"code": "import time\ntime.sleep(600)", "background": true}),
+    )
+    .await;
+    let (_, v) = s.get(&format!("/sandbox/{id}")).await;
+    let expires_at = v["expires_at"].as_u64().unwrap();
+
+    // SIGTERM, then a restart on the same data dir.
+    let (data_dir, exit) = s.stop_keeping_data(Duration::from_secs(30));
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await; // `expired` runs out meanwhile
+    let s = Server::start_in(data_dir, &[]);
+    check_rebuilt(&s, &id, expires_at, "after SIGTERM").await;
+    for other in [&gone, &expired] {
+        let (status, _) = s.get(&format!("/sandbox/{other}")).await;
+        assert_eq!(status, 404, "deleted and expired sandboxes stay gone");
+    }
+    // Only the rebuilt sandbox and the pool have disks; the others' images are deleted.
+    let (_, list) = s.get("/sandboxes").await;
+    assert_eq!(list["sandboxes"].as_array().unwrap().len(), 1, "{list}");
+
+    // kill -9: the helpers tear down on their own; the next server rebuilds again.
+    let data_dir = s.crash();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = Server::start_in(data_dir.clone(), &[]);
+    check_rebuilt(&s, &id, expires_at, "after kill -9").await;
+
+    // Deleting it for good leaves nothing on the host.
+    let (status, _) = s.delete(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 200);
+    let cg = s.cgroup_dir();
+    s.stop();
+    let s = Server::start_in(data_dir.clone(), &[]);
+    let (status, _) = s.get(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 404);
+    s.stop();
+    assert!(
+        sandbox_dirs(&data_dir).is_empty(),
+        "{:?}",
+        sandbox_dirs(&data_dir)
+    );
+    eventually("no loop device left", || loops_under(&data_dir).is_empty()).await;
+    assert!(mounts_under(&data_dir).is_empty());
+    let left: Vec<_> = std::fs::read_dir(&cg)
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+}
+
+#[tokio::test]
+async fn exposed_ports_resolve_again_after_a_restart() {
+    let s = Server::start();
+    let (status, v) = s.post("/sandbox", json!({"engine": "containers"})).await;
+    if status == 503 && v["code"] == "engine_unavailable" {
+        eprintln!("containers engine unavailable here: {v}");
+        return;
+    }
+    assert_eq!(status, 200, "{v}");
+    let id = v["sandbox_id"].as_str().unwrap().to_string();
+    let (status, host) = s.get(&format!("/sandbox/{id}/host?port=8000")).await;
+    assert_eq!(status, 200, "{host}");
+    // The host name carries no port of the server: it is the same after the restart.
+    let host_header = host["host"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await; // the exposure is recorded off-path
+    let (data_dir, _) = s.stop_keeping_data(Duration::from_secs(30));
+    let s = Server::start_in(data_dir, &[]);
+    // Something listens again on the rebuilt sandbox: the same URL reaches it.
+    s.run_with(
+        &id,
+        json!({"code": "import http.server, os\nos.makedirs('site', exist_ok=True)\nopen('site/index.html','w').write('again')\nos.chdir('site')\nhttp.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')", "background": true}),
+    )
+    .await;
+    let mut body = String::new();
+    for _ in 0..50 {
+        let r = reqwest::Client::new()
+            .get(s.url("/"))
+            .header("host", &host_header)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            body = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        body.contains("again"),
+        "the exposed port is proxied again: {body:?}"
+    );
+    s.stop();
+}
