@@ -29,11 +29,11 @@ const BYTES_PER_INODE: &str = "32768";
 /// How much of the data dir's filesystem new sandboxes may use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DiskBudget {
-    /// Refuse new sandboxes once less than 10% of the filesystem is free (the default).
+    /// Refuse a new sandbox unless 10% of the filesystem would stay free with every image of
+    /// this server grown to its full size (the default).
     #[default]
     KeepTenPercentFree,
-    /// Refuse new sandboxes once this server's images hold this many bytes (or 10% of the
-    /// filesystem is no longer free, whichever comes first).
+    /// Also refuse it once this server's images' sizes would exceed this many bytes together.
     Bytes(u64),
 }
 
@@ -43,6 +43,8 @@ pub struct Disks {
     budget: DiskBudget,
     /// Template creation, one at a time (a template is made once per size).
     making: tokio::sync::Mutex<()>,
+    /// Held from a budget check until the image it allowed exists.
+    budget_lock: tokio::sync::Mutex<()>,
     /// Labels whose directory belongs to a sandbox of this server (never reaped).
     live: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -55,6 +57,7 @@ impl Disks {
             budget,
             making: tokio::sync::Mutex::new(()),
             live: Default::default(),
+            budget_lock: tokio::sync::Mutex::new(()),
         };
         for dir in [&disks.sandboxes, &disks.templates] {
             std::fs::create_dir_all(dir)
@@ -89,7 +92,10 @@ impl Disks {
 
     /// A fresh image of `bytes` for the sandbox labelled `label`, after checking the budget.
     pub async fn create(&self, label: &str, bytes: u64) -> Result<PathBuf, RuntimeError> {
-        self.check_budget().await?;
+        let bytes = bytes.max(MIN_IMAGE);
+        // Checked and taken in one step: concurrent creates cannot all pass the same check.
+        let _budget = self.budget_lock.lock().await;
+        self.check_budget(bytes).await?;
         self.live.lock().unwrap().insert(label.to_string());
         let template = self.template(bytes).await?;
         let dir = self.dir(label);
@@ -145,9 +151,9 @@ impl Disks {
     }
 
     /// Refuses a new image when the host's disk or this server's share of it is spent.
-    async fn check_budget(&self) -> Result<(), RuntimeError> {
+    async fn check_budget(&self, bytes: u64) -> Result<(), RuntimeError> {
         let (sandboxes, budget) = (self.sandboxes.clone(), self.budget);
-        tokio::task::spawn_blocking(move || check_budget(&sandboxes, budget))
+        tokio::task::spawn_blocking(move || check_budget(&sandboxes, budget, bytes))
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))?
     }
@@ -197,7 +203,10 @@ fn create(what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
     move |e| RuntimeError::Create(format!("{what}: {e}"))
 }
 
-fn check_budget(sandboxes: &Path, budget: DiskBudget) -> Result<(), RuntimeError> {
+/// Refuses a new image of `bytes` unless it fits even if every image of this server grows to
+/// its full size: the images are sparse, so what counts is what they may take, not what they
+/// take now.
+fn check_budget(sandboxes: &Path, budget: DiskBudget, bytes: u64) -> Result<(), RuntimeError> {
     let fs = nix::sys::statvfs::statvfs(sandboxes)
         .map_err(|e| RuntimeError::Internal(format!("statvfs: {e}")))?;
     let block = fs.fragment_size();
@@ -205,13 +214,15 @@ fn check_budget(sandboxes: &Path, budget: DiskBudget) -> Result<(), RuntimeError
     // the blocks the filesystem reserves for root.
     let free = fs.blocks_free().saturating_mul(block);
     let reserve = fs.blocks().saturating_mul(block) / 10;
-    if free < reserve {
+    let (committed, allocated) = usage(sandboxes);
+    let growth = committed.saturating_sub(allocated);
+    if free.saturating_sub(growth).saturating_sub(bytes) < reserve {
         return Err(RuntimeError::DiskFull(
             "the server's disk is nearly full: no new sandbox can be created now".into(),
         ));
     }
     if let DiskBudget::Bytes(max) = budget
-        && used_bytes(sandboxes) >= max
+        && committed.saturating_add(bytes) > max
     {
         return Err(RuntimeError::DiskFull(
             "the server's sandbox disk budget is spent: no new sandbox can be created now".into(),
@@ -233,16 +244,18 @@ pub fn in_use(image: &Path) -> bool {
     })
 }
 
-/// Bytes the images under `sandboxes` occupy on the host (allocated blocks, not sizes).
-pub fn used_bytes(sandboxes: &Path) -> u64 {
+/// The images under `sandboxes`: their sizes together (what they may grow to) and the bytes
+/// they occupy on the host now.
+pub fn usage(sandboxes: &Path) -> (u64, u64) {
     let Ok(entries) = std::fs::read_dir(sandboxes) else {
-        return 0;
+        return (0, 0);
     };
     entries
         .flatten()
         .filter_map(|e| std::fs::metadata(e.path().join(IMAGE)).ok())
-        .map(|m| m.blocks().saturating_mul(512))
-        .sum()
+        .fold((0, 0), |(size, used), m| {
+            (size + m.len(), used + m.blocks().saturating_mul(512))
+        })
 }
 
 /// Copies `src` to a new `dst` of the same size, writing only `src`'s data ranges: its holes

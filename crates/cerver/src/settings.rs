@@ -44,8 +44,9 @@ pub struct Settings {
     /// Memory of all this server's sandboxes together (the parent cgroup's cap), in MiB;
     /// none: the host's memory minus a reserve.
     pub sandboxes_memory_mb: Option<u64>,
-    /// Disk the sandboxes' images may occupy together, in MiB; none: until less than 10% of
-    /// the data dir's filesystem is free (new sandboxes are refused with 507 past either).
+    /// Sizes (quotas) of the sandboxes' disk images together, in MiB; with or without it, a
+    /// new sandbox also needs 10% of the data dir's filesystem to stay free with every image
+    /// full (else 507).
     pub max_disk_mb: Option<u64>,
     pub public_url: Option<String>,
     pub log_format: LogFormat,

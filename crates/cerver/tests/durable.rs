@@ -185,22 +185,43 @@ async fn the_workspace_is_a_disk_with_its_own_quota() {
 
 #[tokio::test]
 async fn the_disk_budget_refuses_new_sandboxes_with_507() {
-    // 1 MiB for all images together: the first image (a few MiB) already spends it.
-    let s = Server::start_with(&["--max-disk-mb", "1"]);
-    let mut answers = Vec::new();
-    for _ in 0..3 {
+    // 200 MiB for all images' sizes together: three 64 MiB workspaces fit (the pool's
+    // included), a fourth does not. Containers images (10 GiB) never fit.
+    let s = Server::start_with(&["--max-disk-mb", "200", "--workers-workspace-mb", "64"]);
+    let mut created = Vec::new();
+    let mut refused = None;
+    for _ in 0..5 {
         let (status, v) = s.post("/sandbox", json!({})).await;
-        answers.push((status, v));
+        match status {
+            200 => created.push(v["sandbox_id"].as_str().unwrap().to_string()),
+            _ => {
+                refused = Some((status, v));
+                break;
+            }
+        }
     }
-    let refused = answers
-        .iter()
-        .find(|(status, _)| *status == 507)
-        .unwrap_or_else(|| panic!("no 507 in {answers:?}"));
-    assert_eq!(refused.1["code"], "disk_full", "{answers:?}");
-    assert!(
-        refused.1["error"].as_str().unwrap().contains("disk budget"),
-        "{answers:?}"
-    );
+    // The warm pool may hold the third image.
+    assert!((2..=3).contains(&created.len()), "{created:?} {refused:?}");
+    let images = sandbox_dirs(&s.data_dir).len();
+    assert!(images <= 3, "{images} images of 64 MiB within 200 MiB");
+    let (status, v) = refused.unwrap();
+    assert_eq!(status, 507, "{v}");
+    assert_eq!(v["code"], "disk_full", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("disk budget"), "{v}");
+    let (status, v) = s.post("/sandbox", json!({"engine": "containers"})).await;
+    assert!(status == 507 || status == 503, "{status} {v}");
+    // Deleting one gives its share back.
+    let (status, _) = s.delete(&format!("/sandbox/{}", created[0])).await;
+    assert_eq!(status, 200);
+    let mut again = 0;
+    for _ in 0..20 {
+        if s.post("/sandbox", json!({})).await.0 == 200 {
+            again += 1;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(again, 1, "a create fits again after a delete");
     s.stop();
 }
 
