@@ -22,6 +22,16 @@ use crate::processes::ProcessTable;
 use crate::registry::{Entry, Lifetime};
 use crate::{Control, Engine, ports};
 
+/// What became of a recorded sandbox at start.
+enum Revival {
+    /// Registered again, on this disk.
+    Rebuilt(String),
+    /// Not rebuilt this time (logged); its disk and record stay for the next start.
+    Failed(String),
+    /// Expired or not rebuildable: its record is closed and its disk deleted.
+    Closed,
+}
+
 /// What is recorded per sandbox, as JSON in its store record.
 struct Durable {
     /// The runtime's label of its disk image (`<data-dir>/sandboxes/<disk>`).
@@ -105,21 +115,26 @@ impl Control {
             .await
             .map_err(crate::registry::store_err)?;
         let now = cerver_store::now_ms();
-        let mut kept = HashSet::new();
+        let (mut kept, mut revived) = (HashSet::new(), 0);
         for record in records {
             let id = record.id.clone();
             match self.revive(&record, now).await {
-                Some(disk) => {
+                Revival::Rebuilt(disk) => {
+                    kept.insert(disk);
+                    revived += 1;
+                }
+                // The user's files are kept and the record stays: the next start tries again,
+                // until the sandbox expires (which bounds how long an image can linger).
+                Revival::Failed(disk) => {
                     kept.insert(disk);
                 }
-                None => {
+                Revival::Closed => {
                     if let Err(e) = self.store.mark_sandbox_deleted(&id, now).await {
                         tracing::error!(sandbox.id = %id, "could not close the record: {e}");
                     }
                 }
             }
         }
-        let revived = kept.len();
         let reaped = self.runtime.reap_disks(kept).await;
         if revived > 0 || reaped > 0 {
             tracing::info!(revived, reaped, "sandboxes of the previous server");
@@ -127,23 +142,28 @@ impl Control {
         Ok(revived)
     }
 
-    /// Rebuilds one recorded sandbox; its disk label when it is registered again.
-    async fn revive(&self, record: &SandboxRecord, now: i64) -> Option<String> {
-        if record.expires_at <= now {
-            return None;
-        }
-        let durable = Durable::parse(record.durable.as_deref()?)?;
+    /// Rebuilds one recorded sandbox.
+    async fn revive(&self, record: &SandboxRecord, now: i64) -> Revival {
+        let Some(durable) = record.durable.as_deref().and_then(Durable::parse) else {
+            return Revival::Closed;
+        };
         let engine = match record.engine.as_str() {
             "workers" => Engine::Workers,
             "containers" => Engine::Containers,
-            _ => return None,
+            _ => return Revival::Closed,
         };
-        let slot = self.sandbox_slot().ok()?;
+        if record.expires_at <= now {
+            return Revival::Closed;
+        }
+        let Ok(slot) = self.sandbox_slot() else {
+            tracing::warn!(sandbox.id = %record.id, "no server slot left to rebuild the sandbox");
+            return Revival::Failed(durable.disk);
+        };
         let sandbox = match self.runtime.revive(engine, &durable.disk).await {
             Ok(sandbox) => sandbox,
             Err(e) => {
                 tracing::warn!(sandbox.id = %record.id, "could not rebuild the sandbox: {e}");
-                return None;
+                return Revival::Failed(durable.disk);
             }
         };
         let metadata = serde_json::from_value(record.metadata.clone()).unwrap_or_default();
@@ -174,7 +194,7 @@ impl Control {
             .lock()
             .unwrap()
             .insert(entry.id.clone(), entry);
-        Some(durable.disk)
+        Revival::Rebuilt(durable.disk)
     }
 
     /// Server shutdown: every sandbox's processes end, its record and disk image stay for the
