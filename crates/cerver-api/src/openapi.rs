@@ -69,6 +69,8 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
         cerver_types::SetTimeoutResponse,
         cerver_types::RunRequest,
         cerver_types::RunResponse,
+        cerver_types::RichResult,
+        cerver_types::ErrorInfo,
         cerver_types::RunStatus,
         cerver_types::StreamEvent,
         cerver_types::RunResult,

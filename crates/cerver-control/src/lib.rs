@@ -25,6 +25,7 @@ pub mod config;
 pub mod env;
 pub mod error;
 pub mod install;
+pub mod lines;
 pub mod metrics;
 pub mod ops;
 pub mod packages;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cerver_runtime::{RunExit, RunHandle, RunOutput};
-use cerver_types::{RunResponse, RunStatus};
+use cerver_types::{ErrorInfo, RichResult, RunResponse, RunStatus};
 
 use crate::env::{run_env, validate_code};
 use crate::{Control, ControlError, Entry};
@@ -109,6 +109,32 @@ pub(crate) fn response(out: RunOutput, max: usize) -> RunResponse {
         error,
         exit_code: out.exit.exit_code,
         duration: out.exit.duration.as_millis() as u64,
+        results: out.results.into_iter().map(wire_result).collect(),
+        error_info: out.error_info.map(wire_error),
+    }
+}
+
+/// A rich result as documented (the runtime has validated and bounded it).
+pub(crate) fn wire_result(r: cerver_runtime::RichResult) -> RichResult {
+    RichResult {
+        text: r.text,
+        html: r.html,
+        markdown: r.markdown,
+        svg: r.svg,
+        png: r.png,
+        jpeg: r.jpeg,
+        latex: r.latex,
+        json: r.json,
+        is_main_result: r.is_main_result,
+        truncated: r.truncated,
+    }
+}
+
+pub(crate) fn wire_error(e: cerver_runtime::ErrorInfo) -> ErrorInfo {
+    ErrorInfo {
+        name: e.name,
+        value: e.value,
+        traceback: e.traceback,
     }
 }
 

@@ -5,7 +5,8 @@
 //! [`CONTROL_FD`] and a lifeline pipe on [`LIFELINE_FD`]. The zygote inside the sandbox announces
 //! itself with [`ZygoteEvent::Ready`]; the runtime then sends [`ZygoteRequest`]s, each `Run`
 //! carrying [`RUN_FDS`] file descriptors (SCM_RIGHTS) in this order: spec (a memfd holding a
-//! [`RunSpec`] as JSON), stdin, stdout, stderr, status. The run's leader writes one [`RunStatus`]
+//! [`RunSpec`] as JSON), stdin, stdout, stderr, status, results (JSON lines of rich results that
+//! the run's main process writes; see `display.py`). The run's leader writes one [`RunStatus`]
 //! line into the status pipe when the run's main process ends (preceded by a `pid` line when
 //! the request asked for it).
 
@@ -20,7 +21,7 @@ pub const CONTROL_FD: i32 = 3;
 /// gone and the sandbox must be torn down.
 pub const LIFELINE_FD: i32 = 4;
 /// Number of file descriptors attached to a `Run` request.
-pub const RUN_FDS: usize = 5;
+pub const RUN_FDS: usize = 6;
 /// Largest control message, in bytes.
 pub const MAX_CONTROL_MESSAGE: usize = 4096;
 

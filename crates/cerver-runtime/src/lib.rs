@@ -18,6 +18,7 @@ pub mod network;
 pub mod packages;
 pub mod preflight;
 pub mod process;
+pub mod results;
 pub mod run;
 pub mod sandbox;
 mod uids;
@@ -30,6 +31,7 @@ use tokio::sync::Notify;
 pub use config::{Engine, RuntimeConfig};
 pub use files::{FileEntry, FileErrorKind, FileList};
 pub use process::{Process, ProcessOutput, ProcessSnapshot, ProcessStatus};
+pub use results::{ErrorInfo, RichResult};
 pub use run::{RunEvent, RunExit, RunHandle, RunOutput};
 pub use sandbox::Sandbox;
 

@@ -16,6 +16,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use crate::RuntimeError;
+use crate::results::{Display, ErrorInfo, ResultsReader, RichResult};
 use crate::sandbox::{Sandbox, io};
 
 /// Output chunks in flight between the pipe reader and the consumer.
@@ -26,6 +27,10 @@ const READ_CHUNK: usize = 64 * 1024;
 pub enum RunEvent {
     Stdout(Bytes),
     Stderr(Bytes),
+    /// A rich result (display output), validated and within the run's bounds.
+    Result(Box<RichResult>),
+    /// The exception the code raised (at most one per run).
+    Error(Box<ErrorInfo>),
     Exit(RunExit),
 }
 
@@ -77,6 +82,8 @@ impl RunHandle {
                 RunEvent::Stderr(b) => {
                     append(&mut out.stderr, &mut out.stderr_truncated, &b, max_bytes)
                 }
+                RunEvent::Result(r) => out.results.push(*r),
+                RunEvent::Error(e) => out.error_info = Some(*e),
                 RunEvent::Exit(exit) => out.exit = exit,
             }
         }
@@ -98,6 +105,8 @@ pub struct RunOutput {
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    pub results: Vec<RichResult>,
+    pub error_info: Option<ErrorInfo>,
     pub exit: RunExit,
 }
 
@@ -122,6 +131,8 @@ pub(crate) struct Launched {
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
     pub status: pipe::Receiver,
+    /// Rich results (runs of code); dropping it makes the sandbox side stop writing them.
+    pub results: pipe::Receiver,
     pub started: Instant,
     pub oom_before: u64,
 }
@@ -141,19 +152,21 @@ impl Sandbox {
         let (stdout_r, stdout_w) = pipe_pair()?;
         let (stderr_r, stderr_w) = pipe_pair()?;
         let (status_r, status_w) = pipe_pair()?;
+        let (results_r, results_w) = pipe_pair()?;
         let oom_before = self.oom_kills();
         let started = Instant::now();
         self.send(
             &ZygoteRequest::Run { id, report_pid },
-            &[&spec_fd, &stdin_r, &stdout_w, &stderr_w, &status_w],
+            &[&spec_fd, &stdin_r, &stdout_w, &stderr_w, &status_w, &results_w],
         )
         .await?;
-        drop((spec_fd, stdin_r, stdout_w, stderr_w, status_w));
+        drop((spec_fd, stdin_r, stdout_w, stderr_w, status_w, results_w));
 
         let stdin_w = pipe::Sender::from_owned_fd(stdin_w).map_err(io("stdin pipe"))?;
         let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(io("stdout pipe"))?;
         let stderr = pipe::Receiver::from_owned_fd(stderr_r).map_err(io("stderr pipe"))?;
         let status = pipe::Receiver::from_owned_fd(status_r).map_err(io("status pipe"))?;
+        let results = pipe::Receiver::from_owned_fd(results_r).map_err(io("results pipe"))?;
 
         if let Some(data) = stdin {
             tokio::spawn(async move {
@@ -168,6 +181,7 @@ impl Sandbox {
             stdout,
             stderr,
             status,
+            results,
             started,
             oom_before,
         })
@@ -191,7 +205,7 @@ impl Sandbox {
             started: run.started,
             oom_before: run.oom_before,
         };
-        tokio::spawn(pump.run(run.stdout, run.stderr, run.status));
+        tokio::spawn(pump.run(run.stdout, run.stderr, run.status, run.results));
         Ok(RunHandle {
             events: rx,
             permit: None,
@@ -285,11 +299,14 @@ impl Pump {
         mut stdout: pipe::Receiver,
         mut stderr: pipe::Receiver,
         mut status: pipe::Receiver,
+        mut results: pipe::Receiver,
     ) {
         let mut status_buf = Vec::new();
-        let (mut out_open, mut err_open) = (true, true);
+        let (mut out_open, mut err_open, mut res_open) = (true, true, true);
         let mut buf_out = vec![0u8; READ_CHUNK];
         let mut buf_err = vec![0u8; READ_CHUNK];
+        let mut buf_res = vec![0u8; READ_CHUNK];
+        let mut reader = ResultsReader::default();
         let mut status_chunk = [0u8; 512];
         let stop = loop {
             tokio::select! {
@@ -300,6 +317,10 @@ impl Pump {
                 r = stderr.read(&mut buf_err), if err_open => match r {
                     Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stderr(Bytes::copy_from_slice(&buf_err[..n]))).await { break s },
                     _ => err_open = false,
+                },
+                r = results.read(&mut buf_res), if res_open => match r {
+                    Ok(n) if n > 0 => if let Err(s) = self.emit_results(reader.push(&buf_res[..n])).await { break s },
+                    _ => res_open = false,
                 },
                 // The first complete line is the status (main writes it just before exiting;
                 // the leader writes one too, for deaths main cannot report).
@@ -327,37 +348,53 @@ impl Pump {
         if let Stop::Finished = stop {
             // The main process has ended, so its output is already in the pipes; take what is
             // there without waiting for stray descendants that may keep them open.
-            for (open, pipe, event) in [
-                (
-                    out_open,
-                    &mut stdout,
-                    RunEvent::Stdout as fn(Bytes) -> RunEvent,
-                ),
-                (
-                    err_open,
-                    &mut stderr,
-                    RunEvent::Stderr as fn(Bytes) -> RunEvent,
-                ),
-            ] {
-                if !open {
-                    continue;
-                }
-                let mut buf = vec![0u8; READ_CHUNK];
-                while let Ok(n) = pipe.try_read(&mut buf) {
-                    if n == 0
-                        || self
-                            .emit(event(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                    {
-                        break;
+            if out_open {
+                self.drain(&mut stdout, RunEvent::Stdout).await;
+            }
+            if err_open {
+                self.drain(&mut stderr, RunEvent::Stderr).await;
+            }
+            while res_open {
+                match results.try_read(&mut buf_res) {
+                    Ok(n) if n > 0 => {
+                        if self.emit_results(reader.push(&buf_res[..n])).await.is_err() {
+                            break;
+                        }
                     }
+                    _ => res_open = false,
                 }
             }
         }
+        let _ = self.emit_results(reader.finish().into_iter().collect()).await;
         let exit = self.exit(&stop, &status_buf);
         crate::metrics::run_ended(self.sandbox.engine(), self.kind, Some(&exit), exit.duration);
         let _ = self.tx.send(RunEvent::Exit(exit)).await;
+    }
+
+    /// Passes on what is left in an output pipe, as `event`s.
+    async fn drain(&self, pipe: &mut pipe::Receiver, event: fn(Bytes) -> RunEvent) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        while let Ok(n) = pipe.try_read(&mut buf) {
+            if n == 0
+                || self
+                    .emit(event(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    }
+
+    async fn emit_results(&self, items: Vec<Display>) -> Result<(), Stop> {
+        for item in items {
+            self.emit(match item {
+                Display::Result(r) => RunEvent::Result(Box::new(r)),
+                Display::Error(e) => RunEvent::Error(Box::new(e)),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn emit(&self, ev: RunEvent) -> Result<(), Stop> {

@@ -9,6 +9,9 @@
 
 pub mod account;
 pub mod mcp;
+pub mod results;
+
+pub use results::{ErrorInfo, RichResult};
 
 use std::collections::BTreeMap;
 
@@ -177,6 +180,12 @@ pub struct RunResponse {
     /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`. Use
     /// this, not the text of `error`, to tell a timeout from code that printed "timed out".
     pub status: RunStatus,
+    /// Rich results (display outputs), in the order produced.
+    #[serde(default)]
+    pub results: Vec<RichResult>,
+    /// The exception the code raised, when it raised one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_info: Option<ErrorInfo>,
 }
 
 /// `POST /sandbox/{id}/run`: the result of a run, or (with `"background": true`) the process
@@ -278,6 +287,8 @@ pub enum StreamEvent {
         /// The text written (UTF-8; invalid bytes become U+FFFD).
         data: String,
     },
+    /// A rich result (display output) of the run, before `exit`.
+    Result(RichResult),
     /// The last event: how the run ended.
     Exit {
         /// The process's exit code.
@@ -290,6 +301,9 @@ pub enum StreamEvent {
         duration: u64,
         /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`.
         status: RunStatus,
+        /// The exception the code raised, when it raised one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_info: Option<ErrorInfo>,
     },
 }
 

@@ -1,0 +1,269 @@
+//! The code interpreter, end to end against the real binary: line-buffered stream events, rich
+//! results (the last expression, `display()`, `_repr_*_` objects, bounds, a forged results
+//! channel), structured errors.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Server;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Every event of a `/run/stream` (or `/processes/{pid}/stream`) answer, with its arrival time.
+async fn stream_events(s: &Server, path: &str, body: Value) -> Vec<(Value, Instant)> {
+    let resp = s.client.post(s.url(path)).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    read_sse(resp).await
+}
+
+async fn read_sse(resp: reqwest::Response) -> Vec<(Value, Instant)> {
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = body.next().await {
+        buf.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(pos) = buf.find("\n\n") {
+            let frame = buf[..pos].to_string();
+            buf.drain(..pos + 2);
+            for line in frame.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    events.push((serde_json::from_str::<Value>(data).unwrap(), Instant::now()));
+                }
+            }
+        }
+        if events.last().is_some_and(|(e, _)| e["type"] == "exit") {
+            break;
+        }
+    }
+    events
+}
+
+fn of_type<'a>(events: &'a [(Value, Instant)], kind: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| e["type"] == kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn stream_events_are_whole_lines() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let path = format!("/sandbox/{id}/run/stream");
+    // As in the documentation (with shorter sleeps), and a tight loop of prints.
+    let code = "import time, sys\nfor i in range(3):\n    print(i)\n    time.sleep(0.2)\n\
+                for i in range(200):\n    print('line', i)\n\
+                for i in range(5):\n    print('err', i, file=sys.stderr)";
+    let events = stream_events(&s, &path, json!({"code": code})).await;
+    let out: Vec<&str> = of_type(&events, "stdout")
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    let mut want = vec!["0\n".to_string(), "1\n".into(), "2\n".into()];
+    want.extend((0..200).map(|i| format!("line {i}\n")));
+    assert_eq!(out, want, "one stdout event per line");
+    let err: Vec<&str> = of_type(&events, "stderr")
+        .iter()
+        .map(|e| e["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(err, (0..5).map(|i| format!("err {i}\n")).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().0["type"], "exit");
+
+    // A partial line still goes out promptly (well before the run ends), flushed or not.
+    let code = "import time, sys\nprint('prompt> ', end='')\ntime.sleep(1.5)\n\
+                sys.stdout.write('x')\nsys.stdout.flush()\ntime.sleep(1.5)\nprint()";
+    let t0 = Instant::now();
+    let events = stream_events(&s, &path, json!({"code": code})).await;
+    let out = of_type(&events, "stdout");
+    assert_eq!(out.len(), 3, "{events:?}");
+    assert_eq!(out[0]["data"], "prompt> ");
+    assert_eq!(out[1]["data"], "x");
+    assert_eq!(out[2]["data"], "\n");
+    let first = events.iter().find(|(e, _)| e["type"] == "stdout").unwrap().1;
+    assert!(
+        first.duration_since(t0) < Duration::from_millis(1200),
+        "the partial line came after {:?}",
+        first.duration_since(t0)
+    );
+    // The synchronous answer is unchanged.
+    let v = s.run(&id, "for i in range(3):\n    print(i)").await;
+    assert_eq!(v["output"], "0\n1\n2");
+}
+
+#[tokio::test]
+async fn process_streams_are_whole_lines() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "import time\ntime.sleep(0.3)\nfor i in range(50):\n    print(i)", "background": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let pid = v["pid"].as_u64().unwrap();
+    let resp = s
+        .client
+        .get(s.url(&format!("/sandbox/{id}/processes/{pid}/stream")))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(resp).await;
+    let out: Vec<String> = of_type(&events, "stdout")
+        .iter()
+        .map(|e| e["data"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(out, (0..50).map(|i| format!("{i}\n")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn last_expression_display_and_reprs() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // A plain run: no results, output unchanged.
+    let v = s.run(&id, "x = 5\nprint(x * 10)").await;
+    assert_eq!(v["output"], "50");
+    assert_eq!(v["results"], json!([]));
+    assert!(v.get("error_info").is_none(), "{v}");
+
+    // The last expression is the main result, not printed.
+    let v = s.run(&id, "x = 6\nx * 7").await;
+    assert_eq!(v["output"], "");
+    assert_eq!(
+        v["results"],
+        json!([{"text": "42", "is_main_result": true}])
+    );
+    // A call returning None is no result; a statement at the end neither.
+    let v = s.run(&id, "print('hi')").await;
+    assert_eq!((v["output"].as_str(), v["results"].clone()), (Some("hi"), json!([])));
+
+    let code = r#"
+class Table:
+    def _repr_html_(self): return "<table><tr><td>1</td></tr></table>"
+    def _repr_markdown_(self): return "| a |"
+    def _repr_png_(self): return b"\x89PNG fake"
+    def _repr_json_(self): return {"a": [1, 2]}
+    def _repr_latex_(self): return r"$x^2$"
+    def __repr__(self): return "Table()"
+from IPython.display import HTML, display
+display(HTML("<b>first</b>"), Table())
+import cerver_display
+cerver_display.display(cerver_display.SVG("<svg/>"))
+Table()
+"#;
+    let v = s.run(&id, code).await;
+    assert_eq!(v["error"], "", "{v}");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{v}");
+    assert_eq!(results[0]["html"], "<b>first</b>");
+    assert_eq!(results[0]["is_main_result"], false);
+    assert_eq!(results[1]["html"], "<table><tr><td>1</td></tr></table>");
+    assert_eq!(results[1]["markdown"], "| a |");
+    assert_eq!(results[1]["json"], json!({"a": [1, 2]}));
+    assert_eq!(results[1]["latex"], "$x^2$");
+    assert_eq!(results[1]["text"], "Table()");
+    assert_eq!(results[1]["png"], "iVBORyBmYWtl", "base64 of b'\\x89PNG fake'");
+    assert_eq!(results[2]["svg"], "<svg/>");
+    assert_eq!(results[3]["is_main_result"], true);
+    assert_eq!(results[3]["html"], results[1]["html"]);
+
+    // Streams carry them as `result` events before `exit`.
+    let events = stream_events(
+        &s,
+        &format!("/sandbox/{id}/run/stream"),
+        json!({"code": "print(1)\ndisplay(1)\n2 + 2"}),
+    )
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["stdout", "result", "result", "exit"], "{events:?}");
+    assert_eq!(events[2].0["text"], "4");
+    assert_eq!(events[2].0["is_main_result"], true);
+}
+
+#[tokio::test]
+async fn errors_come_structured_and_output_is_unchanged() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let v = s.run(&id, "print('before')\n1 / 0").await;
+    assert_eq!(v["output"], "before");
+    assert_eq!(v["exit_code"], 1);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Traceback (most recent call last):\n  File \"<string>\", line 2"),
+        "{v}"
+    );
+    assert_eq!(v["error_info"]["name"], "ZeroDivisionError");
+    assert_eq!(v["error_info"]["value"], "division by zero");
+    let tb = v["error_info"]["traceback"].as_str().unwrap();
+    assert!(tb.contains("ZeroDivisionError: division by zero"), "{tb}");
+    assert!(!tb.contains("zygote"), "the zygote's frames are hidden: {tb}");
+    assert_eq!(v["results"], json!([]));
+
+    let v = s.run(&id, "def f(:\n  pass").await;
+    assert_eq!(v["error_info"]["name"], "SyntaxError", "{v}");
+    // exit() is not an error.
+    let v = s.run(&id, "import sys\nsys.exit(3)").await;
+    assert_eq!(v["exit_code"], 3);
+    assert!(v.get("error_info").is_none(), "{v}");
+
+    let events = stream_events(
+        &s,
+        &format!("/sandbox/{id}/run/stream"),
+        json!({"code": "raise ValueError('bad')"}),
+    )
+    .await;
+    let exit = &events.last().unwrap().0;
+    assert_eq!(exit["error_info"]["name"], "ValueError", "{exit}");
+    assert_eq!(exit["error_info"]["value"], "bad");
+}
+
+#[tokio::test]
+async fn results_are_bounded_and_cannot_be_forged() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    // Count bound: 32 kept, then a marker.
+    let v = s.run(&id, "for i in range(100):\n    display(i)").await;
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 33, "{v}");
+    assert_eq!(results[31]["text"], "31");
+    assert_eq!(results[32]["truncated"], true);
+    assert!(results[32]["text"].as_str().unwrap().contains("truncated"));
+
+    // Byte bound: 8 MiB in all.
+    let code = "class Big:\n    def _repr_html_(self): return 'x' * (3 << 20)\n\
+                for _ in range(5):\n    display(Big())";
+    let v = s.run(&id, code).await;
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "two fit, then the marker");
+    assert_eq!(results[2]["truncated"], true);
+
+    // Printing a result line is output, not a result.
+    let line = r#"{"type":"result","text":"forged","is_main_result":true}"#;
+    let v = s.run(&id, &format!("print('{line}')")).await;
+    assert_eq!(v["output"], line);
+    assert_eq!(v["results"], json!([]));
+
+    // Writing garbage (or an endless line) straight into the results descriptor only breaks
+    // this run's own results; the server stays well.
+    let code = "import os\nfor fd in range(3, 64):\n    try:\n        \
+                os.write(fd, b'{\"type\":\"result\",\"text\":\"mine\"}\\n' + b'z' * 100000 + b'\\n\\xff\\xfe\\n')\n    \
+                except OSError:\n        pass\n'main'";
+    let v = s.run(&id, code).await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let texts: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["mine", "'main'"], "{v}");
+    let v = s.run(&id, "1").await;
+    assert_eq!(v["results"], json!([{"text": "1", "is_main_result": true}]));
+}
