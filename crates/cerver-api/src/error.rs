@@ -88,6 +88,7 @@ impl From<ControlError> for ApiError {
             }
             ControlError::NotFound => ApiError::not_found(),
             e @ (ControlError::ProcessNotFound(_)
+            | ControlError::ContextNotFound(_)
             | ControlError::Gone
             | ControlError::KeyNotFound) => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
             ControlError::Limit(m) => ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", m),

@@ -268,6 +268,7 @@ impl CerverMcp {
             envs: args.envs.unwrap_or_default(),
             timeout_s: args.timeout,
             background: false,
+            context_id: None,
         };
         let id = args.sandbox_id;
         let run = |st: AppState, caller: Caller| async move {

@@ -35,6 +35,9 @@ pub enum ControlError {
     /// The sandbox has no background process with this pid.
     #[error("no background process with pid {0} in this sandbox")]
     ProcessNotFound(i32),
+    /// The sandbox has no context with this id.
+    #[error("no context {0:?} in this sandbox")]
+    ContextNotFound(String),
     /// The caller has no (unrevoked) API key with this id.
     #[error("no such API key")]
     KeyNotFound,
@@ -88,6 +91,7 @@ impl From<RuntimeError> for ControlError {
             RuntimeError::BadPath(m) => ControlError::BadPath(m),
             RuntimeError::File { kind, message } => ControlError::File { kind, message },
             RuntimeError::Gone => ControlError::Gone,
+            e @ RuntimeError::ContextDead => ControlError::Conflict(e.to_string()),
             e @ RuntimeError::ProcessLimit(_) => ControlError::Limit(e.to_string()),
             e @ RuntimeError::CannotStart(_) => ControlError::CannotStart(e.to_string()),
             RuntimeError::Create(m) => {

@@ -22,6 +22,7 @@
 pub mod accounts;
 pub mod client_limits;
 pub mod config;
+pub mod contexts;
 pub mod env;
 pub mod error;
 pub mod install;

@@ -42,6 +42,8 @@ pub struct Entry {
     pub(crate) exposed_ports: Mutex<BTreeSet<u16>>,
     pub(crate) proxy_connections: Arc<tokio::sync::Semaphore>,
     pub(crate) processes: ProcessTable,
+    /// Its contexts (persistent interpreters).
+    pub(crate) contexts: crate::contexts::ContextTable,
     /// This sandbox's server-wide slot, given back when it is destroyed.
     pub(crate) slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
@@ -264,6 +266,7 @@ impl Control {
                 self.cfg.max_proxy_connections,
             )),
             processes: ProcessTable::new(self.cfg.processes),
+            contexts: Default::default(),
             slot: Mutex::new(Some(slot)),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");

@@ -54,6 +54,22 @@ impl Control {
         Ok(handle.with_permit(permit))
     }
 
+    /// Runs `params.code` in the sandbox's context `context_id`, after the runs before it.
+    pub(crate) async fn start_in_context(
+        &self,
+        entry: &Arc<Entry>,
+        context_id: &str,
+        params: RunParams,
+        requested: Duration,
+    ) -> Result<RunHandle, ControlError> {
+        validate_code(&params.code, &params.envs)?;
+        let context = crate::ops::contexts::context_of(entry, context_id)?;
+        let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
+        let permit = entry.run_permit()?;
+        let handle = context.run(&params.code, requested.min(remaining)).await?;
+        Ok(handle.with_permit(permit))
+    }
+
     /// Most bytes of stdout (and of stderr) a synchronous result keeps.
     pub(crate) fn max_output_bytes(&self) -> usize {
         self.runtime.config().max_output_bytes

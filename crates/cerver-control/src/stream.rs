@@ -63,7 +63,10 @@ impl Utf8Stream {
 }
 
 /// The `exit` event of how a run ended.
-pub(crate) fn exit_event(exit: &RunExit, error_info: Option<cerver_types::ErrorInfo>) -> StreamEvent {
+pub(crate) fn exit_event(
+    exit: &RunExit,
+    error_info: Option<cerver_types::ErrorInfo>,
+) -> StreamEvent {
     StreamEvent::Exit {
         code: exit.exit_code,
         error: exit.error.clone(),
@@ -191,8 +194,10 @@ impl Events {
         } else {
             (self.out.flush(), self.err.flush())
         };
-        self.queued.extend(out.map(|data| StreamEvent::Stdout { data }));
-        self.queued.extend(err.map(|data| StreamEvent::Stderr { data }));
+        self.queued
+            .extend(out.map(|data| StreamEvent::Stdout { data }));
+        self.queued
+            .extend(err.map(|data| StreamEvent::Stderr { data }));
     }
 
     /// The next event of the source, or `None` when a partial line's wait is over first.

@@ -135,6 +135,8 @@ impl Control {
             proxy_connections: old.proxy_connections.clone(),
             // The old sandbox's processes end with it.
             processes: ProcessTable::new(self.cfg.processes),
+            // And so do its contexts (an install's upgrade starts a new interpreter set).
+            contexts: Default::default(),
             slot: Mutex::new(Some(slot)),
         });
         self.swap_in(old, new).await

@@ -176,7 +176,17 @@ pub enum RunSpec {
     ReadFile { path: String, max_bytes: u64 },
     /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`.
     ListFiles { path: String, max_entries: u64 },
+    /// A persistent interpreter (`context.py`): its stdin is a SOCK_SEQPACKET socket on which
+    /// it receives executions, each with [`CONTEXT_EXEC_FDS`] descriptors, until it closes.
+    Context {
+        env: BTreeMap<String, String>,
+        /// Working directory (relative to the workspace, or absolute); the workspace if empty.
+        cwd: String,
+    },
 }
+
+/// Descriptors of one execution in a context: code (a memfd), stdout, stderr, results, status.
+pub const CONTEXT_EXEC_FDS: usize = 5;
 
 /// The end of a run, written by the run's leader (or, with `report_pid`, first its start).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

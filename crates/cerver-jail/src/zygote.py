@@ -76,6 +76,9 @@ RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.
 display = types.ModuleType("cerver_display")
 exec(compile(SETTINGS["display_source"], "cerver_display", "exec"), display.__dict__)
 sys.modules["cerver_display"] = display
+# Persistent interpreters (context.py): a run of kind "context" serves executions until closed.
+context = types.ModuleType("cerver_context")
+exec(compile(SETTINGS["context_source"], "cerver_context", "exec"), context.__dict__)
 import _ast  # the C module: the notebook-cell split of run_code, without importing `ast`
 
 CTRL = _socket.socket(fileno=CONTROL_FD)
@@ -288,6 +291,9 @@ def run_main(sock):
         if kind == "code":
             display._open(results_fd)
             code = run_code(spec)
+        elif kind == "context":
+            os.close(results_fd)  # each execution brings its own
+            code = context.serve(spec, globals())
         elif kind == "exec":
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored signals survive exec
             os.execve(spec["argv"][0], spec["argv"], spec["env"])

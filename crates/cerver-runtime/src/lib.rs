@@ -12,6 +12,7 @@
 //! forks the server process itself and contains no `unsafe`.
 
 pub mod config;
+pub mod context;
 pub mod files;
 pub mod metrics;
 pub mod network;
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub use config::{Engine, RuntimeConfig};
+pub use context::Context;
 pub use files::{FileEntry, FileErrorKind, FileList};
 pub use process::{Process, ProcessOutput, ProcessSnapshot, ProcessStatus};
 pub use results::{ErrorInfo, RichResult};
@@ -68,6 +70,9 @@ pub enum RuntimeError {
     /// This host lacks what the request needs (e.g. the containers engine's firewall).
     #[error("{0}")]
     Unavailable(String),
+    /// The context's interpreter is not running (it was killed or died).
+    #[error("the context's interpreter is not running: {}", context::RESTART_HINT)]
+    ContextDead,
 }
 
 /// Caps the memory of all of this server's sandboxes together (their parent cgroup).

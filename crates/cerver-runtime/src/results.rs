@@ -199,7 +199,8 @@ mod tests {
     #[test]
     fn only_the_first_error_counts() {
         let mut r = ResultsReader::default();
-        let e = b"{\"type\":\"error\",\"name\":\"ValueError\",\"value\":\"x\",\"traceback\":\"t\"}\n";
+        let e =
+            b"{\"type\":\"error\",\"name\":\"ValueError\",\"value\":\"x\",\"traceback\":\"t\"}\n";
         assert_eq!(r.push(e).len(), 1);
         assert!(r.push(e).is_empty());
     }

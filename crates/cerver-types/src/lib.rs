@@ -11,7 +11,9 @@ pub mod account;
 pub mod mcp;
 pub mod results;
 
-pub use results::{ErrorInfo, RichResult};
+pub use results::{
+    ContextInfo, ContextList, CreateContextRequest, DeleteContextResponse, ErrorInfo, RichResult,
+};
 
 use std::collections::BTreeMap;
 
@@ -144,6 +146,11 @@ pub struct RunRequest {
     /// killed (`DELETE /sandbox/{id}/processes/{pid}`) or the sandbox ends; no timeout applies.
     #[serde(default)]
     pub background: Option<bool>,
+    /// Run in this context (`POST /sandbox/{id}/contexts`): a persistent interpreter whose
+    /// variables, imports and open files carry over between runs. Not with `background` or
+    /// `envs` (a context's environment is set when it is created).
+    #[serde(default)]
+    pub context_id: Option<String>,
 }
 
 /// How a run ended, decided by the server from how the process ended (never from what it

@@ -49,3 +49,48 @@ pub struct ErrorInfo {
     /// The formatted traceback (at most 64 KiB, its end kept).
     pub traceback: String,
 }
+
+/// `POST /sandbox/{id}/contexts`.
+#[derive(Debug, Serialize, Deserialize, Clone, Default, ToSchema)]
+#[schema(examples(json!({"cwd": "project", "envs": {"MODE": "analysis"}})))]
+pub struct CreateContextRequest {
+    /// Working directory, relative to the workspace (`/home/user`) or absolute; created if
+    /// missing. Default: the workspace.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Environment variables on top of the sandbox's, for every run in the context.
+    #[serde(default)]
+    pub envs: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A context: a persistent Python interpreter in a sandbox.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, ToSchema)]
+#[schema(examples(json!({"context_id": "ctx_3f2a9c0d1e4b5a6f", "status": "running", "cwd": "", "pid": 31, "created_at": 1735689600})))]
+pub struct ContextInfo {
+    pub context_id: String,
+    /// `running`, or `dead` (killed at a timeout, or it died): restart it with
+    /// `POST /sandbox/{id}/contexts/{context_id}/restart`.
+    #[schema(examples("running", "dead"))]
+    pub status: String,
+    /// The working directory it was created with (empty: the workspace).
+    pub cwd: String,
+    /// The interpreter's pid inside the sandbox.
+    pub pid: i32,
+    /// When it was created (or last restarted), in Unix seconds.
+    pub created_at: u64,
+}
+
+/// `GET /sandbox/{id}/contexts`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ContextList {
+    /// At most 8, oldest first.
+    pub contexts: Vec<ContextInfo>,
+}
+
+/// `DELETE /sandbox/{id}/contexts/{context_id}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeleteContextResponse {
+    /// Always `true`: the interpreter and everything it started are gone.
+    pub success: bool,
+    pub context_id: String,
+}

@@ -68,7 +68,10 @@ async fn stream_events_are_whole_lines() {
         .iter()
         .map(|e| e["data"].as_str().unwrap())
         .collect();
-    assert_eq!(err, (0..5).map(|i| format!("err {i}\n")).collect::<Vec<_>>());
+    assert_eq!(
+        err,
+        (0..5).map(|i| format!("err {i}\n")).collect::<Vec<_>>()
+    );
     assert_eq!(events.last().unwrap().0["type"], "exit");
 
     // A partial line still goes out promptly (well before the run ends), flushed or not.
@@ -81,7 +84,11 @@ async fn stream_events_are_whole_lines() {
     assert_eq!(out[0]["data"], "prompt> ");
     assert_eq!(out[1]["data"], "x");
     assert_eq!(out[2]["data"], "\n");
-    let first = events.iter().find(|(e, _)| e["type"] == "stdout").unwrap().1;
+    let first = events
+        .iter()
+        .find(|(e, _)| e["type"] == "stdout")
+        .unwrap()
+        .1;
     assert!(
         first.duration_since(t0) < Duration::from_millis(1200),
         "the partial line came after {:?}",
@@ -137,7 +144,10 @@ async fn last_expression_display_and_reprs() {
     );
     // A call returning None is no result; a statement at the end neither.
     let v = s.run(&id, "print('hi')").await;
-    assert_eq!((v["output"].as_str(), v["results"].clone()), (Some("hi"), json!([])));
+    assert_eq!(
+        (v["output"].as_str(), v["results"].clone()),
+        (Some("hi"), json!([]))
+    );
 
     let code = r#"
 class Table:
@@ -164,7 +174,10 @@ Table()
     assert_eq!(results[1]["json"], json!({"a": [1, 2]}));
     assert_eq!(results[1]["latex"], "$x^2$");
     assert_eq!(results[1]["text"], "Table()");
-    assert_eq!(results[1]["png"], "iVBORyBmYWtl", "base64 of b'\\x89PNG fake'");
+    assert_eq!(
+        results[1]["png"], "iVBORyBmYWtl",
+        "base64 of b'\\x89PNG fake'"
+    );
     assert_eq!(results[2]["svg"], "<svg/>");
     assert_eq!(results[3]["is_main_result"], true);
     assert_eq!(results[3]["html"], results[1]["html"]);
@@ -203,7 +216,10 @@ async fn errors_come_structured_and_output_is_unchanged() {
     assert_eq!(v["error_info"]["value"], "division by zero");
     let tb = v["error_info"]["traceback"].as_str().unwrap();
     assert!(tb.contains("ZeroDivisionError: division by zero"), "{tb}");
-    assert!(!tb.contains("zygote"), "the zygote's frames are hidden: {tb}");
+    assert!(
+        !tb.contains("zygote"),
+        "the zygote's frames are hidden: {tb}"
+    );
     assert_eq!(v["results"], json!([]));
 
     let v = s.run(&id, "def f(:\n  pass").await;
@@ -266,4 +282,243 @@ async fn results_are_bounded_and_cannot_be_forged() {
     assert_eq!(texts, ["mine", "'main'"], "{v}");
     let v = s.run(&id, "1").await;
     assert_eq!(v["results"], json!([{"text": "1", "is_main_result": true}]));
+}
+
+async fn create_context(s: &Server, id: &str, body: Value) -> String {
+    let (status, v) = s.post(&format!("/sandbox/{id}/contexts"), body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "running", "{v}");
+    v["context_id"].as_str().unwrap().to_string()
+}
+
+async fn run_in(s: &Server, id: &str, ctx: &str, code: &str, timeout: f64) -> Value {
+    s.run_with(
+        id,
+        json!({"code": code, "context_id": ctx, "timeout": timeout}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn contexts_keep_state_and_are_managed() {
+    let s = Server::start();
+    let id = s.sandbox_with(json!({"envs": {"BASE": "b"}})).await;
+    let ctx = create_context(&s, &id, json!({"cwd": "proj", "envs": {"MODE": "m"}})).await;
+    let v = run_in(
+        &s,
+        &id,
+        &ctx,
+        "x = 5\nimport json\nf = open('kept.txt', 'w')",
+        10.0,
+    )
+    .await;
+    assert_eq!(
+        (v["exit_code"].as_i64(), v["error"].as_str()),
+        (Some(0), Some("")),
+        "{v}"
+    );
+    let code = "f.write('hi'); f.flush()\nimport os\nprint(x * 10, os.getcwd(), os.environ['MODE'], os.environ['BASE'], os.getuid())\njson.dumps([x])";
+    let v = run_in(&s, &id, &ctx, code, 10.0).await;
+    assert_eq!(v["output"], "50 /home/user/proj m b 1000", "{v}");
+    assert_eq!(
+        v["results"],
+        json!([{"text": "'[5]'", "is_main_result": true}])
+    );
+    // Errors keep the context alive; exit() too.
+    let v = run_in(&s, &id, &ctx, "1 / 0", 10.0).await;
+    assert_eq!(v["error_info"]["name"], "ZeroDivisionError", "{v}");
+    assert_eq!(v["exit_code"], 1);
+    let v = run_in(&s, &id, &ctx, "exit(4)", 10.0).await;
+    assert_eq!(v["exit_code"], 4, "{v}");
+    let v = run_in(&s, &id, &ctx, "print(x)", 10.0).await;
+    assert_eq!(v["output"], "5");
+    // A stateless run does not see it, and streams work in contexts too.
+    assert!(
+        s.run(&id, "print(x)").await["error"]
+            .as_str()
+            .unwrap()
+            .contains("NameError")
+    );
+    let events = stream_events(
+        &s,
+        &format!("/sandbox/{id}/run/stream"),
+        json!({"code": "for i in range(3):\n    print(i + x)\nx", "context_id": ctx}),
+    )
+    .await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["stdout", "stdout", "stdout", "result", "exit"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].0["data"], "5\n");
+
+    // Listing, bad requests, the bound of 8, unknown ids.
+    let (status, v) = s.get(&format!("/sandbox/{id}/contexts")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["contexts"][0]["context_id"], ctx.as_str());
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "1", "context_id": ctx, "background": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "1", "context_id": "ctx_nope"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    for _ in 1..8 {
+        create_context(&s, &id, json!({})).await;
+    }
+    let (status, v) = s.post(&format!("/sandbox/{id}/contexts"), json!({})).await;
+    assert_eq!(status, 429, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("8 contexts"), "{v}");
+
+    // Restart: same id, fresh state.
+    let (status, v) = s
+        .post(&format!("/sandbox/{id}/contexts/{ctx}/restart"), json!({}))
+        .await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("running")),
+        "{v}"
+    );
+    let v = run_in(&s, &id, &ctx, "print('x' in globals())", 10.0).await;
+    assert_eq!(v["output"], "False");
+    // Delete frees a slot; a deleted context is unknown.
+    let (status, _) = s.delete(&format!("/sandbox/{id}/contexts/{ctx}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.delete(&format!("/sandbox/{id}/contexts/{ctx}")).await;
+    assert_eq!(status, 404);
+    create_context(&s, &id, json!({})).await;
+    // Deleting the sandbox ends every interpreter (no process of it is left).
+    let (status, _) = s.delete(&format!("/sandbox/{id}")).await;
+    assert_eq!(status, 200);
+    let (status, _) = s.get(&format!("/sandbox/{id}/contexts")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn context_timeouts_interrupt_then_kill() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let ctx = create_context(&s, &id, json!({})).await;
+    run_in(&s, &id, &ctx, "state = 'kept'", 10.0).await;
+    // An interruptible run: KeyboardInterrupt, the state survives.
+    let t = Instant::now();
+    let v = run_in(&s, &id, &ctx, "import time\ntime.sleep(30)", 1.0).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(v["status"], "timeout", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("KeyboardInterrupt") && error.contains("timed out"),
+        "{v}"
+    );
+    assert!(error.contains("keeps its state"), "{v}");
+    let v = run_in(&s, &id, &ctx, "print(state)", 10.0).await;
+    assert_eq!(v["output"], "kept", "{v}");
+
+    // Code that swallows the interrupt: the interpreter is killed and says how to go on.
+    let code = "import time\nwhile True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass";
+    let t = Instant::now();
+    let v = run_in(&s, &id, &ctx, code, 1.0).await;
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(v["status"], "timeout", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("restart the context"),
+        "{v}"
+    );
+    let (_, list) = s.get(&format!("/sandbox/{id}/contexts")).await;
+    assert_eq!(list["contexts"][0]["status"], "dead", "{list}");
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/run"),
+            json!({"code": "1", "context_id": ctx}),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("restart"), "{v}");
+    let (status, _) = s
+        .post(&format!("/sandbox/{id}/contexts/{ctx}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let v = run_in(&s, &id, &ctx, "print('back')", 10.0).await;
+    assert_eq!(v["output"], "back", "{v}");
+}
+
+#[tokio::test]
+async fn a_dying_interpreter_is_reported() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let ctx = create_context(&s, &id, json!({})).await;
+    let v = run_in(
+        &s,
+        &id,
+        &ctx,
+        "print('bye', flush=True)\nimport os\nos._exit(3)",
+        10.0,
+    )
+    .await;
+    assert_eq!(v["output"], "bye", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("died") && error.contains("code 3") && error.contains("restart"),
+        "{v}"
+    );
+    assert_eq!(v["status"], "error");
+    let (status, _) = s
+        .post(&format!("/sandbox/{id}/contexts/{ctx}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let v = run_in(&s, &id, &ctx, "import ctypes\nctypes.string_at(0)", 10.0).await;
+    assert_eq!(v["status"], "killed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("signal 11"), "{v}");
+    // The sandbox is fine.
+    assert_eq!(s.output(&id, "print(1)").await, "1");
+}
+
+#[tokio::test]
+async fn contexts_run_concurrently_and_each_serializes() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let a = create_context(&s, &id, json!({})).await;
+    let b = create_context(&s, &id, json!({})).await;
+    let sleep = "import time\ntime.sleep(1)\nprint('done')";
+    let t = Instant::now();
+    let (va, vb) = tokio::join!(
+        run_in(&s, &id, &a, sleep, 10.0),
+        run_in(&s, &id, &b, sleep, 10.0)
+    );
+    let both = t.elapsed();
+    assert_eq!(
+        (va["output"].as_str(), vb["output"].as_str()),
+        (Some("done"), Some("done"))
+    );
+    assert!(
+        both < Duration::from_millis(1800),
+        "two contexts ran one after the other: {both:?}"
+    );
+    // Two runs in one context: one after the other, in order.
+    let t = Instant::now();
+    let (v1, v2) = tokio::join!(
+        run_in(&s, &id, &a, "import time\ntime.sleep(0.6)\nn = 1", 10.0),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            run_in(&s, &id, &a, "print(n)", 10.0).await
+        }
+    );
+    assert_eq!(v1["exit_code"], 0, "{v1}");
+    assert_eq!(v2["output"], "1", "{v2}");
+    assert!(t.elapsed() >= Duration::from_millis(600));
 }
