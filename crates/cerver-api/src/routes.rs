@@ -93,11 +93,11 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
         )
         .route(
             "/sandbox/{id}/contexts/{context_id}",
-            axum::routing::delete(contexts::delete),
+            delete(contexts::delete),
         )
         .route(
             "/sandbox/{id}/contexts/{context_id}/restart",
-            axum::routing::post(contexts::restart),
+            post(contexts::restart),
         )
         .route("/sandbox/{id}/processes", get(processes::list))
         .route(

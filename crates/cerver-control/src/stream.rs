@@ -175,7 +175,7 @@ impl Events {
             RunEvent::Result(r) => {
                 self.flush_partials(false);
                 let result = crate::runs::wire_result(*r);
-                self.queued.push_back(StreamEvent::Result(result));
+                self.queued.push_back(StreamEvent::from(result));
             }
             RunEvent::Error(e) => self.error_info = Some(crate::runs::wire_error(*e)),
             RunEvent::Exit(exit) => {

@@ -11,6 +11,23 @@ pub mod account;
 pub mod mcp;
 pub mod results;
 
+impl From<RichResult> for StreamEvent {
+    fn from(r: RichResult) -> Self {
+        StreamEvent::Result {
+            text: r.text,
+            html: r.html,
+            markdown: r.markdown,
+            svg: r.svg,
+            png: r.png,
+            jpeg: r.jpeg,
+            latex: r.latex,
+            json: r.json,
+            is_main_result: r.is_main_result,
+            truncated: r.truncated,
+        }
+    }
+}
+
 pub use results::{
     ContextInfo, ContextList, CreateContextRequest, DeleteContextResponse, ErrorInfo, RichResult,
 };
@@ -294,8 +311,34 @@ pub enum StreamEvent {
         /// The text written (UTF-8; invalid bytes become U+FFFD).
         data: String,
     },
-    /// A rich result (display output) of the run, before `exit`.
-    Result(RichResult),
+    /// A rich result (display output) of the run, before `exit`: the fields of a
+    /// `RichResult` (the representations present, `is_main_result`, `truncated`).
+    Result {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        html: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        markdown: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        svg: Option<String>,
+        /// Base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        png: Option<String>,
+        /// Base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jpeg: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latex: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json: Option<serde_json::Value>,
+        /// The value of the code's last expression.
+        #[serde(default)]
+        is_main_result: bool,
+        /// Only on the marker that ends a truncated list of results.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
     /// The last event: how the run ended.
     Exit {
         /// The process's exit code.
