@@ -268,7 +268,7 @@ impl CerverMcp {
             envs: args.envs.unwrap_or_default(),
             timeout_s: args.timeout,
             background: false,
-            context_id: None,
+            context_id: args.context_id,
         };
         let id = args.sandbox_id;
         let run = |st: AppState, caller: Caller| async move {
@@ -277,6 +277,14 @@ impl CerverMcp {
         self.call_then(&parts, run, |out, r| {
             if let cerver_types::RunResult::Finished(done) = out {
                 r.is_error = Some(done.exit_code != 0);
+                // Images among the rich results, as MCP image content a model can see.
+                for res in &done.results {
+                    if let Some(png) = &res.png {
+                        r.content.push(ContentBlock::image(png.clone(), "image/png"));
+                    } else if let Some(jpeg) = &res.jpeg {
+                        r.content.push(ContentBlock::image(jpeg.clone(), "image/jpeg"));
+                    }
+                }
             }
         })
         .await

@@ -63,6 +63,9 @@ pub struct RunCodeArgs {
     pub envs: Option<BTreeMap<String, String>>,
     /// Time limit in seconds (default 30), at most the sandbox's remaining lifetime.
     pub timeout: Option<f64>,
+    /// Run in this context (a persistent interpreter made with `POST
+    /// /sandbox/{id}/contexts`): variables and imports carry over between runs.
+    pub context_id: Option<String>,
 }
 
 /// Arguments of the `write_file` tool (as `POST /sandbox/{id}/files`).

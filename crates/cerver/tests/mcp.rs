@@ -81,6 +81,19 @@ async fn an_mcp_client_uses_every_tool() {
     assert_eq!(r["server"]["has_tools"], true);
     assert!(r["server"]["instructions"].is_string());
 
+    // Image results come back as MCP image content (base64 of b"\x89PNG-ish").
+    let run_image = &r["run_image"];
+    assert_ok(run_image, "run_image");
+    assert_eq!(
+        run_image["images"],
+        json!([{"data": "iVBORy1pc2g=", "mime_type": "image/png"}]),
+        "{run_image}"
+    );
+    assert_eq!(
+        run_image["structured"]["results"][1]["text"], "42",
+        "{run_image}"
+    );
+
     // The tools, each described, with the arguments its schema requires.
     let tools = r["tools"].as_object().expect("tools");
     let expected: &[(&str, &[&str])] = &[
