@@ -28,9 +28,12 @@ def results_text(execution: ExecutionResult) -> str:
         if r.truncated:
             lines.append(r.text or "[results truncated]")
             continue
-        body = r.markdown if r.markdown is not None and not r.is_main_result else r.text
+        if r.png is not None or r.jpeg is not None:
+            body = "[image]"  # the image itself goes as image content
+        else:
+            body = r.markdown if r.markdown is not None and not r.is_main_result else r.text
         if body is None:
-            body = "[image]" if (r.png or r.jpeg) else f"[{', '.join(r.formats()) or 'empty'}]"
+            body = f"[{', '.join(r.formats()) or 'empty'}]"
         if len(body) > MAX_RESULT_TEXT:
             body = body[:MAX_RESULT_TEXT] + " [...]"
         lines.append(f"Out: {body}" if r.is_main_result else f"[display] {body}")
