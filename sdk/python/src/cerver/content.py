@@ -3,7 +3,7 @@ tool results and as MCP content, so that a model can see the chart its code drew
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .models import ExecutionResult, Result
 
@@ -28,6 +28,7 @@ def results_text(execution: ExecutionResult) -> str:
         if r.truncated:
             lines.append(r.text or "[results truncated]")
             continue
+        body: Optional[str]
         if r.png is not None or r.jpeg is not None:
             body = "[image]"  # the image itself goes as image content
         else:
