@@ -280,9 +280,11 @@ impl CerverMcp {
                 // Images among the rich results, as MCP image content a model can see.
                 for res in &done.results {
                     if let Some(png) = &res.png {
-                        r.content.push(ContentBlock::image(png.clone(), "image/png"));
+                        r.content
+                            .push(ContentBlock::image(png.clone(), "image/png"));
                     } else if let Some(jpeg) = &res.jpeg {
-                        r.content.push(ContentBlock::image(jpeg.clone(), "image/jpeg"));
+                        r.content
+                            .push(ContentBlock::image(jpeg.clone(), "image/jpeg"));
                     }
                 }
             }

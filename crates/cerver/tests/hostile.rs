@@ -1242,7 +1242,11 @@ async fn run_result_cannot_be_forged() {
         forge["forged"], forge["inherited"],
         "user code wrote to foreign descriptors: {r}"
     );
-    assert_eq!(r["results"], json!([]), "a status line became a result: {r}");
+    assert_eq!(
+        r["results"],
+        json!([]),
+        "a status line became a result: {r}"
+    );
 
     // A forged status must not free a run from its timeout either.
     let t = Instant::now();

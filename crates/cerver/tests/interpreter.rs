@@ -522,3 +522,38 @@ async fn contexts_run_concurrently_and_each_serializes() {
     assert_eq!(v2["output"], "1", "{v2}");
     assert!(t.elapsed() >= Duration::from_millis(600));
 }
+
+/// The containers engine with a real package: a pandas DataFrame as the last expression gives
+/// its HTML table. (The wheels come from the host's cache or the index; matplotlib is not
+/// exercised here: its wheel is not in this host's cache and it is large to fetch per test.)
+#[tokio::test]
+async fn containers_pandas_dataframe_is_html() {
+    let s = Server::start();
+    let id = s.sandbox_with(json!({"engine": "containers"})).await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/install"),
+            json!({"packages": "pandas"}),
+        )
+        .await;
+    assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
+    let ctx = create_context(&s, &id, json!({})).await;
+    run_in(
+        &s,
+        &id,
+        &ctx,
+        "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})",
+        60.0,
+    )
+    .await;
+    let v = run_in(&s, &id, &ctx, "df.describe()\ndf", 60.0).await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let main = &v["results"][0];
+    assert_eq!(main["is_main_result"], true, "{v}");
+    let html = main["html"].as_str().unwrap();
+    assert!(
+        html.contains("<table") && html.contains("<td>x</td>"),
+        "{html}"
+    );
+    assert!(main["text"].as_str().unwrap().contains("a  b"), "{main}");
+}
