@@ -51,7 +51,6 @@ def serve(spec, z):
     os.close(null)
     os.environ.clear()
     os.environ.update(spec["env"])
-    os.environ.setdefault("MPLBACKEND", "Agg")
     sys.argv = [""]
     z["use_venv"]()
     sys.path.insert(0, "")

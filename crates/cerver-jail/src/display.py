@@ -10,7 +10,8 @@
 #
 # Kept cheap for runs without results: no import at zygote start beyond what the zygote has, and
 # nothing happens in a run unless it displays something, ends on an expression, raised, or
-# imported matplotlib.pyplot (figures still open become PNG results).
+# imported matplotlib.pyplot (figures still open become PNG results; without a display,
+# matplotlib renders with its Agg backend on its own, so no MPLBACKEND is set).
 
 import json
 import os

@@ -345,8 +345,8 @@ def run_code(spec):
     main.__dict__["__builtins__"] = builtins
     main.__dict__["__sandbox_dir__"] = WORKSPACE
     sys.modules["__main__"] = main
-    # Figures of a user's matplotlib render off-screen (and become results: display.figures).
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    # No MPLBACKEND is set (the environment stays the documented one): without a display,
+    # matplotlib picks its off-screen Agg backend itself, and display.figures collects them.
     display.install()
     status = run_cell(spec["code"], main.__dict__)
     try:
