@@ -63,6 +63,12 @@ async def main(url: str, key: str, other_sandbox: str) -> dict:
             out["run"] = await call(
                 "run_code", sandbox_id=sid, code="import os\nprint(2 ** 10, os.environ['GREETING'])"
             )
+            ctx = await call("create_context", sandbox_id=sid)
+            cid = (ctx["structured"] or {}).get("context_id")
+            await call("run_code", sandbox_id=sid, code="kept = 41", context_id=cid)
+            out["context_run"] = await call(
+                "run_code", sandbox_id=sid, code="kept + 1", context_id=cid
+            )
             out["run_image"] = await call(
                 "run_code",
                 sandbox_id=sid,

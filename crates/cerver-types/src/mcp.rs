@@ -63,8 +63,7 @@ pub struct RunCodeArgs {
     pub envs: Option<BTreeMap<String, String>>,
     /// Time limit in seconds (default 30), at most the sandbox's remaining lifetime.
     pub timeout: Option<f64>,
-    /// Run in this context (a persistent interpreter made with `POST
-    /// /sandbox/{id}/contexts`): variables and imports carry over between runs.
+    /// Run in this context (from create_context): variables and imports carry over.
     pub context_id: Option<String>,
 }
 
