@@ -484,6 +484,24 @@ async fn a_dying_interpreter_is_reported() {
     let v = run_in(&s, &id, &ctx, "import ctypes\nctypes.string_at(0)", 10.0).await;
     assert_eq!(v["status"], "killed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("signal 11"), "{v}");
+    // Out of memory: the kernel kills the interpreter, the run says so.
+    let (status, _) = s
+        .post(&format!("/sandbox/{id}/contexts/{ctx}/restart"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let v = run_in(
+        &s,
+        &id,
+        &ctx,
+        "hog = []\nwhile True:\n    hog.append(b'x' * (32 << 20))",
+        60.0,
+    )
+    .await;
+    assert_eq!(v["status"], "oom", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("out of memory"),
+        "{v}"
+    );
     // The sandbox is fine.
     assert_eq!(s.output(&id, "print(1)").await, "1");
 }
