@@ -45,11 +45,16 @@ pub async fn create(
             "this sandbox already has {MAX_CONTEXTS} contexts; delete one first"
         )));
     }
-    start(&entry, &context_id).await
+    start(&entry, &context_id, true).await
 }
 
-/// Starts (or restarts) the context of slot `context_id`; a failed start frees the slot.
-async fn start(entry: &Arc<Entry>, context_id: &str) -> Result<ContextInfo, ControlError> {
+/// Starts (or restarts) the context of slot `context_id`. A failed first start frees the
+/// slot; a failed restart leaves it `dead`, to be restarted again or deleted.
+async fn start(
+    entry: &Arc<Entry>,
+    context_id: &str,
+    fresh: bool,
+) -> Result<ContextInfo, ControlError> {
     let slot = entry
         .contexts
         .get(context_id)
@@ -59,7 +64,9 @@ async fn start(entry: &Arc<Entry>, context_id: &str) -> Result<ContextInfo, Cont
     let context = match started {
         Ok(c) => c,
         Err(e) => {
-            entry.contexts.remove(context_id);
+            if fresh {
+                entry.contexts.remove(context_id);
+            }
             return Err(e.into());
         }
     };
@@ -117,7 +124,7 @@ pub async fn restart(
     if let Some(ctx) = slot.context {
         ctx.kill().await;
     }
-    start(&entry, context_id).await
+    start(&entry, context_id, false).await
 }
 
 /// The live context a run asks for.
