@@ -128,3 +128,16 @@ def test_tool_session_keeps_state_and_shows_images(sandbox: Sandbox) -> None:
     text, is_error, _ = session.run_tool("execute_python", {"code": "print('n' in globals())"})
     assert (text, is_error) == ("False", False)
     session.close()
+
+
+async def test_async_tool_session() -> None:
+    async with AsyncSandbox() as sandbox:
+        session = tools.AsyncToolSession(sandbox, timeout=10)
+        blocks = [
+            {"type": "tool_use", "id": "a", "name": "execute_python", "input": {"code": "k = 2"}},
+            {"type": "tool_use", "id": "b", "name": "execute_python", "input": {"code": SHOW_PNG + "k * 3"}},
+        ]
+        first, second = await session.anthropic_tool_results(blocks)
+        assert first["content"] == "(no output)"
+        assert "Out: 6" in second["content"][0]["text"] and second["content"][1]["type"] == "image"
+        await session.close()

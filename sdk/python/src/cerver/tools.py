@@ -42,7 +42,7 @@ from .exceptions import (
     TimeoutError,
 )
 from .content import anthropic_content, openai_content, results_text
-from .context import Context
+from .context import AsyncContext, Context
 from .models import ExecutionResult
 from .sandbox import Sandbox
 
@@ -530,6 +530,65 @@ class ToolSession:
         if self.context is not None:
             try:
                 self.context.delete()
+            except CerverError:
+                pass
+            self.context = None
+
+
+class AsyncToolSession:
+    """:class:`ToolSession` for an :class:`AsyncSandbox`."""
+
+    def __init__(self, sandbox: AsyncSandbox, *, timeout: Optional[float] = None) -> None:
+        self.sandbox = sandbox
+        self.timeout = timeout
+        self.context: Optional[AsyncContext] = None
+
+    openai_tools = staticmethod(ToolSession.openai_tools)
+    anthropic_tools = staticmethod(ToolSession.anthropic_tools)
+
+    async def execute(self, code: str) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        if self.context is None:
+            self.context = await self.sandbox.create_context()
+        elif self.context.info.status == "dead":
+            await self.context.restart()
+        try:
+            result = await self.context.run(code, self.timeout)
+        except TimeoutError as e:
+            if "restart" in str(e):
+                self.context.info.status = "dead"
+            return f"Error: execution timed out ({e})", True, None
+        if "restart the context" in result.error:
+            self.context.info.status = "dead"
+        return format_execution(result), result.exit_code != 0, result
+
+    async def run_tool(
+        self, name: str, arguments: ToolCallArguments
+    ) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        if name in EXECUTE_NAMES:
+            try:
+                return await self.execute(_string(_parse_arguments(name, arguments), "code"))
+            except _ToolInputError as e:
+                return f"Error: {e}", True, None
+            except CerverError as e:
+                _reraise_if_fatal(e)
+                return f"Error: {e}", True, None
+        text, is_error = await async_run_tool(self.sandbox, name, arguments, timeout=self.timeout)
+        return text, is_error, None
+
+    async def anthropic_tool_results(self, content: Any) -> List[Dict[str, Any]]:
+        out = []
+        for block in _anthropic_blocks(content):
+            text, is_error, result = await self.run_tool(str(_get(block, "name")), _get(block, "input"))
+            item = _anthropic_block(str(_get(block, "id")), text, is_error)
+            if result is not None and any(r.png or r.jpeg for r in result.results):
+                item["content"] = anthropic_content(result, text)
+            out.append(item)
+        return out
+
+    async def close(self) -> None:
+        if self.context is not None:
+            try:
+                await self.context.delete()
             except CerverError:
                 pass
             self.context = None
