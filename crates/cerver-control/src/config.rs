@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use cerver_runtime::rates::EgressRates;
+
 use crate::ports;
 
 /// Settings of the control plane.
@@ -27,6 +29,10 @@ pub struct ControlConfig {
     pub processes: ProcessLimits,
     /// How exposed ports are named and reached.
     pub ports: ports::PortConfig,
+    /// Egress bounds of a containers sandbox (bandwidth, new connections per second).
+    pub egress_rates: EgressRates,
+    /// The same for plans with `reduced_egress` (the trial plan).
+    pub trial_egress_rates: EgressRates,
 }
 
 impl Default for ControlConfig {
@@ -41,6 +47,8 @@ impl Default for ControlConfig {
             upgrade_step_timeout: Duration::from_secs(120),
             processes: ProcessLimits::default(),
             ports: ports::PortConfig::default(),
+            egress_rates: EgressRates::default(),
+            trial_egress_rates: EgressRates::new(10, 10),
         }
     }
 }

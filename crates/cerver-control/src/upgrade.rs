@@ -104,6 +104,10 @@ impl Control {
         // The new sandbox needs a server slot of its own while the old one still exists.
         let slot = self.sandbox_slot()?;
         let sandbox = self.runtime.create(Engine::Containers).await?;
+        if let Err(e) = sandbox.limit_egress(old.egress_rates).await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
         let unpack_spec = code_spec(script(UNPACK_WORKSPACE), env);
         let unpack = sandbox
             .start(&unpack_spec, Some(pack.stdout.into()), step_timeout)
@@ -136,6 +140,7 @@ impl Control {
             // The old sandbox's processes end with it.
             processes: ProcessTable::new(self.cfg.processes),
             slot: Mutex::new(Some(slot)),
+            egress_rates: old.egress_rates,
         });
         self.swap_in(old, new).await
     }

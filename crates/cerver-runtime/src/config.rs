@@ -55,6 +55,9 @@ pub struct RuntimeConfig {
     pub egress_subnet: std::net::Ipv4Addr,
     /// Which destinations containers sandboxes reach (blocked list, allow-list, re-reads).
     pub egress: crate::network::EgressSettings,
+    /// Egress bounds of a containers sandbox from its creation on (a plan's replace them when
+    /// the sandbox is claimed).
+    pub egress_rates: crate::rates::EgressRates,
     /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
     /// `PATH` at start.
     pub installer: Option<PathBuf>,
@@ -120,6 +123,7 @@ impl RuntimeConfig {
             create_timeout: std::time::Duration::from_secs(20),
             egress_subnet: std::net::Ipv4Addr::new(10, 213, 0, 0),
             egress: Default::default(),
+            egress_rates: Default::default(),
             installer: None,
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,

@@ -18,6 +18,7 @@ pub mod network;
 pub mod packages;
 pub mod preflight;
 pub mod process;
+pub mod rates;
 pub mod run;
 pub mod sandbox;
 mod uids;

@@ -239,7 +239,7 @@ fn render(inputs: &Inputs, guard: bool) -> String {
 
 /// `nft` is the tool made for this (one atomic transaction from a readable ruleset); the
 /// netlink encoding of nftables rules by hand would be far larger and harder to audit.
-async fn apply(ruleset: &str) -> Result<(), String> {
+pub(crate) async fn apply(ruleset: &str) -> Result<(), String> {
     let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
         .into_iter()
         .map(std::path::PathBuf::from)

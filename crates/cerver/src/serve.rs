@@ -33,6 +33,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
     rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
+    let egress_rates = cerver_runtime::rates::EgressRates::new(
+        settings.egress_mbit,
+        settings.egress_connections_per_second,
+    );
+    let trial_egress_rates = cerver_runtime::rates::EgressRates::new(
+        settings.trial_egress_mbit,
+        settings.trial_egress_connections_per_second,
+    );
+    rt_cfg.egress_rates = egress_rates;
     settings.workers.apply(&mut rt_cfg.workers);
     settings.containers.apply(&mut rt_cfg.containers);
     let mut ports = port_config(&settings, &data_dir)?;
@@ -79,6 +88,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         upgrade_step_timeout: Duration::from_secs(settings.upgrade_step_timeout_secs.max(1)),
         processes: settings.processes.limits(),
         ports,
+        egress_rates,
+        trial_egress_rates,
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)
         .await

@@ -55,6 +55,14 @@ pub struct Settings {
     pub egress_blocklist: Option<PathBuf>,
     /// Allow-list mode: the only destinations containers sandboxes reach (besides resolvers).
     pub egress_allowlist: Option<PathBuf>,
+    /// Bandwidth a containers sandbox may send, in Mbit/s (0: unbounded).
+    pub egress_mbit: u64,
+    /// New connections per second a containers sandbox may open (burst twice as many; 0:
+    /// unbounded).
+    pub egress_connections_per_second: u32,
+    /// The same two bounds for the trial plan.
+    pub trial_egress_mbit: u64,
+    pub trial_egress_connections_per_second: u32,
     pub auth: AuthSettings,
     pub http: HttpSettings,
     pub processes: ProcessSettings,
@@ -89,6 +97,10 @@ impl Default for Settings {
             metrics_token: None,
             egress_blocklist: None,
             egress_allowlist: None,
+            egress_mbit: control.egress_rates.bytes_per_second / 125_000,
+            egress_connections_per_second: control.egress_rates.connections_per_second,
+            trial_egress_mbit: control.trial_egress_rates.bytes_per_second / 125_000,
+            trial_egress_connections_per_second: control.trial_egress_rates.connections_per_second,
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
             processes: ProcessSettings::default(),
@@ -362,7 +374,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 39] = [
+const GENERAL_KEYS: [Key; 43] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -387,6 +399,10 @@ const GENERAL_KEYS: [Key; 39] = [
     key("metrics_token", "CERVER_METRICS_TOKEN", "metrics-token", Kind::Str),
     key("egress_blocklist", "CERVER_EGRESS_BLOCKLIST", "egress-blocklist", Kind::Str),
     key("egress_allowlist", "CERVER_EGRESS_ALLOWLIST", "egress-allowlist", Kind::Str),
+    key("egress_mbit", "CERVER_EGRESS_MBIT", "egress-mbit", Kind::Int),
+    key("egress_connections_per_second", "CERVER_EGRESS_CONNECTIONS_PER_SECOND", "egress-connections-per-second", Kind::Int),
+    key("trial_egress_mbit", "CERVER_TRIAL_EGRESS_MBIT", "trial-egress-mbit", Kind::Int),
+    key("trial_egress_connections_per_second", "CERVER_TRIAL_EGRESS_CONNECTIONS_PER_SECOND", "trial-egress-connections-per-second", Kind::Int),
     key("auth.mails_per_hour", "CERVER_AUTH_MAILS_PER_HOUR", "auth-mails-per-hour", Kind::Int),
     key("auth.lookups_per_minute", "CERVER_AUTH_LOOKUPS_PER_MINUTE", "auth-lookups-per-minute", Kind::Int),
     key("http.header_read_timeout_secs", "CERVER_HEADER_READ_TIMEOUT_SECS", "header-read-timeout-secs", Kind::Int),
