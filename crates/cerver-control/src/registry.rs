@@ -44,6 +44,8 @@ pub struct Entry {
     pub(crate) processes: ProcessTable,
     /// This sandbox's server-wide slot, given back when it is destroyed.
     pub(crate) slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// The sandbox's file-transfer slots (`transfers.rs`).
+    pub(crate) transfers: Arc<tokio::sync::Semaphore>,
     /// The egress bounds of the owner's plan (kept for an upgrade's new sandbox).
     pub(crate) egress_rates: cerver_runtime::rates::EgressRates,
 }
@@ -288,6 +290,7 @@ impl Control {
             processes: ProcessTable::new(self.cfg.processes),
             slot: Mutex::new(Some(slot)),
             egress_rates,
+            transfers: crate::transfers::sandbox_slots(&self.cfg),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         crate::metrics::sandbox_created(engine);

@@ -84,6 +84,8 @@ impl Control {
         {
             return Ok(current);
         }
+        // The workspace is held in the server's memory until it is unpacked.
+        let _transfer = self.transfer_permit(old)?;
         let step_timeout = self.cfg.upgrade_step_timeout;
         let limit = old.sandbox.limits().workspace_bytes as usize + (16 << 20);
         let env = run_env(old, &BTreeMap::new());
@@ -141,6 +143,7 @@ impl Control {
             processes: ProcessTable::new(self.cfg.processes),
             slot: Mutex::new(Some(slot)),
             egress_rates: old.egress_rates,
+            transfers: old.transfers.clone(),
         });
         self.swap_in(old, new).await
     }

@@ -173,8 +173,15 @@ pub enum RunSpec {
     WriteFile { path: String, max_bytes: u64 },
     /// Copy the file at `path` to stdout; fails if larger than `max_bytes`.
     ReadFile { path: String, max_bytes: u64 },
-    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`.
-    ListFiles { path: String, max_entries: u64 },
+    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`:
+    /// at most `max_entries` entries whose paths add up to at most `max_path_bytes` (0: no
+    /// such bound).
+    ListFiles {
+        path: String,
+        max_entries: u64,
+        #[serde(default)]
+        max_path_bytes: u64,
+    },
 }
 
 /// The end of a run, written by the run's leader (or, with `report_pid`, first its start).

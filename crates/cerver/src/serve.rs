@@ -82,6 +82,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_timeout_ms: settings.max_timeout_ms,
         max_sandboxes: settings.max_sandboxes,
         max_concurrent_runs: settings.max_concurrent_runs,
+        max_transfers: settings.max_file_transfers,
+        max_transfers_per_sandbox: settings.max_file_transfers_per_sandbox,
         max_proxy_connections: settings.max_proxied_connections_per_sandbox,
         max_proxy_connections_total: settings.max_proxied_connections,
         proxy_idle_timeout: Duration::from_secs(settings.proxy_idle_timeout_secs.max(1)),

@@ -32,6 +32,10 @@ pub struct Settings {
     pub max_proxied_connections: usize,
     pub max_proxied_connections_per_sandbox: usize,
     pub max_concurrent_runs: usize,
+    /// File reads, writes, listings and upgrades under way at once on the server (then 429).
+    pub max_file_transfers: usize,
+    /// The same, per sandbox.
+    pub max_file_transfers_per_sandbox: usize,
     pub max_timeout_ms: u64,
     /// A proxied exchange is cut after this long without a byte moving.
     pub proxy_idle_timeout_secs: u64,
@@ -85,6 +89,8 @@ impl Default for Settings {
             max_proxied_connections: control.max_proxy_connections_total,
             max_proxied_connections_per_sandbox: control.max_proxy_connections,
             max_concurrent_runs: control.max_concurrent_runs,
+            max_file_transfers: control.max_transfers,
+            max_file_transfers_per_sandbox: control.max_transfers_per_sandbox,
             max_timeout_ms: control.max_timeout_ms,
             proxy_idle_timeout_secs: control.proxy_idle_timeout.as_secs(),
             upgrade_step_timeout_secs: control.upgrade_step_timeout.as_secs(),
@@ -374,7 +380,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 43] = [
+const GENERAL_KEYS: [Key; 45] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -384,6 +390,8 @@ const GENERAL_KEYS: [Key; 43] = [
     key("max_proxied_connections_per_sandbox", "CERVER_MAX_PROXIED_CONNECTIONS_PER_SANDBOX", "max-proxied-connections-per-sandbox", Kind::Int),
     key("max_concurrent_runs", "CERVER_MAX_CONCURRENT_RUNS", "max-concurrent-runs", Kind::Int),
     key("max_timeout_ms", "CERVER_MAX_TIMEOUT_MS", "max-timeout-ms", Kind::Int),
+    key("max_file_transfers", "CERVER_MAX_FILE_TRANSFERS", "max-file-transfers", Kind::Int),
+    key("max_file_transfers_per_sandbox", "CERVER_MAX_FILE_TRANSFERS_PER_SANDBOX", "max-file-transfers-per-sandbox", Kind::Int),
     key("proxy_idle_timeout_secs", "CERVER_PROXY_IDLE_TIMEOUT_SECS", "proxy-idle-timeout-secs", Kind::Int),
     key("upgrade_step_timeout_secs", "CERVER_UPGRADE_STEP_TIMEOUT_SECS", "upgrade-step-timeout-secs", Kind::Int),
     key("wheel_fetch_timeout_secs", "CERVER_WHEEL_FETCH_TIMEOUT_SECS", "wheel-fetch-timeout-secs", Kind::Int),
