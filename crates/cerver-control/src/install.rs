@@ -66,7 +66,7 @@ impl Control {
         };
         let _permit = entry.run_permit()?;
         // Fast path: everything is already in the shared wheel cache.
-        let offline = run_installer(&entry, &requirements, true, deadline).await?;
+        let offline = self.from_cache(&entry, &requirements, deadline).await?;
         if offline.exit.exit_code == 0 {
             return Ok(install_outcome(offline, upgraded));
         }
@@ -74,7 +74,7 @@ impl Control {
             tokio::time::timeout_at(deadline, self.runtime.fetch_wheels(&requirements)).await;
         match fetched.unwrap_or_else(|_| Err("the install's time ran out".into())) {
             Ok(()) => {
-                let offline = run_installer(&entry, &requirements, true, deadline).await?;
+                let offline = self.from_cache(&entry, &requirements, deadline).await?;
                 if offline.exit.exit_code == 0 {
                     return Ok(install_outcome(offline, upgraded));
                 }
@@ -83,6 +83,26 @@ impl Control {
         }
         let online = run_installer(&entry, &requirements, false, deadline).await?;
         Ok(install_outcome(online, upgraded))
+    }
+}
+
+impl Control {
+    /// An offline install from the wheel cache: no eviction while it reads; the wheels it
+    /// took count as used now.
+    async fn from_cache(
+        &self,
+        entry: &Arc<Entry>,
+        requirements: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<RunOutput, ControlError> {
+        let reading = self.runtime.reading_wheels().await;
+        let out = run_installer(entry, requirements, true, deadline).await?;
+        drop(reading);
+        if out.exit.exit_code == 0 {
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            self.runtime.wheels_used(log).await;
+        }
+        Ok(out)
     }
 }
 

@@ -68,8 +68,15 @@ pub struct RuntimeConfig {
     /// Size of a containers sandbox's virtual environment (a tmpfs, so it also counts
     /// against the sandbox's memory limit).
     pub venv_bytes: u64,
-    /// Largest total size of the wheel cache; past it, nothing more is cached.
+    /// Largest total size of the wheel cache; past it, the least recently used wheels are
+    /// evicted.
     pub max_wheelhouse_bytes: u64,
+    /// Most bytes one host fetch may download (measured while it downloads).
+    pub max_wheel_fetch_bytes: u64,
+    /// Largest single file a host fetch may download.
+    pub max_wheel_bytes: u64,
+    /// The package index host fetches use (`pip download --index-url`); `None`: pip's.
+    pub wheel_index_url: Option<String>,
     /// How long one package installation may take.
     pub install_timeout: std::time::Duration,
     /// Memory cap of all this server's sandboxes together (their parent cgroup; no swap on
@@ -127,6 +134,9 @@ impl RuntimeConfig {
             installer: None,
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,
+            max_wheel_fetch_bytes: 2048 * MIB,
+            max_wheel_bytes: 1024 * MIB,
+            wheel_index_url: None,
             install_timeout: std::time::Duration::from_secs(600),
             sandboxes_memory_bytes: None,
             wheel_fetch_timeout: std::time::Duration::from_secs(300),

@@ -22,6 +22,7 @@ pub mod rates;
 pub mod run;
 pub mod sandbox;
 mod uids;
+pub mod wheelhouse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

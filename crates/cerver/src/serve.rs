@@ -29,6 +29,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     rt_cfg.rootfs = settings.rootfs.clone();
     rt_cfg.pool_size = settings.pool_size;
     rt_cfg.wheel_fetch_timeout = Duration::from_secs(settings.wheel_fetch_timeout_secs.max(1));
+    rt_cfg.max_wheelhouse_bytes = settings.wheel_cache_mb.saturating_mul(1 << 20);
+    rt_cfg.max_wheel_fetch_bytes = settings.wheel_fetch_mb.saturating_mul(1 << 20);
+    rt_cfg.max_wheel_bytes = settings.wheel_file_mb.saturating_mul(1 << 20);
+    rt_cfg.wheel_index_url = settings.wheel_index_url.clone();
     rt_cfg.output_ring_bytes = settings.process_output_ring_bytes.max(4096);
     rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();

@@ -43,6 +43,14 @@ pub struct Settings {
     pub upgrade_step_timeout_secs: u64,
     /// How long the host may take to fetch wheels into the shared cache for one install.
     pub wheel_fetch_timeout_secs: u64,
+    /// Size of the shared wheel cache, in MiB (least recently used wheels evicted past it).
+    pub wheel_cache_mb: u64,
+    /// Most one host wheel fetch may download, in MiB (pip is stopped past it).
+    pub wheel_fetch_mb: u64,
+    /// Largest single file a host wheel fetch may download, in MiB.
+    pub wheel_file_mb: u64,
+    /// The package index host wheel fetches use; none: pip's default.
+    pub wheel_index_url: Option<String>,
     /// Output kept per stream of a background process (its ring buffer).
     pub process_output_ring_bytes: usize,
     /// Memory of all this server's sandboxes together (the parent cgroup's cap), in MiB;
@@ -95,6 +103,10 @@ impl Default for Settings {
             proxy_idle_timeout_secs: control.proxy_idle_timeout.as_secs(),
             upgrade_step_timeout_secs: control.upgrade_step_timeout.as_secs(),
             wheel_fetch_timeout_secs: runtime.wheel_fetch_timeout.as_secs(),
+            wheel_cache_mb: runtime.max_wheelhouse_bytes / MB,
+            wheel_fetch_mb: runtime.max_wheel_fetch_bytes / MB,
+            wheel_file_mb: runtime.max_wheel_bytes / MB,
+            wheel_index_url: None,
             process_output_ring_bytes: runtime.output_ring_bytes,
             sandboxes_memory_mb: None,
             public_url: None,
@@ -380,7 +392,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 45] = [
+const GENERAL_KEYS: [Key; 49] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -395,6 +407,10 @@ const GENERAL_KEYS: [Key; 45] = [
     key("proxy_idle_timeout_secs", "CERVER_PROXY_IDLE_TIMEOUT_SECS", "proxy-idle-timeout-secs", Kind::Int),
     key("upgrade_step_timeout_secs", "CERVER_UPGRADE_STEP_TIMEOUT_SECS", "upgrade-step-timeout-secs", Kind::Int),
     key("wheel_fetch_timeout_secs", "CERVER_WHEEL_FETCH_TIMEOUT_SECS", "wheel-fetch-timeout-secs", Kind::Int),
+    key("wheel_cache_mb", "CERVER_WHEEL_CACHE_MB", "wheel-cache-mb", Kind::Int),
+    key("wheel_fetch_mb", "CERVER_WHEEL_FETCH_MB", "wheel-fetch-mb", Kind::Int),
+    key("wheel_file_mb", "CERVER_WHEEL_FILE_MB", "wheel-file-mb", Kind::Int),
+    key("wheel_index_url", "CERVER_WHEEL_INDEX_URL", "wheel-index-url", Kind::Str),
     key("process_output_ring_bytes", "CERVER_PROCESS_OUTPUT_RING_BYTES", "process-output-ring-bytes", Kind::Int),
     key("sandboxes_memory_mb", "CERVER_SANDBOXES_MEMORY_MB", "sandboxes-memory-mb", Kind::Int),
     key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
