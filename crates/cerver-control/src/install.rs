@@ -66,7 +66,7 @@ impl Control {
         };
         let _permit = entry.run_permit()?;
         // Fast path: everything is already in the shared wheel cache.
-        let offline = self.from_cache(&entry, &requirements, deadline).await?;
+        let offline = self.install_from_cache(&entry, &requirements, deadline).await?;
         if offline.exit.exit_code == 0 {
             return Ok(install_outcome(offline, upgraded));
         }
@@ -74,7 +74,7 @@ impl Control {
             tokio::time::timeout_at(deadline, self.runtime.fetch_wheels(&requirements)).await;
         match fetched.unwrap_or_else(|_| Err("the install's time ran out".into())) {
             Ok(()) => {
-                let offline = self.from_cache(&entry, &requirements, deadline).await?;
+                let offline = self.install_from_cache(&entry, &requirements, deadline).await?;
                 if offline.exit.exit_code == 0 {
                     return Ok(install_outcome(offline, upgraded));
                 }
@@ -89,7 +89,7 @@ impl Control {
 impl Control {
     /// An offline install from the wheel cache: no eviction while it reads; the wheels it
     /// took count as used now.
-    async fn from_cache(
+    async fn install_from_cache(
         &self,
         entry: &Arc<Entry>,
         requirements: &[String],

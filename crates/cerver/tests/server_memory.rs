@@ -89,7 +89,7 @@ async fn sixty_concurrent_large_listings_keep_the_server_memory_bounded() {
     assert!(ok >= 4, "the sandbox's slots were used: {ok}");
     // At most 4 listings are held at once: a few times one listing each (its output, the
     // parsed entries, the response), far below 60 of them.
-    let bound_mb = (4 * 4 * listed as u64 >> 20) + 32;
+    let bound_mb = ((4 * 4 * listed as u64) >> 20) + 32;
     assert!(
         growth_mb <= bound_mb,
         "the server grew by {growth_mb} MiB (bound {bound_mb} MiB)"
