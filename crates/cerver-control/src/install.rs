@@ -66,7 +66,9 @@ impl Control {
         };
         let _permit = entry.run_permit()?;
         // Fast path: everything is already in the shared wheel cache.
-        let offline = self.install_from_cache(&entry, &requirements, deadline).await?;
+        let offline = self
+            .install_from_cache(&entry, &requirements, deadline)
+            .await?;
         if offline.exit.exit_code == 0 {
             return Ok(install_outcome(offline, upgraded));
         }
@@ -74,7 +76,9 @@ impl Control {
             tokio::time::timeout_at(deadline, self.runtime.fetch_wheels(&requirements)).await;
         match fetched.unwrap_or_else(|_| Err("the install's time ran out".into())) {
             Ok(()) => {
-                let offline = self.install_from_cache(&entry, &requirements, deadline).await?;
+                let offline = self
+                    .install_from_cache(&entry, &requirements, deadline)
+                    .await?;
                 if offline.exit.exit_code == 0 {
                     return Ok(install_outcome(offline, upgraded));
                 }
