@@ -132,8 +132,9 @@ impl Runtime {
             })
             .collect();
         let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
-        if let Err(reason) = &egress {
-            tracing::warn!("containers engine unavailable: {reason}");
+        match &egress {
+            Ok(_) => rates::reap_stale(&cfg.uid_lock_dir).await,
+            Err(reason) => tracing::warn!("containers engine unavailable: {reason}"),
         }
         let installer = cfg
             .installer

@@ -85,9 +85,47 @@ pub(crate) async fn remove(slot: u32) -> Result<(), String> {
     crate::network::apply(&format!("table inet {name}\ndelete table inet {name}\n")).await
 }
 
+/// Removes the tables of sandboxes that no longer exist (a server that crashed left them;
+/// they matched nothing meanwhile): those whose uid-range slot no one holds.
+pub(crate) async fn reap_stale(lock_dir: &std::path::Path) {
+    let Ok(nft) = crate::network::nft_binary() else {
+        return;
+    };
+    let Ok(out) = tokio::process::Command::new(nft)
+        .args(["list", "tables", "inet"])
+        .env_clear()
+        .output()
+        .await
+    else {
+        return;
+    };
+    let listed = String::from_utf8_lossy(&out.stdout);
+    for slot in stale_slots(&listed) {
+        // The slot's lock is held across the delete: no sandbox can take the slot (and write
+        // its table) meanwhile.
+        if let Some(_held) = crate::uids::hold_if_free(lock_dir, slot) {
+            let _ = remove(slot).await;
+        }
+    }
+}
+
+fn stale_slots(listed: &str) -> Vec<u32> {
+    listed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet cerver_rate_"))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_rate_tables_among_all() {
+        let listed = "table inet cerver\ntable inet cerver_rate_12\ntable inet cerver_egress\ntable inet cerver_rate_x\ntable inet cerver_rate_7\n";
+        assert_eq!(stale_slots(listed), [12, 7]);
+    }
 
     #[test]
     fn renders_both_bounds_or_leaves_them_off() {
