@@ -204,9 +204,15 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     let rootfs_dir = fs::File::open(&cfg.rootfs)
         .map_err(io_err(format!("open rootfs {}", cfg.rootfs.display())))?;
     let rootfs = PathBuf::from(format!("/proc/self/fd/{}", rootfs_dir.as_raw_fd()));
-    // The same for the package tooling's host paths.
+    // The same for the package tooling's host paths. `O_PATH`: the wheel selections directory
+    // may be entered but not read (mode 0711), and a bind needs no more.
     let held = |path: &Path| -> Result<(fs::File, PathBuf), JailError> {
-        let file = fs::File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(io_err(format!("open {}", path.display())))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         Ok((file, fd_path))
     };

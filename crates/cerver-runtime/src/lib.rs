@@ -21,6 +21,7 @@ pub mod process;
 pub mod rates;
 pub mod run;
 pub mod sandbox;
+pub mod selection;
 mod uids;
 pub mod wheelhouse;
 
@@ -160,6 +161,12 @@ impl Runtime {
         std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
             RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))
         })?;
+        selection::prepare(&cfg.wheelhouse).map_err(|e| {
+            RuntimeError::Create(format!(
+                "wheel selections next to {}: {e}",
+                cfg.wheelhouse.display()
+            ))
+        })?;
         let rt = Arc::new(Runtime {
             cfg,
             cgroup_parent,
@@ -213,7 +220,8 @@ impl Runtime {
                 })?),
                 packages: Some(cerver_jail::protocol::Packages {
                     installer: self.installer.clone(),
-                    wheelhouse: self.cfg.wheelhouse.clone(),
+                    // Sandboxes see selections of the cache, never its listing.
+                    wheelhouse: selection::root(&self.cfg.wheelhouse),
                     venv_bytes: self.cfg.venv_bytes,
                 }),
             },

@@ -18,25 +18,24 @@ pub use cerver_jail::protocol::{VENV, VENV_PATH};
 
 use crate::{Runtime, wheelhouse};
 
-/// The run that installs `requirements` into the sandbox's venv.
-pub fn install_spec(requirements: &[String], offline: bool) -> RunSpec {
+/// The run that installs `requirements` into the sandbox's venv: offline from the wheel
+/// cache selection named `selection` (see [`crate::selection`]), or online without one.
+pub fn install_spec(requirements: &[String], selection: Option<&str>) -> RunSpec {
     RunSpec::Exec {
-        argv: install_argv(requirements, offline),
+        argv: install_argv(requirements, selection),
         env: install_env(),
     }
 }
 
 /// The installer's command line for `requirements` (already validated PEP 508 strings, passed
 /// after `--` so none can be taken for an option).
-fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
+fn install_argv(requirements: &[String], selection: Option<&str>) -> Vec<String> {
     let mut argv: Vec<String> = [
         INSTALLER,
         "pip",
         "install",
         "--python",
         &format!("{VENV}/bin/python"),
-        "--find-links",
-        WHEELHOUSE,
         "--link-mode",
         "copy",
         "--no-progress",
@@ -44,8 +43,16 @@ fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
     .into_iter()
     .map(String::from)
     .collect();
-    if offline {
-        argv.extend(["--offline", "--no-index"].map(String::from));
+    if let Some(name) = selection {
+        argv.extend(
+            [
+                "--find-links".to_string(),
+                format!("{WHEELHOUSE}/{name}"),
+                "--offline".into(),
+                "--no-index".into(),
+            ]
+            .into_iter(),
+        );
     }
     argv.push("--".into());
     argv.extend(requirements.iter().cloned());
@@ -133,6 +140,15 @@ impl Runtime {
         Ok(())
     }
 
+    /// The cache's wheels that satisfy `requirements`, as a selection a sandbox can install
+    /// from (`None`: the cache cannot satisfy them).
+    pub async fn select_wheels(
+        &self,
+        requirements: &[String],
+    ) -> Option<crate::selection::Selection> {
+        crate::selection::select(&self.cfg, requirements).await
+    }
+
     /// Held by an install while it reads the wheel cache (no eviction meanwhile).
     pub async fn reading_wheels(&self) -> Option<wheelhouse::Reading> {
         wheelhouse::reading(&self.cfg.wheelhouse).await
@@ -192,10 +208,17 @@ mod tests {
 
     #[test]
     fn requirements_come_after_the_option_terminator() {
-        let argv = install_argv(&["six==1.16.0".into(), "-r".into()], true);
+        let argv = install_argv(&["six==1.16.0".into(), "-r".into()], Some("ab12"));
         let end = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(&argv[end + 1..], ["six==1.16.0", "-r"]);
         assert!(argv[..end].contains(&"--offline".to_string()));
+        assert!(argv[..end].contains(&format!("{WHEELHOUSE}/ab12")));
+        let online = install_argv(&["six".into()], None);
+        assert!(
+            !online
+                .iter()
+                .any(|a| a == "--find-links" || a == "--offline")
+        );
         assert_eq!(argv[0], INSTALLER);
     }
 }

@@ -143,7 +143,16 @@ async fn installs_a_real_package_into_the_sandbox_venv() {
         )
         .await;
     assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
-    eprintln!("second install took {:?}", started.elapsed());
+    eprintln!("second install took {:?}: {v}", started.elapsed());
+    // It came from the cache, whose listing no sandbox sees: its selections are bound at
+    // /opt/cerver/wheels (0711) and each install gets only its own.
+    let out = s
+        .output(
+            &other,
+            "import os\ntry:\n    print(os.listdir('/opt/cerver/wheels'))\nexcept PermissionError:\n    print('hidden')",
+        )
+        .await;
+    assert_eq!(out.trim(), "hidden");
     assert_eq!(
         s.output(&other, "import six; print(six.__version__)")
             .await
