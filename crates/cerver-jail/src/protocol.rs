@@ -61,7 +61,8 @@ pub struct JailConfig {
 
 /// Where the installer binary is bound (read-only).
 pub const INSTALLER: &str = "/opt/cerver/uv";
-/// Where the shared wheel cache is bound (read-only; only the host writes it).
+/// Where the wheel cache's selections directory is bound (read-only, not listable; only the
+/// host writes it; an install from the cache gets `WHEELHOUSE/<its selection>`).
 pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 
 /// Package tooling bound into a containers sandbox.
@@ -69,7 +70,8 @@ pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 pub struct Packages {
     /// Host path of the installer (`uv`) binary, when the host has one.
     pub installer: Option<PathBuf>,
-    /// Host directory of downloaded wheels, filled by the host only.
+    /// Host directory bound at [`WHEELHOUSE`] (the wheel cache's selections), filled by the
+    /// host only.
     pub wheelhouse: PathBuf,
     /// Size of the tmpfs holding the virtual environment.
     pub venv_bytes: u64,

@@ -12,7 +12,7 @@
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
 //! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
 //! | `/opt/venv` | containers: the sandbox's virtual environment, a tmpfs (`venv_bytes`) owned by the sandbox user; an empty read-only directory otherwise |
-//! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the shared wheel cache, read-only |
+//! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the wheel cache's selections directory (0711: not listable; one selection per install), read-only |
 //! | `/etc/resolv.conf` | containers: the resolvers the host firewall lets through |
 //!
 //! Every bind from the host is read-only, nosuid and nodev down to its last submount
