@@ -44,15 +44,12 @@ fn install_argv(requirements: &[String], selection: Option<&str>) -> Vec<String>
     .map(String::from)
     .collect();
     if let Some(name) = selection {
-        argv.extend(
-            [
-                "--find-links".to_string(),
-                format!("{WHEELHOUSE}/{name}"),
-                "--offline".into(),
-                "--no-index".into(),
-            ]
-            .into_iter(),
-        );
+        argv.extend([
+            "--find-links".to_string(),
+            format!("{WHEELHOUSE}/{name}"),
+            "--offline".into(),
+            "--no-index".into(),
+        ]);
     }
     argv.push("--".into());
     argv.extend(requirements.iter().cloned());
