@@ -44,6 +44,10 @@ pub enum ControlError {
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
+    /// Too many operations of this kind are under way (in the sandbox or on the server):
+    /// retrying in a moment works.
+    #[error("{0}")]
+    Busy(String),
     /// No or an invalid API key.
     #[error("{0}")]
     Unauthorized(String),

@@ -62,7 +62,8 @@ pub struct JailConfig {
 
 /// Where the installer binary is bound (read-only).
 pub const INSTALLER: &str = "/opt/cerver/uv";
-/// Where the shared wheel cache is bound (read-only; only the host writes it).
+/// Where the wheel cache's selections directory is bound (read-only, not listable; only the
+/// host writes it; an install from the cache gets `WHEELHOUSE/<its selection>`).
 pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 
 /// Package tooling bound into a containers sandbox.
@@ -70,7 +71,8 @@ pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 pub struct Packages {
     /// Host path of the installer (`uv`) binary, when the host has one.
     pub installer: Option<PathBuf>,
-    /// Host directory of downloaded wheels, filled by the host only.
+    /// Host directory bound at [`WHEELHOUSE`] (the wheel cache's selections), filled by the
+    /// host only.
     pub wheelhouse: PathBuf,
     /// Size of the tmpfs holding the virtual environment.
     pub venv_bytes: u64,
@@ -174,8 +176,15 @@ pub enum RunSpec {
     WriteFile { path: String, max_bytes: u64 },
     /// Copy the file at `path` to stdout; fails if larger than `max_bytes`.
     ReadFile { path: String, max_bytes: u64 },
-    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`.
-    ListFiles { path: String, max_entries: u64 },
+    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`:
+    /// at most `max_entries` entries whose paths add up to at most `max_path_bytes` (0: no
+    /// such bound).
+    ListFiles {
+        path: String,
+        max_entries: u64,
+        #[serde(default)]
+        max_path_bytes: u64,
+    },
     /// A persistent interpreter (`context.py`): its stdin is a SOCK_SEQPACKET socket on which
     /// it receives executions, each with [`CONTEXT_EXEC_FDS`] descriptors, until it closes.
     Context {

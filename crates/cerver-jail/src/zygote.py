@@ -521,6 +521,7 @@ def _write_all(data):
 def list_files(spec):
     root = spec["path"] or "."
     files, truncated = [], False
+    path_budget = spec.get("max_path_bytes") or float("inf")
     try:
         if not os.path.isdir(root):
             return file_error("not_a_directory" if os.path.exists(root) else "not_found",
@@ -533,7 +534,12 @@ def list_files(spec):
                     size = os.lstat(full).st_size
                 except OSError:
                     continue
-                files.append({"path": os.path.normpath(os.path.relpath(full, ".")), "size": size})
+                rel = os.path.normpath(os.path.relpath(full, "."))
+                path_budget -= len(rel)
+                if path_budget < 0:
+                    truncated = True
+                    break
+                files.append({"path": rel, "size": size})
                 if len(files) >= spec["max_entries"]:
                     truncated = True
                     break

@@ -20,9 +20,12 @@ pub mod packages;
 pub mod preflight;
 pub mod process;
 pub mod results;
+pub mod rates;
 pub mod run;
 pub mod sandbox;
+pub mod selection;
 mod uids;
+pub mod wheelhouse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -137,8 +140,9 @@ impl Runtime {
             })
             .collect();
         let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
-        if let Err(reason) = &egress {
-            tracing::warn!("containers engine unavailable: {reason}");
+        match &egress {
+            Ok(_) => rates::reap_stale(&cfg.uid_lock_dir).await,
+            Err(reason) => tracing::warn!("containers engine unavailable: {reason}"),
         }
         let installer = cfg
             .installer
@@ -163,6 +167,12 @@ impl Runtime {
         }
         std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
             RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))
+        })?;
+        selection::prepare(&cfg.wheelhouse).map_err(|e| {
+            RuntimeError::Create(format!(
+                "wheel selections next to {}: {e}",
+                cfg.wheelhouse.display()
+            ))
         })?;
         let rt = Arc::new(Runtime {
             cfg,
@@ -217,7 +227,8 @@ impl Runtime {
                 })?),
                 packages: Some(cerver_jail::protocol::Packages {
                     installer: self.installer.clone(),
-                    wheelhouse: self.cfg.wheelhouse.clone(),
+                    // Sandboxes see selections of the cache, never its listing.
+                    wheelhouse: selection::root(&self.cfg.wheelhouse),
                     venv_bytes: self.cfg.venv_bytes,
                 }),
             },
