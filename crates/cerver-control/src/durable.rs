@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::processes::ProcessTable;
 use crate::registry::{Entry, Lifetime};
 use crate::{Control, Engine, ports};
+use cerver_runtime::rates::EgressRates;
 
 /// What became of a recorded sandbox at start.
 enum Revival {
@@ -39,6 +40,8 @@ struct Durable {
     envs: BTreeMap<String, String>,
     timeout_ms: u64,
     exposed_ports: BTreeSet<u16>,
+    /// The egress bounds its plan gave it (the plan is not known again at start).
+    egress_rates: EgressRates,
 }
 
 impl Durable {
@@ -48,6 +51,7 @@ impl Durable {
             envs: entry.envs.clone(),
             timeout_ms: entry.lifetime.lock().unwrap().timeout_ms,
             exposed_ports: entry.exposed_ports.lock().unwrap().clone(),
+            egress_rates: entry.egress_rates,
         }
     }
 
@@ -57,6 +61,8 @@ impl Durable {
             "envs": self.envs,
             "timeout_ms": self.timeout_ms,
             "exposed_ports": self.exposed_ports,
+            "egress_bytes_per_second": self.egress_rates.bytes_per_second,
+            "egress_connections_per_second": self.egress_rates.connections_per_second,
         })
         .to_string()
     }
@@ -68,6 +74,11 @@ impl Durable {
             envs: serde_json::from_value(v["envs"].clone()).ok()?,
             timeout_ms: v["timeout_ms"].as_u64()?,
             exposed_ports: serde_json::from_value(v["exposed_ports"].clone()).ok()?,
+            egress_rates: EgressRates {
+                bytes_per_second: v["egress_bytes_per_second"].as_u64()?,
+                connections_per_second: u32::try_from(v["egress_connections_per_second"].as_u64()?)
+                    .ok()?,
+            },
         })
     }
 }
@@ -159,7 +170,17 @@ impl Control {
             tracing::warn!(sandbox.id = %record.id, "no server slot left to rebuild the sandbox");
             return Revival::Failed(durable.disk);
         };
-        let sandbox = match self.runtime.revive(engine, &durable.disk).await {
+        let revived = match self.runtime.revive(engine, &durable.disk).await {
+            Ok(sandbox) => match sandbox.limit_egress(durable.egress_rates).await {
+                Ok(()) => Ok(sandbox),
+                Err(e) => {
+                    sandbox.stop().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        let sandbox = match revived {
             Ok(sandbox) => sandbox,
             Err(e) => {
                 tracing::warn!(sandbox.id = %record.id, "could not rebuild the sandbox: {e}");
@@ -186,7 +207,10 @@ impl Control {
                 self.cfg.max_proxy_connections,
             )),
             processes: ProcessTable::new(self.cfg.processes),
+            contexts: Default::default(),
             slot: Mutex::new(Some(slot)),
+            egress_rates: durable.egress_rates,
+            transfers: crate::transfers::sandbox_slots(&self.cfg),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %entry.owner, "sandbox rebuilt after a restart");
         crate::metrics::sandbox_created(engine);

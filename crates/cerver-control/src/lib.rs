@@ -23,10 +23,12 @@
 pub mod accounts;
 pub mod client_limits;
 pub mod config;
+pub mod contexts;
 mod durable;
 pub mod env;
 pub mod error;
 pub mod install;
+pub mod lines;
 pub mod metrics;
 pub mod ops;
 pub mod packages;
@@ -36,6 +38,7 @@ pub mod processes;
 pub mod registry;
 pub mod runs;
 pub mod stream;
+mod transfers;
 pub mod upgrade;
 
 use std::collections::{HashMap, HashSet};
@@ -71,6 +74,8 @@ pub struct Control {
     /// The server's sandbox slots (`max_sandboxes`): one is held for every sandbox that
     /// exists, from before it is built until it is destroyed (two during an upgrade).
     sandbox_slots: Arc<tokio::sync::Semaphore>,
+    /// The server's transfer slots (`transfers.rs`).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -84,8 +89,10 @@ impl Control {
         let proxy_connections =
             Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
         let sandbox_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_sandboxes));
+        let transfers = Arc::new(tokio::sync::Semaphore::new(cfg.max_transfers.max(1)));
         let control = Arc::new(Control {
             sandbox_slots,
+            transfers,
             runtime,
             store,
             cfg,

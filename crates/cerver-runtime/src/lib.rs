@@ -12,6 +12,7 @@
 //! forks the server process itself and contains no `unsafe`.
 
 pub mod config;
+pub mod context;
 pub mod disk;
 pub mod files;
 pub mod metrics;
@@ -19,9 +20,13 @@ pub mod network;
 pub mod packages;
 pub mod preflight;
 pub mod process;
+pub mod rates;
+pub mod results;
 pub mod run;
 pub mod sandbox;
+pub mod selection;
 mod uids;
+pub mod wheelhouse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -29,8 +34,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub use config::{Engine, RuntimeConfig};
+pub use context::Context;
 pub use files::{FileEntry, FileErrorKind, FileList};
 pub use process::{Process, ProcessOutput, ProcessSnapshot, ProcessStatus};
+pub use results::{ErrorInfo, RichResult};
 pub use run::{RunEvent, RunExit, RunHandle, RunOutput};
 pub use sandbox::Sandbox;
 
@@ -70,6 +77,9 @@ pub enum RuntimeError {
     /// The server's disk budget is spent (`disk::DiskBudget`): no new sandbox disk.
     #[error("{0}")]
     DiskFull(String),
+    /// The context's interpreter is not running (it was killed or died).
+    #[error("the context's interpreter is not running: {}", context::RESTART_HINT)]
+    ContextDead,
 }
 
 /// Caps the memory of all of this server's sandboxes together (their parent cgroup).
@@ -139,8 +149,9 @@ impl Runtime {
             })
             .collect();
         let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
-        if let Err(reason) = &egress {
-            tracing::warn!("containers engine unavailable: {reason}");
+        match &egress {
+            Ok(_) => rates::reap_stale(&cfg.uid_lock_dir).await,
+            Err(reason) => tracing::warn!("containers engine unavailable: {reason}"),
         }
         let installer = cfg
             .installer
@@ -165,6 +176,12 @@ impl Runtime {
         }
         std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
             RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))
+        })?;
+        selection::prepare(&cfg.wheelhouse).map_err(|e| {
+            RuntimeError::Create(format!(
+                "wheel selections next to {}: {e}",
+                cfg.wheelhouse.display()
+            ))
         })?;
         let rt = Arc::new(Runtime {
             cfg,
@@ -260,7 +277,8 @@ impl Runtime {
                 })?),
                 packages: Some(cerver_jail::protocol::Packages {
                     installer: self.installer.clone(),
-                    wheelhouse: self.cfg.wheelhouse.clone(),
+                    // Sandboxes see selections of the cache, never its listing.
+                    wheelhouse: selection::root(&self.cfg.wheelhouse),
                     venv_bytes: self.cfg.venv_bytes,
                 }),
             },
