@@ -176,14 +176,20 @@ impl User {
     /// Abusive code in one sandbox, until `deadline`: each run must answer 200 with a verdict
     /// of the server's, and the sandbox must still run `print` afterwards.
     pub async fn abuse(&self, kind: &'static str, deadline: Instant) -> anyhow::Result<()> {
+        let id = self.create(json!({})).await?;
+        let result = self.abuse_in(&id, kind, deadline).await;
+        let deleted = self.delete(&id).await;
+        result.and(deleted)
+    }
+
+    async fn abuse_in(&self, id: &str, kind: &'static str, deadline: Instant) -> anyhow::Result<()> {
         let (code, verdicts): (&str, &[&str]) = match kind {
             "fork bomb" => (FORK_BOMB, &["timeout", "killed", "error"]),
-            "memory bomb" => (MEMORY_BOMB, &["oom", "killed", "error"]),
+            "memory bomb" => (MEMORY_BOMB, &["oom"]),
             _ => (OUTPUT_BOMB, &["timeout"]),
         };
-        let id = self.create(json!({})).await?;
         while Instant::now() < deadline {
-            let v = self.run(&id, code, 3).await?;
+            let v = self.run(id, code, 10).await?;
             let status = v["status"].as_str().unwrap_or_default();
             if !verdicts.contains(&status) {
                 bail!("{kind}: status {status:?}, expected one of {verdicts:?}");
@@ -192,13 +198,40 @@ impl User {
             {
                 bail!("output bomb: more than 1 MiB of output in the result");
             }
-            let after = self.run(&id, "print('alive')", 30).await?;
+            let after = self.run(id, "print('alive')", 30).await?;
             if after["output"] != "alive" {
                 bail!("{kind}: the sandbox does not run code afterwards: {after}");
             }
             self.cycle(kind);
         }
-        self.delete(&id).await
+        Ok(())
+    }
+
+    /// Whether this server creates containers sandboxes (creates and deletes one).
+    pub async fn containers_available(&self) -> anyhow::Result<bool> {
+        let body = json!({"engine": "containers"});
+        match self.call(reqwest::Method::POST, "/sandbox", Some(body)).await? {
+            (200, v) => {
+                self.delete(v["sandbox_id"].as_str().unwrap_or_default()).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Deletes every sandbox this user still has (after the load).
+    pub async fn delete_all(&self) -> anyhow::Result<usize> {
+        let list = self.expect(reqwest::Method::GET, "/sandboxes", None).await?;
+        let ids: Vec<String> = list["sandboxes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["sandbox_id"].as_str().map(str::to_string))
+            .collect();
+        for id in &ids {
+            self.delete(id).await?;
+        }
+        Ok(ids.len())
     }
 
     /// A containers sandbox installs `requirement` from the host's wheel cache and imports it.
@@ -227,5 +260,6 @@ impl User {
 }
 
 const FORK_BOMB: &str = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
-const MEMORY_BOMB: &str = "chunks = []\nwhile True:\n    chunks.append(bytearray(16 << 20))";
+/// Each chunk is written (`bytes * n`), so that it is resident at once.
+const MEMORY_BOMB: &str = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))";
 const OUTPUT_BOMB: &str = "import sys\nline = 'x' * 65535 + '\\n'\nwhile True:\n    sys.stdout.write(line)";
