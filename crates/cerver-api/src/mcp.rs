@@ -102,8 +102,10 @@ fn accept_anything_means_both(req: &mut Request) {
     let any = match headers.get_all(header::ACCEPT).iter().next() {
         None => true,
         Some(_) => headers.get_all(header::ACCEPT).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.split(';').next().map(str::trim) == Some("*/*")))
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.split(';').next().map(str::trim) == Some("*/*"))
+            })
         }),
     };
     if any {

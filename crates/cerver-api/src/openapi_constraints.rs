@@ -31,7 +31,8 @@ const ENV_NAME: &str = "^[^0-9=\\u0000][^=\\u0000]*$";
 /// domain of letter/digit/hyphen labels; lengths bounded below its 64/254-byte limits.
 const EMAIL: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}){0,2}@[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,30}[A-Za-z0-9])?){0,4}$";
 /// Standard base64 with padding and zero trailing bits (what `base64::STANDARD` decodes).
-const BASE64: &str = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+const BASE64: &str =
+    "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
 /// One requirement `packages::parse_one` accepts: a name, extras, one version specifier.
 const REQUIREMENT: &str = "[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?(\\[[A-Za-z0-9]{1,20}\\])?((==|!=|>=|<=|>|<)[0-9]{1,4}(\\.[0-9]{1,4}){0,3}|~=[0-9]{1,4}(\\.[0-9]{1,4}){1,3})?";
 
@@ -163,7 +164,8 @@ fn bodies(schemas: &mut Value) {
     write["properties"]["path"]["minLength"] = json!(1);
     write["properties"]["path"]["pattern"] = json!("^[^\\u0000]*$");
     write["properties"]["encoding"]["enum"] = json!(["utf-8", "utf8", "text", "base64", null]);
-    write["if"] = json!({"properties": {"encoding": {"const": "base64"}}, "required": ["encoding"]});
+    write["if"] =
+        json!({"properties": {"encoding": {"const": "base64"}}, "required": ["encoding"]});
     write["then"] = json!({"properties": {"content": {"pattern": BASE64}}});
 
     let install = &mut schemas["InstallRequest"];

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use cerver_bench::procs;
 use cerver_bench::server::Server;
 use cerver_bench::stats::Summary;
-use cerver_bench::procs;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Targets: run p50 and create p50 relative to the bare spawn p50; memory per idle sandbox.

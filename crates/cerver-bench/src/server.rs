@@ -299,7 +299,15 @@ impl Server {
 /// `cerver admin create-key --plan pro` for `email` on `data_dir`; returns the key.
 fn create_key(binary: &Path, data_dir: &Path, email: &str) -> anyhow::Result<String> {
     let admin = Command::new(binary)
-        .args(["admin", "create-key", "--email", email, "--plan", "pro", "--data-dir"])
+        .args([
+            "admin",
+            "create-key",
+            "--email",
+            email,
+            "--plan",
+            "pro",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .output()
         .with_context(|| format!("run {} admin create-key", binary.display()))?;

@@ -358,7 +358,10 @@ async fn mcp_needs_a_key_and_counts_requests() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200, "Accept {accept:?}");
         let body: Value = resp.json().await.unwrap();
-        assert!(body["result"]["tools"].is_array(), "Accept {accept:?}: {body}");
+        assert!(
+            body["result"]["tools"].is_array(),
+            "Accept {accept:?}: {body}"
+        );
     }
     // The transport's own refusals come as the API's JSON errors.
     let resp = s

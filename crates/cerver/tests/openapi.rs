@@ -796,7 +796,12 @@ async fn documents_what_the_server_enforces() {
     };
     // Path formats: a sandbox id is a lower-case UUID, a pid canonical decimal.
     let id = param("get", "/sandbox/{id}", "id");
-    assert!(id["schema"]["pattern"].as_str().unwrap().contains("[0-9a-f]{8}"));
+    assert!(
+        id["schema"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("[0-9a-f]{8}")
+    );
     let pid = param("get", "/sandbox/{id}/processes/{pid}", "pid");
     assert_eq!(pid["schema"]["pattern"], "^[1-9][0-9]{0,8}$");
     let sandbox = s.sandbox().await;
@@ -808,7 +813,10 @@ async fn documents_what_the_server_enforces() {
     let port = param("get", "/sandbox/{id}/host", "port");
     assert_eq!(port["required"], true);
     assert!(port["schema"]["pattern"].is_string());
-    assert_eq!(param("get", "/auth/verify-signup", "token")["required"], true);
+    assert_eq!(
+        param("get", "/auth/verify-signup", "token")["required"],
+        true
+    );
 
     // Bodies: env names, engines, e-mail syntax, base64 content, requirements.
     let schemas = &doc["components"]["schemas"];
@@ -849,8 +857,7 @@ async fn documents_what_the_server_enforces() {
             }
             if path.starts_with("/auth/") && responses["429"].is_object() {
                 assert_eq!(
-                    responses["429"]["headers"]["Retry-After"]["required"],
-                    true,
+                    responses["429"]["headers"]["Retry-After"]["required"], true,
                     "{method} {path}"
                 );
             }

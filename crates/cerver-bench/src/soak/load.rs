@@ -63,14 +63,22 @@ impl User {
             req = req.json(&body);
         }
         let started = Instant::now();
-        let resp = req.send().await.with_context(|| format!("{path}: request"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{path}: request"))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.with_context(|| format!("{path}: body"))?;
         self.note(started, status, path);
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
-    async fn expect(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let (status, v) = self.call(method, path, body).await?;
         if status != 200 {
             bail!("{path}: HTTP {status}: {v}");
@@ -79,7 +87,9 @@ impl User {
     }
 
     pub async fn create(&self, body: Value) -> anyhow::Result<String> {
-        let v = self.expect(reqwest::Method::POST, "/sandbox", Some(body)).await?;
+        let v = self
+            .expect(reqwest::Method::POST, "/sandbox", Some(body))
+            .await?;
         v["sandbox_id"]
             .as_str()
             .map(str::to_string)
@@ -94,8 +104,12 @@ impl User {
 
     async fn run(&self, id: &str, code: &str, timeout_s: u64) -> anyhow::Result<Value> {
         let body = json!({"code": code, "timeout": timeout_s});
-        self.expect(reqwest::Method::POST, &format!("/sandbox/{id}/run"), Some(body))
-            .await
+        self.expect(
+            reqwest::Method::POST,
+            &format!("/sandbox/{id}/run"),
+            Some(body),
+        )
+        .await
     }
 
     /// `/run/stream`: the `data:` events until `exit`, parsed.
@@ -128,7 +142,9 @@ impl User {
 
     /// One everyday cycle: create, run, stream, write + read + list files, delete.
     pub async fn everyday(&self, n: u64) -> anyhow::Result<()> {
-        let id = self.create(json!({"envs": {"SOAK": n.to_string()}})).await?;
+        let id = self
+            .create(json!({"envs": {"SOAK": n.to_string()}}))
+            .await?;
         let result = self.everyday_in(&id, n).await;
         let deleted = self.delete(&id).await;
         result?;
@@ -159,9 +175,14 @@ impl User {
         let content = format!("soak {n}\n");
         let path = format!("/sandbox/{id}/files");
         let body = json!({"path": "dir/soak.txt", "content": content});
-        self.expect(reqwest::Method::POST, &path, Some(body)).await?;
+        self.expect(reqwest::Method::POST, &path, Some(body))
+            .await?;
         let read = self
-            .expect(reqwest::Method::GET, &format!("{path}?path=dir/soak.txt"), None)
+            .expect(
+                reqwest::Method::GET,
+                &format!("{path}?path=dir/soak.txt"),
+                None,
+            )
             .await?;
         if read["content"].as_str() != Some(content.as_str()) {
             bail!("read file: unexpected {read}");
@@ -182,7 +203,12 @@ impl User {
         result.and(deleted)
     }
 
-    async fn abuse_in(&self, id: &str, kind: &'static str, deadline: Instant) -> anyhow::Result<()> {
+    async fn abuse_in(
+        &self,
+        id: &str,
+        kind: &'static str,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let (code, verdicts): (&str, &[&str]) = match kind {
             "fork bomb" => (FORK_BOMB, &["timeout", "killed", "error"]),
             "memory bomb" => (MEMORY_BOMB, &["oom"]),
@@ -210,9 +236,13 @@ impl User {
     /// Whether this server creates containers sandboxes (creates and deletes one).
     pub async fn containers_available(&self) -> anyhow::Result<bool> {
         let body = json!({"engine": "containers"});
-        match self.call(reqwest::Method::POST, "/sandbox", Some(body)).await? {
+        match self
+            .call(reqwest::Method::POST, "/sandbox", Some(body))
+            .await?
+        {
             (200, v) => {
-                self.delete(v["sandbox_id"].as_str().unwrap_or_default()).await?;
+                self.delete(v["sandbox_id"].as_str().unwrap_or_default())
+                    .await?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -221,7 +251,9 @@ impl User {
 
     /// Deletes every sandbox this user still has (after the load).
     pub async fn delete_all(&self) -> anyhow::Result<usize> {
-        let list = self.expect(reqwest::Method::GET, "/sandboxes", None).await?;
+        let list = self
+            .expect(reqwest::Method::GET, "/sandboxes", None)
+            .await?;
         let ids: Vec<String> = list["sandboxes"]
             .as_array()
             .into_iter()
@@ -240,11 +272,15 @@ impl User {
         let result = async {
             let path = format!("/sandbox/{id}/install");
             let body = json!({"packages": requirement});
-            let v = self.expect(reqwest::Method::POST, &path, Some(body)).await?;
+            let v = self
+                .expect(reqwest::Method::POST, &path, Some(body))
+                .await?;
             if v["success"] != true {
                 bail!("install {requirement}: {v}");
             }
-            let v = self.run(&id, &format!("import {module}\nprint('ok')"), 30).await?;
+            let v = self
+                .run(&id, &format!("import {module}\nprint('ok')"), 30)
+                .await?;
             if v["output"] != "ok" {
                 bail!("import {module} after install: {v}");
             }
@@ -259,7 +295,9 @@ impl User {
     }
 }
 
-const FORK_BOMB: &str = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+const FORK_BOMB: &str =
+    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
 /// Each chunk is written (`bytes * n`), so that it is resident at once.
 const MEMORY_BOMB: &str = "chunks = []\nwhile True:\n    chunks.append(b'x' * (16 << 20))";
-const OUTPUT_BOMB: &str = "import sys\nline = 'x' * 65535 + '\\n'\nwhile True:\n    sys.stdout.write(line)";
+const OUTPUT_BOMB: &str =
+    "import sys\nline = 'x' * 65535 + '\\n'\nwhile True:\n    sys.stdout.write(line)";

@@ -27,7 +27,11 @@ use clap::Parser;
 use load::{Record, User};
 
 #[derive(Parser)]
-#[command(name = "cerver-soak", version, about = "Soak a cerver binary on loopback")]
+#[command(
+    name = "cerver-soak",
+    version,
+    about = "Soak a cerver binary on loopback"
+)]
 struct Args {
     /// The `cerver` binary to soak.
     #[arg(long)]
@@ -200,7 +204,9 @@ async fn soak(args: &Args) -> anyhow::Result<(usize, usize)> {
     }
 
     let after = settle(&server, &before).await;
-    report(args, &server, &before, &after, load_time, &everyday, &abusive, &install)
+    report(
+        args, &server, &before, &after, load_time, &everyday, &abusive, &install,
+    )
 }
 
 /// A wheel of `six` in the host's wheel cache, as (`six==<version>`, `six`).
@@ -268,17 +274,28 @@ fn report(
     let server_errors: Vec<&String> = e.server_errors.iter().chain(&a.server_errors).collect();
     check(
         server_errors.is_empty(),
-        format!("no 5xx ({} seen: {:?})", server_errors.len(), server_errors.iter().take(5).collect::<Vec<_>>()),
+        format!(
+            "no 5xx ({} seen: {:?})",
+            server_errors.len(),
+            server_errors.iter().take(5).collect::<Vec<_>>()
+        ),
     );
     let errors: Vec<&String> = e.errors.iter().chain(&a.errors).collect();
     check(
         errors.is_empty(),
-        format!("every expectation held ({} failed: {:?})", errors.len(), errors.iter().take(5).collect::<Vec<_>>()),
+        format!(
+            "every expectation held ({} failed: {:?})",
+            errors.len(),
+            errors.iter().take(5).collect::<Vec<_>>()
+        ),
     );
     let abuse_cycles = ["fork bomb", "memory bomb", "output bomb"]
         .iter()
         .all(|k| a.cycles.get(k).copied().unwrap_or(0) > 0);
-    check(abuse_cycles, "each bomb ran at least once, and its sandbox ran code afterwards".into());
+    check(
+        abuse_cycles,
+        "each bomb ran at least once, and its sandbox ran code afterwards".into(),
+    );
     match Summary::of(&e.latencies) {
         Some(s) => check(
             s.p99 <= args.p99_bound_ms as f64,
@@ -290,11 +307,17 @@ fn report(
         None => check(false, "no everyday request completed".into()),
     }
     match install {
-        Some((req, _)) if a.cycles.contains_key("install") => {
-            check(true, format!("a containers sandbox installed {req} from the wheel cache"))
-        }
-        Some((req, _)) => check(false, format!("a containers sandbox installed {req} from the wheel cache")),
-        None => println!("  [SKIP] install from the cache: no containers engine or no cached wheel of six"),
+        Some((req, _)) if a.cycles.contains_key("install") => check(
+            true,
+            format!("a containers sandbox installed {req} from the wheel cache"),
+        ),
+        Some((req, _)) => check(
+            false,
+            format!("a containers sandbox installed {req} from the wheel cache"),
+        ),
+        None => println!(
+            "  [SKIP] install from the cache: no containers engine or no cached wheel of six"
+        ),
     }
     check(
         after.helpers == before.helpers && after.descendants <= before.descendants,
@@ -305,7 +328,10 @@ fn report(
     );
     check(
         after.fds <= before.fds + FD_SLACK,
-        format!("open fds back: {} (before: {}, slack {FD_SLACK})", after.fds, before.fds),
+        format!(
+            "open fds back: {} (before: {}, slack {FD_SLACK})",
+            after.fds, before.fds
+        ),
     );
     check(
         after.rss <= before.rss + args.rss_slack_mib * 1024 * 1024,
@@ -319,7 +345,11 @@ fn report(
     for (dir, n) in procs::sandbox_cgroups(&server.data_dir)? {
         check(
             n == after.helpers,
-            format!("{n} sandbox cgroups in {} for {} sandboxes", dir.display(), after.helpers),
+            format!(
+                "{n} sandbox cgroups in {} for {} sandboxes",
+                dir.display(),
+                after.helpers
+            ),
         );
     }
     println!(
