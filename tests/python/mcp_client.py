@@ -22,6 +22,11 @@ def summary(result):
         "is_error": result.is_error,
         "text": [c.text for c in result.content if getattr(c, "type", None) == "text"],
         "structured": result.structured_content,
+        "images": [
+            {"data": c.data, "mime_type": c.mime_type}
+            for c in result.content
+            if getattr(c, "type", None) == "image"
+        ],
     }
 
 
@@ -57,6 +62,17 @@ async def main(url: str, key: str, other_sandbox: str) -> dict:
 
             out["run"] = await call(
                 "run_code", sandbox_id=sid, code="import os\nprint(2 ** 10, os.environ['GREETING'])"
+            )
+            ctx = await call("create_context", sandbox_id=sid)
+            cid = (ctx["structured"] or {}).get("context_id")
+            await call("run_code", sandbox_id=sid, code="kept = 41", context_id=cid)
+            out["context_run"] = await call(
+                "run_code", sandbox_id=sid, code="kept + 1", context_id=cid
+            )
+            out["run_image"] = await call(
+                "run_code",
+                sandbox_id=sid,
+                code="from IPython.display import Image\ndisplay(Image(b'\\x89PNG-ish'))\n6 * 7",
             )
             out["write"] = await call(
                 "write_file", sandbox_id=sid, path="notes/hello.txt", content="hello from mcp\n"

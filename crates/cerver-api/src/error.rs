@@ -88,9 +88,16 @@ impl From<ControlError> for ApiError {
             }
             ControlError::NotFound => ApiError::not_found(),
             e @ (ControlError::ProcessNotFound(_)
+            | ControlError::ContextNotFound(_)
             | ControlError::Gone
             | ControlError::KeyNotFound) => ApiError::new(S::NOT_FOUND, "not_found", e.to_string()),
             ControlError::Limit(m) => ApiError::new(S::TOO_MANY_REQUESTS, "limit_exceeded", m),
+            ControlError::Busy(m) => {
+                let mut e = ApiError::new(S::TOO_MANY_REQUESTS, "busy", m);
+                e.headers
+                    .push((axum::http::header::RETRY_AFTER, "1".into()));
+                e
+            }
             ControlError::Unauthorized(m) => ApiError::new(S::UNAUTHORIZED, "unauthorized", m),
             ControlError::Forbidden(m) => ApiError::new(S::FORBIDDEN, "forbidden", m),
             ControlError::RateLimited { message, usage } => rate_limited(message, &usage),
@@ -202,6 +209,7 @@ mod tests {
             ),
             (ControlError::Gone, 404, "not_found"),
             (ControlError::Limit("x".into()), 429, "limit_exceeded"),
+            (ControlError::Busy("x".into()), 429, "busy"),
             (ControlError::CannotStart("x".into()), 503, "cannot_start"),
             (ControlError::SandboxUnavailable, 503, "sandbox_unavailable"),
             (

@@ -29,6 +29,7 @@ use crate::extract::{JsonBody, Query};
         (status = 408, description = "The file operation timed out.", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body or the file is too large, or the workspace is full.", body = cerver_types::ErrorBody),
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many file transfers under way in this sandbox or on the server (`busy`, with `Retry-After`).", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
     )
 )]
@@ -64,6 +65,7 @@ pub async fn write(
         (status = 404, description = "No such sandbox, or no such file.", body = cerver_types::ErrorBody),
         (status = 408, description = "The file operation timed out.", body = cerver_types::ErrorBody),
         (status = 413, description = "The file is larger than the server's maximum.", body = cerver_types::ErrorBody),
+        (status = 429, description = "Too many file transfers under way in this sandbox or on the server (`busy`, with `Retry-After`).", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
     )
 )]

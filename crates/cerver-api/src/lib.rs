@@ -20,6 +20,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod contexts;
 pub mod dashboard;
 pub mod error;
 pub mod extract;

@@ -276,7 +276,9 @@ impl CerverMcp {
         description = "Run Python 3 code in a sandbox as a fresh process and wait for it. \
                        Returns output (stdout), error (stderr, or why the run ended), exit_code \
                        and duration (ms). The tool result is an error when exit_code is not 0. \
-                       Files in /home/user persist between runs.",
+                       Files in /home/user persist between runs; with a context_id (create_context) \
+                       the code runs in that persistent interpreter instead. Images among the \
+                       results (charts, display()) come back as image content.",
         annotations(
             read_only_hint = false,
             destructive_hint = true,
@@ -293,6 +295,7 @@ impl CerverMcp {
             envs: args.envs.unwrap_or_default(),
             timeout_s: args.timeout,
             background: false,
+            context_id: args.context_id,
         };
         let id = args.sandbox_id;
         let run = |st: AppState, caller: Caller| async move {
@@ -301,6 +304,16 @@ impl CerverMcp {
         self.call_then(&parts, run, |out, r| {
             if let cerver_types::RunResult::Finished(done) = out {
                 r.is_error = Some(done.exit_code != 0);
+                // Images among the rich results, as MCP image content a model can see.
+                for res in &done.results {
+                    if let Some(png) = &res.png {
+                        r.content
+                            .push(ContentBlock::image(png.clone(), "image/png"));
+                    } else if let Some(jpeg) = &res.jpeg {
+                        r.content
+                            .push(ContentBlock::image(jpeg.clone(), "image/jpeg"));
+                    }
+                }
             }
         })
         .await
@@ -416,6 +429,29 @@ impl CerverMcp {
         let id = args.sandbox_id;
         self.call(&parts, |st, caller| async move {
             ops::sandboxes::delete(&st.control, &caller, &id).await
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Start a persistent Python interpreter (a context) in a sandbox and return \
+                       its context_id: run_code with that context_id keeps variables and imports \
+                       between calls, like notebook cells. At most 8 per sandbox.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn create_context(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SandboxArgs>,
+    ) -> CallToolResult {
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            let req = ops::CreateContext::default();
+            ops::contexts::create(&st.control, &caller, &id, req).await
         })
         .await
     }

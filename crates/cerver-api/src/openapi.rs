@@ -11,7 +11,7 @@ use axum::http::{HeaderName, header};
 use utoipa::openapi::Required;
 use utoipa::{Modify, OpenApi};
 
-use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, session};
+use crate::{account, auth, contexts, dashboard, files, mcp, processes, runs, sandboxes, session};
 
 /// The generated API description.
 #[derive(OpenApi)]
@@ -52,6 +52,10 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
         sandboxes::host,
         runs::run,
         runs::run_stream,
+        contexts::create,
+        contexts::list,
+        contexts::delete,
+        contexts::restart,
         processes::list,
         processes::get,
         processes::stream,
@@ -69,6 +73,12 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
         cerver_types::SetTimeoutResponse,
         cerver_types::RunRequest,
         cerver_types::RunResponse,
+        cerver_types::RichResult,
+        cerver_types::ErrorInfo,
+        cerver_types::CreateContextRequest,
+        cerver_types::ContextInfo,
+        cerver_types::ContextList,
+        cerver_types::DeleteContextResponse,
         cerver_types::RunStatus,
         cerver_types::StreamEvent,
         cerver_types::RunResult,
@@ -94,6 +104,7 @@ use crate::{account, auth, dashboard, files, mcp, processes, runs, sandboxes, se
     tags(
         (name = "sandboxes", description = "Sandbox lifecycle: create, inspect, list, extend, delete."),
         (name = "runs", description = "Running Python code, synchronously or as Server-Sent Events."),
+        (name = "contexts", description = "Persistent Python interpreters: state carries over between runs with `\"context_id\"`."),
         (name = "processes", description = "Background processes (started with `\"background\": true`): list, inspect, follow, kill."),
         (name = "files", description = "The sandbox's workspace (`/home/user`): write, read, list."),
         (name = "mcp", description = "The same operations as Model Context Protocol tools, for MCP clients."),

@@ -7,7 +7,9 @@ use axum::{Json, Router};
 use cerver_types::Health;
 
 use crate::error::ApiError;
-use crate::{AppState, account, auth, dashboard, files, mcp, processes, runs, sandboxes, session};
+use crate::{
+    AppState, account, auth, contexts, dashboard, files, mcp, processes, runs, sandboxes, session,
+};
 
 /// Largest request body: a file write of `max_file_bytes` (10 MiB) as JSON, with room for
 /// escaping.
@@ -85,6 +87,18 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
         .route("/sandbox/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
+        .route(
+            "/sandbox/{id}/contexts",
+            get(contexts::list).post(contexts::create),
+        )
+        .route(
+            "/sandbox/{id}/contexts/{context_id}",
+            delete(contexts::delete),
+        )
+        .route(
+            "/sandbox/{id}/contexts/{context_id}/restart",
+            post(contexts::restart),
+        )
         .route("/sandbox/{id}/processes", get(processes::list))
         .route(
             "/sandbox/{id}/processes/{pid}",

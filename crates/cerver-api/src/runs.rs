@@ -20,6 +20,7 @@ fn request(req: cerver_types::RunRequest) -> RunRequest {
         envs: req.envs.unwrap_or_default(),
         timeout_s: req.timeout.map(|n| n.as_f64().unwrap_or(f64::NAN)),
         background: req.background == Some(true),
+        context_id: req.context_id,
     }
 }
 

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use cerver_runtime::rates::EgressRates;
+
 use crate::ports;
 
 /// Settings of the control plane.
@@ -27,6 +29,14 @@ pub struct ControlConfig {
     pub processes: ProcessLimits,
     /// How exposed ports are named and reached.
     pub ports: ports::PortConfig,
+    /// Most file transfers (reads, writes, listings, upgrades) under way on the server at once.
+    pub max_transfers: usize,
+    /// Most file transfers under way in one sandbox at once.
+    pub max_transfers_per_sandbox: usize,
+    /// Egress bounds of a containers sandbox (bandwidth, new connections per second).
+    pub egress_rates: EgressRates,
+    /// The same for plans with `reduced_egress` (the trial plan).
+    pub trial_egress_rates: EgressRates,
 }
 
 impl Default for ControlConfig {
@@ -41,6 +51,10 @@ impl Default for ControlConfig {
             upgrade_step_timeout: Duration::from_secs(120),
             processes: ProcessLimits::default(),
             ports: ports::PortConfig::default(),
+            max_transfers: 8,
+            max_transfers_per_sandbox: 2,
+            egress_rates: EgressRates::default(),
+            trial_egress_rates: EgressRates::new(10, 10),
         }
     }
 }

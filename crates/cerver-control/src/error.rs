@@ -35,12 +35,19 @@ pub enum ControlError {
     /// The sandbox has no background process with this pid.
     #[error("no background process with pid {0} in this sandbox")]
     ProcessNotFound(i32),
+    /// The sandbox has no context with this id.
+    #[error("no context {0:?} in this sandbox")]
+    ContextNotFound(String),
     /// The caller has no (unrevoked) API key with this id.
     #[error("no such API key")]
     KeyNotFound,
     /// A limit was hit.
     #[error("{0}")]
     Limit(String),
+    /// Too many operations of this kind are under way (in the sandbox or on the server):
+    /// retrying in a moment works.
+    #[error("{0}")]
+    Busy(String),
     /// No or an invalid API key.
     #[error("{0}")]
     Unauthorized(String),
@@ -88,6 +95,7 @@ impl From<RuntimeError> for ControlError {
             RuntimeError::BadPath(m) => ControlError::BadPath(m),
             RuntimeError::File { kind, message } => ControlError::File { kind, message },
             RuntimeError::Gone => ControlError::Gone,
+            e @ RuntimeError::ContextDead => ControlError::Conflict(e.to_string()),
             e @ RuntimeError::ProcessLimit(_) => ControlError::Limit(e.to_string()),
             e @ RuntimeError::CannotStart(_) => ControlError::CannotStart(e.to_string()),
             RuntimeError::Create(m) => {

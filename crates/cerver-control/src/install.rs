@@ -66,33 +66,65 @@ impl Control {
         };
         let _permit = entry.run_permit()?;
         // Fast path: everything is already in the shared wheel cache.
-        let offline = run_installer(&entry, &requirements, true, deadline).await?;
-        if offline.exit.exit_code == 0 {
+        if let Some(offline) = self
+            .install_from_cache(&entry, &requirements, deadline)
+            .await?
+            && offline.exit.exit_code == 0
+        {
             return Ok(install_outcome(offline, upgraded));
         }
         let fetched =
             tokio::time::timeout_at(deadline, self.runtime.fetch_wheels(&requirements)).await;
         match fetched.unwrap_or_else(|_| Err("the install's time ran out".into())) {
             Ok(()) => {
-                let offline = run_installer(&entry, &requirements, true, deadline).await?;
-                if offline.exit.exit_code == 0 {
+                if let Some(offline) = self
+                    .install_from_cache(&entry, &requirements, deadline)
+                    .await?
+                    && offline.exit.exit_code == 0
+                {
                     return Ok(install_outcome(offline, upgraded));
                 }
             }
             Err(e) => tracing::info!(sandbox.id = %entry.id, "wheel fetch: {e}"),
         }
-        let online = run_installer(&entry, &requirements, false, deadline).await?;
+        let online = run_installer(&entry, &requirements, None, deadline).await?;
         Ok(install_outcome(online, upgraded))
+    }
+}
+
+impl Control {
+    /// An offline install from the wheel cache, through a selection of exactly the wheels it
+    /// needs (`None`: the cache cannot satisfy the requirements). No eviction while the
+    /// selection is made (its hard links keep the wheels afterwards); the wheels it took
+    /// count as used now.
+    async fn install_from_cache(
+        &self,
+        entry: &Arc<Entry>,
+        requirements: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<RunOutput>, ControlError> {
+        let reading = self.runtime.reading_wheels().await;
+        let Some(selection) = self.runtime.select_wheels(requirements).await else {
+            return Ok(None);
+        };
+        drop(reading);
+        let out = run_installer(entry, requirements, Some(&selection.name), deadline).await?;
+        drop(selection);
+        if out.exit.exit_code == 0 {
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            self.runtime.wheels_used(log).await;
+        }
+        Ok(Some(out))
     }
 }
 
 async fn run_installer(
     entry: &Arc<Entry>,
     requirements: &[String],
-    offline: bool,
+    selection: Option<&str>,
     deadline: tokio::time::Instant,
 ) -> Result<RunOutput, ControlError> {
-    let spec = cerver_runtime::packages::install_spec(requirements, offline);
+    let spec = cerver_runtime::packages::install_spec(requirements, selection);
     let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
     let timeout = deadline
         .saturating_duration_since(tokio::time::Instant::now())

@@ -22,9 +22,11 @@
 pub mod accounts;
 pub mod client_limits;
 pub mod config;
+pub mod contexts;
 pub mod env;
 pub mod error;
 pub mod install;
+pub mod lines;
 pub mod metrics;
 pub mod ops;
 pub mod packages;
@@ -34,6 +36,7 @@ pub mod processes;
 pub mod registry;
 pub mod runs;
 pub mod stream;
+mod transfers;
 pub mod upgrade;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +72,8 @@ pub struct Control {
     /// The server's sandbox slots (`max_sandboxes`): one is held for every sandbox that
     /// exists, from before it is built until it is destroyed (two during an upgrade).
     sandbox_slots: Arc<tokio::sync::Semaphore>,
+    /// The server's transfer slots (`transfers.rs`).
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Control {
@@ -93,8 +98,10 @@ impl Control {
         let proxy_connections =
             Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
         let sandbox_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_sandboxes));
+        let transfers = Arc::new(tokio::sync::Semaphore::new(cfg.max_transfers.max(1)));
         let control = Arc::new(Control {
             sandbox_slots,
+            transfers,
             runtime,
             store,
             cfg,

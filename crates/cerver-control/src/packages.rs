@@ -13,6 +13,11 @@ pub const MAX_PACKAGES: usize = 50;
 /// Longest single requirement.
 pub const MAX_REQUIREMENT: usize = 200;
 
+/// File endings pip takes for a local archive or wheel.
+const ARCHIVE_SUFFIXES: [&str; 9] = [
+    ".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz",
+];
+
 fn bad(item: &str, why: &str) -> ControlError {
     let shown: String = item.chars().take(64).collect();
     ControlError::BadRequest(format!("invalid package {shown:?}: {why}"))
@@ -69,6 +74,13 @@ fn parse_one(item: &str) -> Result<String, ControlError> {
     }
     let req: Requirement =
         Requirement::from_str(item).map_err(|e| bad(item, &e.message.to_string()))?;
+    // A version's local label may spell an archive's name (`x==1.0+a.tar.gz`), which pip
+    // would take for a file to install: refused, whatever the host's pip does with it (it
+    // runs in an empty scratch directory as well).
+    let lower = item.to_ascii_lowercase();
+    if ARCHIVE_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+        return Err(bad(item, "a requirement may not name a file"));
+    }
     if let Some(VersionOrUrl::Url(_)) = req.version_or_url {
         return Err(bad(item, "URLs are not allowed"));
     }
@@ -111,6 +123,10 @@ mod tests {
             "x==1.0;python_version<'3'",
             "pkg\\..\\x",
             "~=1",
+            "x==1.0+a.tar.gz",
+            "x==1.0+a.whl",
+            "x==1.0+local.ZIP",
+            "foo.whl",
         ] {
             assert!(
                 parse(Some(bad), None).is_err() || bad.is_empty(),

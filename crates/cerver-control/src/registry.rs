@@ -42,8 +42,14 @@ pub struct Entry {
     pub(crate) exposed_ports: Mutex<BTreeSet<u16>>,
     pub(crate) proxy_connections: Arc<tokio::sync::Semaphore>,
     pub(crate) processes: ProcessTable,
+    /// Its contexts (persistent interpreters).
+    pub(crate) contexts: crate::contexts::ContextTable,
     /// This sandbox's server-wide slot, given back when it is destroyed.
     pub(crate) slot: Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    /// The sandbox's file-transfer slots (`transfers.rs`).
+    pub(crate) transfers: Arc<tokio::sync::Semaphore>,
+    /// The egress bounds of the owner's plan (kept for an upgrade's new sandbox).
+    pub(crate) egress_rates: cerver_runtime::rates::EgressRates,
 }
 
 #[derive(Clone, Copy)]
@@ -182,6 +188,15 @@ impl Control {
         caller.limits.max_timeout_ms.min(self.cfg.max_timeout_ms)
     }
 
+    /// The egress bounds of the caller's plan.
+    fn egress_rates_for(&self, caller: &Caller) -> cerver_runtime::rates::EgressRates {
+        if caller.limits.reduced_egress {
+            self.cfg.trial_egress_rates
+        } else {
+            self.cfg.egress_rates
+        }
+    }
+
     fn timeout_ms(&self, requested: Option<u64>, max: u64) -> Result<(u64, bool), ControlError> {
         let ms = requested.unwrap_or(DEFAULT_TIMEOUT_MS.min(max));
         if ms == 0 {
@@ -238,9 +253,20 @@ impl Control {
             }
             Err(e) => return Err(store_err(e)),
         }
-        let sandbox = match self.runtime.create(engine).await {
+        let egress_rates = self.egress_rates_for(caller);
+        let created = match self.runtime.create(engine).await {
+            Ok(sb) => match sb.limit_egress(egress_rates).await {
+                Ok(()) => Ok(sb),
+                Err(e) => Err((Some(sb), e)),
+            },
+            Err(e) => Err((None, e)),
+        };
+        let sandbox = match created {
             Ok(sb) => sb,
-            Err(e) => {
+            Err((built, e)) => {
+                if let Some(sb) = built {
+                    sb.destroy().await;
+                }
                 let _ = self
                     .store
                     .mark_sandbox_deleted(&id, cerver_store::now_ms())
@@ -264,7 +290,10 @@ impl Control {
                 self.cfg.max_proxy_connections,
             )),
             processes: ProcessTable::new(self.cfg.processes),
+            contexts: Default::default(),
             slot: Mutex::new(Some(slot)),
+            egress_rates,
+            transfers: crate::transfers::sandbox_slots(&self.cfg),
         });
         tracing::info!(sandbox.id = %entry.id, user.id = %owner, engine = engine.as_str(), "sandbox created");
         crate::metrics::sandbox_created(engine);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cerver_runtime::{RunExit, RunHandle, RunOutput};
-use cerver_types::{RunResponse, RunStatus};
+use cerver_types::{ErrorInfo, RichResult, RunResponse, RunStatus};
 
 use crate::env::{run_env, validate_code};
 use crate::{Control, ControlError, Entry};
@@ -51,6 +51,22 @@ impl Control {
         let env = run_env(entry, &params.envs);
         let spec = cerver_runtime::run::code_spec(params.code, env);
         let handle = entry.sandbox.start(&spec, None, timeout).await?;
+        Ok(handle.with_permit(permit))
+    }
+
+    /// Runs `params.code` in the sandbox's context `context_id`, after the runs before it.
+    pub(crate) async fn start_in_context(
+        &self,
+        entry: &Arc<Entry>,
+        context_id: &str,
+        params: RunParams,
+        requested: Duration,
+    ) -> Result<RunHandle, ControlError> {
+        validate_code(&params.code, &params.envs)?;
+        let context = crate::ops::contexts::context_of(entry, context_id)?;
+        let remaining = Duration::from_millis(entry.lifetime().remaining_ms);
+        let permit = entry.run_permit()?;
+        let handle = context.run(&params.code, requested.min(remaining)).await?;
         Ok(handle.with_permit(permit))
     }
 
@@ -109,6 +125,32 @@ pub(crate) fn response(out: RunOutput, max: usize) -> RunResponse {
         error,
         exit_code: out.exit.exit_code,
         duration: out.exit.duration.as_millis() as u64,
+        results: out.results.into_iter().map(wire_result).collect(),
+        error_info: out.error_info.map(wire_error),
+    }
+}
+
+/// A rich result as documented (the runtime has validated and bounded it).
+pub(crate) fn wire_result(r: cerver_runtime::RichResult) -> RichResult {
+    RichResult {
+        text: r.text,
+        html: r.html,
+        markdown: r.markdown,
+        svg: r.svg,
+        png: r.png,
+        jpeg: r.jpeg,
+        latex: r.latex,
+        json: r.json,
+        is_main_result: r.is_main_result,
+        truncated: r.truncated,
+    }
+}
+
+pub(crate) fn wire_error(e: cerver_runtime::ErrorInfo) -> ErrorInfo {
+    ErrorInfo {
+        name: e.name,
+        value: e.value,
+        traceback: e.traceback,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Runs and background processes as a stream of documented events ([`StreamEvent`]): output
-//! decoded as UTF-8 across chunk boundaries, empty chunks dropped, then one `exit` event. One
+//! decoded as UTF-8 across chunk boundaries, one event per line ([`crate::lines`]), rich
+//! results as `result` events, then one `exit` event. One
 //! machine serves `/run/stream` (a run's own events; dropping the stream kills the run) and
 //! following a background process (a broadcast subscription; dropping it only unsubscribes).
 
@@ -7,6 +8,8 @@ use std::collections::VecDeque;
 
 use cerver_runtime::{RunEvent, RunExit, RunHandle};
 use cerver_types::StreamEvent;
+
+use crate::lines::Lines;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{OwnedSemaphorePermit, broadcast, watch};
@@ -60,12 +63,16 @@ impl Utf8Stream {
 }
 
 /// The `exit` event of how a run ended.
-pub(crate) fn exit_event(exit: &RunExit) -> StreamEvent {
+pub(crate) fn exit_event(
+    exit: &RunExit,
+    error_info: Option<cerver_types::ErrorInfo>,
+) -> StreamEvent {
     StreamEvent::Exit {
         code: exit.exit_code,
         error: exit.error.clone(),
         duration: exit.duration.as_millis() as u64,
         status: crate::runs::status(exit),
+        error_info,
     }
 }
 
@@ -112,8 +119,9 @@ impl Source {
 pub(crate) struct Events {
     queued: VecDeque<StreamEvent>,
     source: Source,
-    out: Utf8Stream,
-    err: Utf8Stream,
+    out: Lines,
+    err: Lines,
+    error_info: Option<cerver_types::ErrorInfo>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -122,8 +130,9 @@ impl Events {
         Events {
             queued: VecDeque::new(),
             source,
-            out: Utf8Stream::default(),
-            err: Utf8Stream::default(),
+            out: Lines::default(),
+            err: Lines::default(),
+            error_info: None,
             permit: None,
         }
     }
@@ -151,31 +160,55 @@ impl Events {
         self
     }
 
-    fn push_output(&mut self, ev: StreamEvent) {
-        let empty = matches!(&ev, StreamEvent::Stdout { data } | StreamEvent::Stderr { data } if data.is_empty());
-        if !empty {
-            self.queued.push_back(ev);
-        }
-    }
-
     fn on(&mut self, ev: RunEvent) {
         match ev {
             RunEvent::Stdout(b) => {
-                let data = self.out.push(&b);
-                self.push_output(StreamEvent::Stdout { data });
+                let lines = self.out.push(&b);
+                let events = lines.into_iter().map(|data| StreamEvent::Stdout { data });
+                self.queued.extend(events);
             }
             RunEvent::Stderr(b) => {
-                let data = self.err.push(&b);
-                self.push_output(StreamEvent::Stderr { data });
+                let lines = self.err.push(&b);
+                let events = lines.into_iter().map(|data| StreamEvent::Stderr { data });
+                self.queued.extend(events);
             }
+            RunEvent::Result(r) => {
+                self.flush_partials(false);
+                let result = crate::runs::wire_result(*r);
+                self.queued.push_back(StreamEvent::from(result));
+            }
+            RunEvent::Error(e) => self.error_info = Some(crate::runs::wire_error(*e)),
             RunEvent::Exit(exit) => {
                 self.source = Source::Ended;
-                let data = self.out.finish();
-                self.push_output(StreamEvent::Stdout { data });
-                let data = self.err.finish();
-                self.push_output(StreamEvent::Stderr { data });
-                self.queued.push_back(exit_event(&exit));
+                self.flush_partials(true);
+                let info = self.error_info.take();
+                self.queued.push_back(exit_event(&exit, info));
             }
+        }
+    }
+
+    /// Partial lines go out (their wait is over, or the stream ends with `finish`).
+    fn flush_partials(&mut self, finish: bool) {
+        let (out, err) = if finish {
+            (self.out.finish(), self.err.finish())
+        } else {
+            (self.out.flush(), self.err.flush())
+        };
+        self.queued
+            .extend(out.map(|data| StreamEvent::Stdout { data }));
+        self.queued
+            .extend(err.map(|data| StreamEvent::Stderr { data }));
+    }
+
+    /// The next event of the source, or `None` when a partial line's wait is over first.
+    async fn next_or_partial(&mut self) -> Option<Option<RunEvent>> {
+        let deadline = match (self.out.deadline(), self.err.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match deadline {
+            None => Some(self.source.next().await),
+            Some(at) => tokio::time::timeout_at(at, self.source.next()).await.ok(),
         }
     }
 
@@ -185,8 +218,10 @@ impl Events {
                 if let Some(ev) = s.queued.pop_front() {
                     return Some((ev, s));
                 }
-                let ev = s.source.next().await?;
-                s.on(ev);
+                match s.next_or_partial().await {
+                    Some(ev) => s.on(ev?),
+                    None => s.flush_partials(false),
+                }
             }
         })
         .boxed()
@@ -238,6 +273,7 @@ mod tests {
                     error: None,
                     duration: 7,
                     status: cerver_types::RunStatus::Ok,
+                    error_info: None,
                 },
             ]
         );

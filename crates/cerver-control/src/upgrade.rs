@@ -84,6 +84,8 @@ impl Control {
         {
             return Ok(current);
         }
+        // The workspace is held in the server's memory until it is unpacked.
+        let _transfer = self.transfer_permit(old)?;
         let step_timeout = self.cfg.upgrade_step_timeout;
         let limit = old.sandbox.limits().workspace_bytes as usize + (16 << 20);
         let env = run_env(old, &BTreeMap::new());
@@ -104,6 +106,10 @@ impl Control {
         // The new sandbox needs a server slot of its own while the old one still exists.
         let slot = self.sandbox_slot()?;
         let sandbox = self.runtime.create(Engine::Containers).await?;
+        if let Err(e) = sandbox.limit_egress(old.egress_rates).await {
+            sandbox.destroy().await;
+            return Err(e.into());
+        }
         let unpack_spec = code_spec(script(UNPACK_WORKSPACE), env);
         let unpack = sandbox
             .start(&unpack_spec, Some(pack.stdout.into()), step_timeout)
@@ -135,7 +141,11 @@ impl Control {
             proxy_connections: old.proxy_connections.clone(),
             // The old sandbox's processes end with it.
             processes: ProcessTable::new(self.cfg.processes),
+            // And so do its contexts (an install's upgrade starts a new interpreter set).
+            contexts: Default::default(),
             slot: Mutex::new(Some(slot)),
+            egress_rates: old.egress_rates,
+            transfers: old.transfers.clone(),
         });
         self.swap_in(old, new).await
     }

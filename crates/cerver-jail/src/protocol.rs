@@ -5,7 +5,8 @@
 //! [`CONTROL_FD`] and a lifeline pipe on [`LIFELINE_FD`]. The zygote inside the sandbox announces
 //! itself with [`ZygoteEvent::Ready`]; the runtime then sends [`ZygoteRequest`]s, each `Run`
 //! carrying [`RUN_FDS`] file descriptors (SCM_RIGHTS) in this order: spec (a memfd holding a
-//! [`RunSpec`] as JSON), stdin, stdout, stderr, status. The run's leader writes one [`RunStatus`]
+//! [`RunSpec`] as JSON), stdin, stdout, stderr, status, results (JSON lines of rich results that
+//! the run's main process writes; see `display.py`). The run's leader writes one [`RunStatus`]
 //! line into the status pipe when the run's main process ends (preceded by a `pid` line when
 //! the request asked for it).
 
@@ -20,7 +21,7 @@ pub const CONTROL_FD: i32 = 3;
 /// gone and the sandbox must be torn down.
 pub const LIFELINE_FD: i32 = 4;
 /// Number of file descriptors attached to a `Run` request.
-pub const RUN_FDS: usize = 5;
+pub const RUN_FDS: usize = 6;
 /// Largest control message, in bytes.
 pub const MAX_CONTROL_MESSAGE: usize = 4096;
 
@@ -61,7 +62,8 @@ pub struct JailConfig {
 
 /// Where the installer binary is bound (read-only).
 pub const INSTALLER: &str = "/opt/cerver/uv";
-/// Where the shared wheel cache is bound (read-only; only the host writes it).
+/// Where the wheel cache's selections directory is bound (read-only, not listable; only the
+/// host writes it; an install from the cache gets `WHEELHOUSE/<its selection>`).
 pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 
 /// Package tooling bound into a containers sandbox.
@@ -69,7 +71,8 @@ pub const WHEELHOUSE: &str = "/opt/cerver/wheels";
 pub struct Packages {
     /// Host path of the installer (`uv`) binary, when the host has one.
     pub installer: Option<PathBuf>,
-    /// Host directory of downloaded wheels, filled by the host only.
+    /// Host directory bound at [`WHEELHOUSE`] (the wheel cache's selections), filled by the
+    /// host only.
     pub wheelhouse: PathBuf,
     /// Size of the tmpfs holding the virtual environment.
     pub venv_bytes: u64,
@@ -173,9 +176,26 @@ pub enum RunSpec {
     WriteFile { path: String, max_bytes: u64 },
     /// Copy the file at `path` to stdout; fails if larger than `max_bytes`.
     ReadFile { path: String, max_bytes: u64 },
-    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`.
-    ListFiles { path: String, max_entries: u64 },
+    /// Print `{"files": [{"path", "size"}...], "truncated": bool}` for the tree under `path`:
+    /// at most `max_entries` entries whose paths add up to at most `max_path_bytes` (0: no
+    /// such bound).
+    ListFiles {
+        path: String,
+        max_entries: u64,
+        #[serde(default)]
+        max_path_bytes: u64,
+    },
+    /// A persistent interpreter (`context.py`): its stdin is a SOCK_SEQPACKET socket on which
+    /// it receives executions, each with [`CONTEXT_EXEC_FDS`] descriptors, until it closes.
+    Context {
+        env: BTreeMap<String, String>,
+        /// Working directory (relative to the workspace, or absolute); the workspace if empty.
+        cwd: String,
+    },
 }
+
+/// Descriptors of one execution in a context: code (a memfd), stdout, stderr, results, status.
+pub const CONTEXT_EXEC_FDS: usize = 5;
 
 /// The end of a run, written by the run's leader (or, with `report_pid`, first its start).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]

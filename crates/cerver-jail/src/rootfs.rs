@@ -12,7 +12,7 @@
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
 //! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
 //! | `/opt/venv` | containers: the sandbox's virtual environment, a tmpfs (`venv_bytes`) owned by the sandbox user; an empty read-only directory otherwise |
-//! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the shared wheel cache, read-only |
+//! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the wheel cache's selections directory (0711: not listable; one selection per install), read-only |
 //! | `/etc/resolv.conf` | containers: the resolvers the host firewall lets through |
 //!
 //! Every bind from the host is read-only, nosuid and nodev down to its last submount
@@ -204,9 +204,15 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     let rootfs_dir = fs::File::open(&cfg.rootfs)
         .map_err(io_err(format!("open rootfs {}", cfg.rootfs.display())))?;
     let rootfs = PathBuf::from(format!("/proc/self/fd/{}", rootfs_dir.as_raw_fd()));
-    // The same for the package tooling's host paths.
+    // The same for the package tooling's host paths. `O_PATH`: the wheel selections directory
+    // may be entered but not read (mode 0711), and a bind needs no more.
     let held = |path: &Path| -> Result<(fs::File, PathBuf), JailError> {
-        let file = fs::File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .map_err(io_err(format!("open {}", path.display())))?;
         let fd_path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         Ok((file, fd_path))
     };

@@ -48,7 +48,7 @@ VENV = SETTINGS["venv"]
 UID = SETTINGS["uid"]
 USER_NPROC = SETTINGS["user_nproc"]
 CONTROL_FD = 3
-RUN_FDS = 5
+RUN_FDS = 6  # spec, stdin, stdout, stderr, status, results
 MAX_MESSAGE = 4096
 
 PR_SET_PDEATHSIG = 1
@@ -71,6 +71,15 @@ class SockFprog(ctypes.Structure):
 _RUN_FILTER = bytes.fromhex(SETTINGS["run_filter"] or "")
 _RUN_FILTER_BUF = ctypes.create_string_buffer(_RUN_FILTER, len(_RUN_FILTER))
 RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.c_void_p))
+
+# Rich results (display.py), as the module `cerver_display`: defined once here, used per run.
+display = types.ModuleType("cerver_display")
+exec(compile(SETTINGS["display_source"], "cerver_display", "exec"), display.__dict__)
+sys.modules["cerver_display"] = display
+# Persistent interpreters (context.py): a run of kind "context" serves executions until closed.
+context = types.ModuleType("cerver_context")
+exec(compile(SETTINGS["context_source"], "cerver_context", "exec"), context.__dict__)
+import _ast  # the C module: the notebook-cell split of run_code, without importing `ast`
 
 CTRL = _socket.socket(fileno=CONTROL_FD)
 CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
@@ -198,7 +207,7 @@ def leader(sock):
         fds, report_pid = recv_run(sock)
         sock.close()
         status_fd = fds[4]
-        for fd in fds[:4]:
+        for fd in fds[:4] + fds[5:]:
             os.close(fd)
         if report_pid:
             # A background run: the server learns the pid user code sees (os.getpid()).
@@ -260,7 +269,7 @@ def run_main(sock):
     code = 1
     try:
         prepare_main()
-        (spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd), _ = recv_run(sock)
+        (spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd, results_fd), _ = recv_run(sock)
         become_user()
         # Only the leader reports the status: user code must not be able to forge it.
         os.close(status_fd)
@@ -280,7 +289,11 @@ def run_main(sock):
         set_stdio()
         kind = spec["kind"]
         if kind == "code":
+            display._open(results_fd)
             code = run_code(spec)
+        elif kind == "context":
+            os.close(results_fd)  # each execution brings its own
+            code = context.serve(spec, globals())
         elif kind == "exec":
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # ignored signals survive exec
             os.execve(spec["argv"][0], spec["argv"], spec["env"])
@@ -332,19 +345,44 @@ def run_code(spec):
     main.__dict__["__builtins__"] = builtins
     main.__dict__["__sandbox_dir__"] = WORKSPACE
     sys.modules["__main__"] = main
-    status = 0
+    # No MPLBACKEND is set (the environment stays the documented one): without a display,
+    # matplotlib picks its off-screen Agg backend itself, and display.figures collects them.
+    display.install()
+    status = run_cell(spec["code"], main.__dict__)
     try:
-        exec(compile(spec["code"], "<string>", "exec"), main.__dict__)
+        display.figures()
+    except BaseException:
+        pass
+    return shutdown(status)
+
+
+def run_cell(code, ns):
+    """Runs `code` as a notebook cell: every statement, and when the last one is an
+    expression, its value becomes the run's main result (it is not printed). Returns the exit
+    status; an uncaught exception is printed as `python -c` would, and reported as a result."""
+    try:
+        tree = compile(code, "<string>", "exec", _ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<string>", "exec"), ns)
+        if last is not None:
+            display.main_result(eval(compile(last, "<string>", "eval"), ns))
     except SystemExit as e:
-        status = exit_status(e)
+        return exit_status(e)
     except BaseException as e:
-        status = 130 if isinstance(e, KeyboardInterrupt) else 1
         tb = e.__traceback__.tb_next if e.__traceback__ else None  # hide this frame
+        e = e.with_traceback(tb)
         try:
-            sys.excepthook(type(e), e.with_traceback(tb), tb)
+            sys.excepthook(type(e), e, tb)
         except BaseException:
             pass
-    return shutdown(status)
+        try:
+            display.error(e)
+        except BaseException:
+            pass
+        return 130 if isinstance(e, KeyboardInterrupt) else 1
+    return 0
 
 
 def exit_status(e):
@@ -483,6 +521,7 @@ def _write_all(data):
 def list_files(spec):
     root = spec["path"] or "."
     files, truncated = [], False
+    path_budget = spec.get("max_path_bytes") or float("inf")
     try:
         if not os.path.isdir(root):
             return file_error("not_a_directory" if os.path.exists(root) else "not_found",
@@ -495,7 +534,12 @@ def list_files(spec):
                     size = os.lstat(full).st_size
                 except OSError:
                     continue
-                files.append({"path": os.path.normpath(os.path.relpath(full, ".")), "size": size})
+                rel = os.path.normpath(os.path.relpath(full, "."))
+                path_budget -= len(rel)
+                if path_budget < 0:
+                    truncated = True
+                    break
+                files.append({"path": rel, "size": size})
                 if len(files) >= spec["max_entries"]:
                     truncated = True
                     break

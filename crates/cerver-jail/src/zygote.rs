@@ -17,6 +17,10 @@ use crate::protocol::{CONTROL_FD, JailConfig, ROOT_PROCESS_RESERVE, SANDBOX_UID,
 
 /// The zygote program, run with `python3 -I -S -c`.
 pub const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
+/// Rich results of runs (`cerver_display` in the sandbox), handed to the zygote in its settings.
+pub const DISPLAY_SOURCE: &str = include_str!("display.py");
+/// Persistent interpreters (contexts), handed to the zygote in its settings.
+pub const CONTEXT_SOURCE: &str = include_str!("context.py");
 
 /// Environment of the zygote itself; each run gets its own environment from the runtime.
 fn zygote_env() -> [String; 3] {
@@ -38,6 +42,8 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
         // Stacking an identical filter would only slow every syscall down.
         "run_filter": (crate::seccomp::RUN_FILTER != crate::seccomp::ZYGOTE_FILTER)
             .then(|| hex(crate::seccomp::RUN_FILTER)),
+        "display_source": DISPLAY_SOURCE,
+        "context_source": CONTEXT_SOURCE,
         "workspace": WORKSPACE,
         "venv": crate::protocol::VENV,
         "uid": SANDBOX_UID,

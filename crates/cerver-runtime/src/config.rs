@@ -55,6 +55,9 @@ pub struct RuntimeConfig {
     pub egress_subnet: std::net::Ipv4Addr,
     /// Which destinations containers sandboxes reach (blocked list, allow-list, re-reads).
     pub egress: crate::network::EgressSettings,
+    /// Egress bounds of a containers sandbox from its creation on (a plan's replace them when
+    /// the sandbox is claimed).
+    pub egress_rates: crate::rates::EgressRates,
     /// The installer binary (`uv`) bound into containers sandboxes; `None` = look it up on
     /// `PATH` at start.
     pub installer: Option<PathBuf>,
@@ -65,8 +68,15 @@ pub struct RuntimeConfig {
     /// Size of a containers sandbox's virtual environment (a tmpfs, so it also counts
     /// against the sandbox's memory limit).
     pub venv_bytes: u64,
-    /// Largest total size of the wheel cache; past it, nothing more is cached.
+    /// Largest total size of the wheel cache; past it, the least recently used wheels are
+    /// evicted.
     pub max_wheelhouse_bytes: u64,
+    /// Most bytes one host fetch may download (measured while it downloads).
+    pub max_wheel_fetch_bytes: u64,
+    /// Largest single file a host fetch may download.
+    pub max_wheel_bytes: u64,
+    /// The package index host fetches use (`pip download --index-url`); `None`: pip's.
+    pub wheel_index_url: Option<String>,
     /// How long one package installation may take.
     pub install_timeout: std::time::Duration,
     /// Memory cap of all this server's sandboxes together (their parent cgroup; no swap on
@@ -120,9 +130,13 @@ impl RuntimeConfig {
             create_timeout: std::time::Duration::from_secs(20),
             egress_subnet: std::net::Ipv4Addr::new(10, 213, 0, 0),
             egress: Default::default(),
+            egress_rates: Default::default(),
             installer: None,
             venv_bytes: 2048 * MIB,
             max_wheelhouse_bytes: 8192 * MIB,
+            max_wheel_fetch_bytes: 2048 * MIB,
+            max_wheel_bytes: 1024 * MIB,
+            wheel_index_url: None,
             install_timeout: std::time::Duration::from_secs(600),
             sandboxes_memory_bytes: None,
             wheel_fetch_timeout: std::time::Duration::from_secs(300),

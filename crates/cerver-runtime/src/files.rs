@@ -126,6 +126,13 @@ fn file_error(out: &RunOutput) -> RuntimeError {
     RuntimeError::File { kind, message }
 }
 
+/// Most path bytes one listing carries (its entries past this are left out, `truncated`):
+/// with the JSON around each entry (and escapes), its output stays under
+/// [`LIST_OUTPUT_BYTES`], which bounds what a listing holds in the server's memory.
+pub const LIST_PATH_BYTES: u64 = 2 << 20;
+/// Largest listing output read from the sandbox.
+const LIST_OUTPUT_BYTES: usize = 16 << 20;
+
 impl Sandbox {
     async fn file_op(
         self: &Arc<Self>,
@@ -196,7 +203,15 @@ impl Sandbox {
     ) -> Result<FileList, RuntimeError> {
         let path = workspace_path(path, true)?;
         let out = self
-            .file_op(RunSpec::ListFiles { path, max_entries }, None, 64 << 20)
+            .file_op(
+                RunSpec::ListFiles {
+                    path,
+                    max_entries,
+                    max_path_bytes: LIST_PATH_BYTES,
+                },
+                None,
+                LIST_OUTPUT_BYTES,
+            )
             .await?;
         #[derive(Deserialize)]
         struct Listing {

@@ -12,15 +12,20 @@
 //! forks the server process itself and contains no `unsafe`.
 
 pub mod config;
+pub mod context;
 pub mod files;
 pub mod metrics;
 pub mod network;
 pub mod packages;
 pub mod preflight;
 pub mod process;
+pub mod results;
+pub mod rates;
 pub mod run;
 pub mod sandbox;
+pub mod selection;
 mod uids;
+pub mod wheelhouse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -28,8 +33,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 pub use config::{Engine, RuntimeConfig};
+pub use context::Context;
 pub use files::{FileEntry, FileErrorKind, FileList};
 pub use process::{Process, ProcessOutput, ProcessSnapshot, ProcessStatus};
+pub use results::{ErrorInfo, RichResult};
 pub use run::{RunEvent, RunExit, RunHandle, RunOutput};
 pub use sandbox::Sandbox;
 
@@ -66,6 +73,9 @@ pub enum RuntimeError {
     /// This host lacks what the request needs (e.g. the containers engine's firewall).
     #[error("{0}")]
     Unavailable(String),
+    /// The context's interpreter is not running (it was killed or died).
+    #[error("the context's interpreter is not running: {}", context::RESTART_HINT)]
+    ContextDead,
 }
 
 /// Caps the memory of all of this server's sandboxes together (their parent cgroup).
@@ -130,8 +140,9 @@ impl Runtime {
             })
             .collect();
         let egress = network::setup(cfg.egress_subnet, &cfg.egress).await;
-        if let Err(reason) = &egress {
-            tracing::warn!("containers engine unavailable: {reason}");
+        match &egress {
+            Ok(_) => rates::reap_stale(&cfg.uid_lock_dir).await,
+            Err(reason) => tracing::warn!("containers engine unavailable: {reason}"),
         }
         let installer = cfg
             .installer
@@ -156,6 +167,12 @@ impl Runtime {
         }
         std::fs::create_dir_all(&cfg.wheelhouse).map_err(|e| {
             RuntimeError::Create(format!("wheel cache {}: {e}", cfg.wheelhouse.display()))
+        })?;
+        selection::prepare(&cfg.wheelhouse).map_err(|e| {
+            RuntimeError::Create(format!(
+                "wheel selections next to {}: {e}",
+                cfg.wheelhouse.display()
+            ))
         })?;
         let rt = Arc::new(Runtime {
             cfg,
@@ -210,7 +227,8 @@ impl Runtime {
                 })?),
                 packages: Some(cerver_jail::protocol::Packages {
                     installer: self.installer.clone(),
-                    wheelhouse: self.cfg.wheelhouse.clone(),
+                    // Sandboxes see selections of the cache, never its listing.
+                    wheelhouse: selection::root(&self.cfg.wheelhouse),
                     venv_bytes: self.cfg.venv_bytes,
                 }),
             },

@@ -237,15 +237,20 @@ fn render(inputs: &Inputs, guard: bool) -> String {
         .replace("@FORWARD_GUARD@", guard)
 }
 
-/// `nft` is the tool made for this (one atomic transaction from a readable ruleset); the
-/// netlink encoding of nftables rules by hand would be far larger and harder to audit.
-async fn apply(ruleset: &str) -> Result<(), String> {
-    let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
+/// The `nft` program.
+pub(crate) fn nft_binary() -> Result<PathBuf, String> {
+    ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
         .into_iter()
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .find(|p| p.is_file())
         .or_else(|| crate::find_on_path("nft"))
-        .ok_or("`nft` not found (install the nftables package)")?;
+        .ok_or_else(|| "`nft` not found (install the nftables package)".to_string())
+}
+
+/// `nft` is the tool made for this (one atomic transaction from a readable ruleset); the
+/// netlink encoding of nftables rules by hand would be far larger and harder to audit.
+pub(crate) async fn apply(ruleset: &str) -> Result<(), String> {
+    let nft = nft_binary()?;
     let mut child = tokio::process::Command::new(nft)
         .args(["-f", "-"])
         .env_clear()

@@ -16,27 +16,26 @@ use std::path::Path;
 use cerver_jail::protocol::{INSTALLER, RunSpec, WHEELHOUSE};
 pub use cerver_jail::protocol::{VENV, VENV_PATH};
 
-use crate::Runtime;
+use crate::{Runtime, wheelhouse};
 
-/// The run that installs `requirements` into the sandbox's venv.
-pub fn install_spec(requirements: &[String], offline: bool) -> RunSpec {
+/// The run that installs `requirements` into the sandbox's venv: offline from the wheel
+/// cache selection named `selection` (see [`crate::selection`]), or online without one.
+pub fn install_spec(requirements: &[String], selection: Option<&str>) -> RunSpec {
     RunSpec::Exec {
-        argv: install_argv(requirements, offline),
+        argv: install_argv(requirements, selection),
         env: install_env(),
     }
 }
 
 /// The installer's command line for `requirements` (already validated PEP 508 strings, passed
 /// after `--` so none can be taken for an option).
-fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
+fn install_argv(requirements: &[String], selection: Option<&str>) -> Vec<String> {
     let mut argv: Vec<String> = [
         INSTALLER,
         "pip",
         "install",
         "--python",
         &format!("{VENV}/bin/python"),
-        "--find-links",
-        WHEELHOUSE,
         "--link-mode",
         "copy",
         "--no-progress",
@@ -44,8 +43,13 @@ fn install_argv(requirements: &[String], offline: bool) -> Vec<String> {
     .into_iter()
     .map(String::from)
     .collect();
-    if offline {
-        argv.extend(["--offline", "--no-index"].map(String::from));
+    if let Some(name) = selection {
+        argv.extend([
+            "--find-links".to_string(),
+            format!("{WHEELHOUSE}/{name}"),
+            "--offline".into(),
+            "--no-index".into(),
+        ]);
     }
     argv.push("--".into());
     argv.extend(requirements.iter().cloned());
@@ -77,25 +81,16 @@ fn install_env() -> std::collections::BTreeMap<String, String> {
 
 impl Runtime {
     /// Fetches binary wheels for `requirements` (and their dependencies) into the wheelhouse,
-    /// on the host. One fetch at a time: while one runs, others are skipped (their installs go
-    /// to the index from inside their sandboxes) so that no user's large fetch holds up
-    /// another's install; skipped too when the wheelhouse is full.
+    /// on the host (see [`crate::wheelhouse`]: bounded while downloading, least recently used
+    /// wheels evicted to make room). One fetch at a time: while one runs, others are skipped
+    /// (their installs go to the index from inside their sandboxes) so that no user's large
+    /// fetch holds up another's install.
     pub async fn fetch_wheels(&self, requirements: &[String]) -> Result<(), String> {
         let Ok(_one_at_a_time) = self.fetch_lock.try_lock() else {
             return Err("another wheel fetch is running".into());
         };
         let cfg = &self.cfg;
         let wheelhouse = cfg.wheelhouse.clone();
-        let used = tokio::task::spawn_blocking({
-            let w = wheelhouse.clone();
-            move || dir_size(&w)
-        })
-        .await
-        .unwrap_or(u64::MAX);
-        if used >= cfg.max_wheelhouse_bytes {
-            return Err("the wheel cache is full".into());
-        }
-        let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
         // Next to the wheelhouse (same filesystem, so publishing is a rename), not inside it.
         let scratch_root = wheelhouse.parent().unwrap_or(&wheelhouse).join("fetch");
         std::fs::create_dir_all(&scratch_root).map_err(|e| format!("scratch dir: {e}"))?;
@@ -103,56 +98,64 @@ impl Runtime {
             .prefix("fetch-")
             .tempdir_in(&scratch_root)
             .map_err(|e| format!("scratch dir: {e}"))?;
-        let out = tokio::time::timeout(
-            cfg.wheel_fetch_timeout,
-            tokio::process::Command::new(&python)
-                .args(["-I", "-m", "pip", "download", "--only-binary=:all:"])
-                .args(["--no-input", "--disable-pip-version-check", "--quiet"])
-                .arg("--dest")
-                .arg(scratch.path())
-                .arg("--")
-                .args(requirements)
-                .env_clear()
-                .env("HOME", scratch.path())
-                .env("PATH", "/usr/bin:/bin")
-                .env("PIP_NO_CACHE_DIR", "1") // the wheelhouse is the cache
-                .stdin(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .map_err(|_| "fetching wheels took too long".to_string())?
-        .map_err(|e| format!("run pip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pip download: {}",
-                String::from_utf8_lossy(&out.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("failed")
-            ));
-        }
-        // The cap holds for what this fetch adds too (a single fetch may be large).
-        let fetched = tokio::task::spawn_blocking({
-            let dir = scratch.path().to_path_buf();
-            move || dir_size(&dir)
+        let budget = cfg.max_wheel_fetch_bytes.min(cfg.max_wheelhouse_bytes);
+        let download = wheelhouse::download(cfg, requirements, scratch.path(), budget);
+        let dest = tokio::time::timeout(cfg.wheel_fetch_timeout, download)
+            .await
+            .map_err(|_| "fetching wheels took too long".to_string())??;
+        // Room for what arrived: the least recently used wheels go first.
+        let (cap, w, d) = (cfg.max_wheelhouse_bytes, wheelhouse.clone(), dest.clone());
+        let room = tokio::task::spawn_blocking(move || {
+            let fetched = wheelhouse::tree_size(&d).0;
+            if let Some(freed) = wheelhouse::evict(&w, cap.saturating_sub(fetched))
+                && freed > 0
+            {
+                tracing::info!(freed, "wheel cache: least recently used wheels evicted");
+            }
+            wheelhouse::tree_size(&w).0.saturating_add(fetched) <= cap
         })
         .await
-        .unwrap_or(u64::MAX);
-        if used.saturating_add(fetched) > cfg.max_wheelhouse_bytes {
-            return Err("these wheels would overfill the wheel cache".into());
+        .unwrap_or(false);
+        if !room {
+            return Err("the wheel cache is full (installs are reading it)".into());
         }
-        // Publish each wheel with a rename, so a sandbox never sees a partial file.
-        let mut entries = tokio::fs::read_dir(scratch.path())
+        // Publish each wheel with a rename, so a sandbox never sees a partial file; its mtime
+        // (its last use) is now.
+        let mut entries = tokio::fs::read_dir(&dest)
             .await
             .map_err(|e| format!("read scratch dir: {e}"))?;
         while let Ok(Some(entry)) = entries.next_entry().await {
             let name = entry.file_name();
             if Path::new(&name).extension().is_some_and(|e| e == "whl") {
+                let _ = std::fs::File::options()
+                    .write(true)
+                    .open(entry.path())
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
                 let _ = tokio::fs::rename(entry.path(), wheelhouse.join(&name)).await;
             }
         }
         Ok(())
+    }
+
+    /// The cache's wheels that satisfy `requirements`, as a selection a sandbox can install
+    /// from (`None`: the cache cannot satisfy them).
+    pub async fn select_wheels(
+        &self,
+        requirements: &[String],
+    ) -> Option<crate::selection::Selection> {
+        crate::selection::select(&self.cfg, requirements).await
+    }
+
+    /// Held by an install while it reads the wheel cache (no eviction meanwhile).
+    pub async fn reading_wheels(&self) -> Option<wheelhouse::Reading> {
+        wheelhouse::reading(&self.cfg.wheelhouse).await
+    }
+
+    /// Records that an install used wheels from the cache (`log`: the installer's output).
+    pub async fn wheels_used(&self, log: String) {
+        let cache = self.cfg.wheelhouse.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || wheelhouse::touch_installed(&cache, &log)).await;
     }
 }
 
@@ -172,18 +175,6 @@ pub fn reachable_by_anyone(path: &Path) -> bool {
     path.ancestors()
         .skip(1)
         .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.metadata().ok())
-                .filter(|m| m.is_file())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -214,10 +205,17 @@ mod tests {
 
     #[test]
     fn requirements_come_after_the_option_terminator() {
-        let argv = install_argv(&["six==1.16.0".into(), "-r".into()], true);
+        let argv = install_argv(&["six==1.16.0".into(), "-r".into()], Some("ab12"));
         let end = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(&argv[end + 1..], ["six==1.16.0", "-r"]);
         assert!(argv[..end].contains(&"--offline".to_string()));
+        assert!(argv[..end].contains(&format!("{WHEELHOUSE}/ab12")));
+        let online = install_argv(&["six".into()], None);
+        assert!(
+            !online
+                .iter()
+                .any(|a| a == "--find-links" || a == "--offline")
+        );
         assert_eq!(argv[0], INSTALLER);
     }
 }

@@ -239,7 +239,7 @@ impl Process {
         match &event {
             RunEvent::Stdout(b) => st.stdout.push(b),
             RunEvent::Stderr(b) => st.stderr.push(b),
-            RunEvent::Exit(_) => {}
+            RunEvent::Result(_) | RunEvent::Error(_) | RunEvent::Exit(_) => {}
         }
         // No subscriber is not an error; a lagging one misses chunks.
         let _ = self.live.send(event);

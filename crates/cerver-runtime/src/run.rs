@@ -16,16 +16,22 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 
 use crate::RuntimeError;
+use crate::context::Context;
+use crate::results::{Display, ErrorInfo, ResultsReader, RichResult};
 use crate::sandbox::{Sandbox, io};
 
 /// Output chunks in flight between the pipe reader and the consumer.
-const EVENT_QUEUE: usize = 16;
+pub(crate) const EVENT_QUEUE: usize = 16;
 const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent {
     Stdout(Bytes),
     Stderr(Bytes),
+    /// A rich result (display output), validated and within the run's bounds.
+    Result(Box<RichResult>),
+    /// The exception the code raised (at most one per run).
+    Error(Box<ErrorInfo>),
     Exit(RunExit),
 }
 
@@ -55,6 +61,13 @@ pub fn code_spec(code: String, env: std::collections::BTreeMap<String, String>) 
 }
 
 impl RunHandle {
+    pub(crate) fn new(events: mpsc::Receiver<RunEvent>) -> Self {
+        RunHandle {
+            events,
+            permit: None,
+        }
+    }
+
     /// Holds `permit` (a concurrency slot) for as long as the run is being consumed.
     pub fn with_permit(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
         self.permit = Some(permit);
@@ -77,6 +90,8 @@ impl RunHandle {
                 RunEvent::Stderr(b) => {
                     append(&mut out.stderr, &mut out.stderr_truncated, &b, max_bytes)
                 }
+                RunEvent::Result(r) => out.results.push(*r),
+                RunEvent::Error(e) => out.error_info = Some(*e),
                 RunEvent::Exit(exit) => out.exit = exit,
             }
         }
@@ -98,6 +113,8 @@ pub struct RunOutput {
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    pub results: Vec<RichResult>,
+    pub error_info: Option<ErrorInfo>,
     pub exit: RunExit,
 }
 
@@ -105,7 +122,7 @@ pub(crate) fn pipe_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))
 }
 
-fn spec_memfd(spec: &RunSpec) -> Result<OwnedFd, RuntimeError> {
+pub(crate) fn spec_memfd(spec: &RunSpec) -> Result<OwnedFd, RuntimeError> {
     let fd = nix::sys::memfd::memfd_create("cerver-run", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
         .map_err(|e| io("memfd")(e.into()))?;
     let mut file = std::fs::File::from(fd);
@@ -122,6 +139,8 @@ pub(crate) struct Launched {
     pub stdout: pipe::Receiver,
     pub stderr: pipe::Receiver,
     pub status: pipe::Receiver,
+    /// Rich results (runs of code); dropping it makes the sandbox side stop writing them.
+    pub results: pipe::Receiver,
     pub started: Instant,
     pub oom_before: u64,
 }
@@ -135,26 +154,9 @@ impl Sandbox {
         stdin: Option<Bytes>,
         report_pid: bool,
     ) -> Result<Launched, RuntimeError> {
-        let id = self.next_run_id();
-        let spec_fd = spec_memfd(spec)?;
         let (stdin_r, stdin_w) = pipe_pair()?;
-        let (stdout_r, stdout_w) = pipe_pair()?;
-        let (stderr_r, stderr_w) = pipe_pair()?;
-        let (status_r, status_w) = pipe_pair()?;
-        let oom_before = self.oom_kills();
-        let started = Instant::now();
-        self.send(
-            &ZygoteRequest::Run { id, report_pid },
-            &[&spec_fd, &stdin_r, &stdout_w, &stderr_w, &status_w],
-        )
-        .await?;
-        drop((spec_fd, stdin_r, stdout_w, stderr_w, status_w));
-
+        let run = self.launch_with(spec, stdin_r, report_pid).await?;
         let stdin_w = pipe::Sender::from_owned_fd(stdin_w).map_err(io("stdin pipe"))?;
-        let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(io("stdout pipe"))?;
-        let stderr = pipe::Receiver::from_owned_fd(stderr_r).map_err(io("stderr pipe"))?;
-        let status = pipe::Receiver::from_owned_fd(status_r).map_err(io("status pipe"))?;
-
         if let Some(data) = stdin {
             tokio::spawn(async move {
                 let mut w = stdin_w;
@@ -163,11 +165,43 @@ impl Sandbox {
         } else {
             drop(stdin_w);
         }
+        Ok(run)
+    }
+
+    /// [`Sandbox::launch`] with `stdin_r` as the run's standard input (a context's socket).
+    pub(crate) async fn launch_with(
+        &self,
+        spec: &RunSpec,
+        stdin_r: OwnedFd,
+        report_pid: bool,
+    ) -> Result<Launched, RuntimeError> {
+        let id = self.next_run_id();
+        let spec_fd = spec_memfd(spec)?;
+        let (stdout_r, stdout_w) = pipe_pair()?;
+        let (stderr_r, stderr_w) = pipe_pair()?;
+        let (status_r, status_w) = pipe_pair()?;
+        let (results_r, results_w) = pipe_pair()?;
+        let oom_before = self.oom_kills();
+        let started = Instant::now();
+        self.send(
+            &ZygoteRequest::Run { id, report_pid },
+            &[
+                &spec_fd, &stdin_r, &stdout_w, &stderr_w, &status_w, &results_w,
+            ],
+        )
+        .await?;
+        drop((spec_fd, stdin_r, stdout_w, stderr_w, status_w, results_w));
+
+        let stdout = pipe::Receiver::from_owned_fd(stdout_r).map_err(io("stdout pipe"))?;
+        let stderr = pipe::Receiver::from_owned_fd(stderr_r).map_err(io("stderr pipe"))?;
+        let status = pipe::Receiver::from_owned_fd(status_r).map_err(io("status pipe"))?;
+        let results = pipe::Receiver::from_owned_fd(results_r).map_err(io("results pipe"))?;
         Ok(Launched {
             id,
             stdout,
             stderr,
             status,
+            results,
             started,
             oom_before,
         })
@@ -190,8 +224,15 @@ impl Sandbox {
             deadline: tokio::time::Instant::now() + timeout,
             started: run.started,
             oom_before: run.oom_before,
+            context: None,
         };
-        tokio::spawn(pump.run(run.stdout, run.stderr, run.status));
+        let pipes = Pipes {
+            stdout: run.stdout,
+            stderr: run.stderr,
+            status: run.status,
+            results: run.results,
+        };
+        tokio::spawn(pump.run(pipes));
         Ok(RunHandle {
             events: rx,
             permit: None,
@@ -263,14 +304,33 @@ fn kind_of(spec: &RunSpec) -> &'static str {
     }
 }
 
-struct Pump {
-    kind: &'static str,
-    sandbox: Arc<Sandbox>,
-    id: u64,
-    tx: mpsc::Sender<RunEvent>,
-    deadline: tokio::time::Instant,
-    started: Instant,
-    oom_before: u64,
+pub(crate) struct Pump {
+    pub(crate) kind: &'static str,
+    pub(crate) sandbox: Arc<Sandbox>,
+    pub(crate) id: u64,
+    pub(crate) tx: mpsc::Sender<RunEvent>,
+    pub(crate) deadline: tokio::time::Instant,
+    pub(crate) started: Instant,
+    pub(crate) oom_before: u64,
+    /// An execution in a context: a timeout interrupts first, and the end comes from the
+    /// context's status line (or its death).
+    pub(crate) context: Option<Arc<Context>>,
+}
+
+/// Our ends of a run's pipes.
+pub(crate) struct Pipes {
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
+    pub(crate) status: pipe::Receiver,
+    pub(crate) results: pipe::Receiver,
+}
+
+/// What the pump has read so far.
+struct Reading {
+    open: [bool; 3],
+    status: Vec<u8>,
+    results: ResultsReader,
+    buf: [Vec<u8>; 3],
 }
 
 enum Stop {
@@ -280,44 +340,31 @@ enum Stop {
 }
 
 impl Pump {
-    async fn run(
-        self,
-        mut stdout: pipe::Receiver,
-        mut stderr: pipe::Receiver,
-        mut status: pipe::Receiver,
-    ) {
-        let mut status_buf = Vec::new();
-        let (mut out_open, mut err_open) = (true, true);
-        let mut buf_out = vec![0u8; READ_CHUNK];
-        let mut buf_err = vec![0u8; READ_CHUNK];
-        let mut status_chunk = [0u8; 512];
-        let stop = loop {
-            tokio::select! {
-                r = stdout.read(&mut buf_out), if out_open => match r {
-                    Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stdout(Bytes::copy_from_slice(&buf_out[..n]))).await { break s },
-                    _ => out_open = false,
-                },
-                r = stderr.read(&mut buf_err), if err_open => match r {
-                    Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stderr(Bytes::copy_from_slice(&buf_err[..n]))).await { break s },
-                    _ => err_open = false,
-                },
-                // The first complete line is the status (main writes it just before exiting;
-                // the leader writes one too, for deaths main cannot report).
-                r = status.read(&mut status_chunk) => match r {
-                    Ok(n) if n > 0 && status_buf.len() < 4096 => {
-                        status_buf.extend_from_slice(&status_chunk[..n]);
-                        if status_buf.contains(&b'\n') {
-                            break Stop::Finished;
-                        }
-                    }
-                    _ => break Stop::Finished,
-                },
-                _ = tokio::time::sleep_until(self.deadline) => break Stop::TimedOut,
-                _ = self.tx.closed() => break Stop::ConsumerGone,
-            }
+    pub(crate) async fn run(mut self, mut p: Pipes) {
+        let mut r = Reading {
+            open: [true; 3],
+            status: Vec::new(),
+            results: ResultsReader::default(),
+            buf: [
+                vec![0u8; READ_CHUNK],
+                vec![0u8; READ_CHUNK],
+                vec![0u8; READ_CHUNK],
+            ],
         };
-        if !matches!(stop, Stop::Finished) {
-            self.kill().await;
+        let mut stop = self.read(&mut p, &mut r).await;
+        let mut interrupted = false;
+        if let (Stop::TimedOut, Some(ctx)) = (&stop, &self.context) {
+            // KeyboardInterrupt first: the context keeps its state if the code stops.
+            ctx.interrupt().await;
+            interrupted = true;
+            self.deadline = tokio::time::Instant::now() + crate::context::INTERRUPT_GRACE;
+            stop = self.read(&mut p, &mut r).await;
+        }
+        match (&stop, &self.context) {
+            (Stop::Finished, _) => {}
+            // A context outlives a client that went away: its code is only interrupted.
+            (Stop::ConsumerGone, Some(ctx)) => ctx.interrupt().await,
+            _ => self.kill().await,
         }
         if let Stop::ConsumerGone = stop {
             let took = self.started.elapsed();
@@ -327,37 +374,91 @@ impl Pump {
         if let Stop::Finished = stop {
             // The main process has ended, so its output is already in the pipes; take what is
             // there without waiting for stray descendants that may keep them open.
-            for (open, pipe, event) in [
-                (
-                    out_open,
-                    &mut stdout,
-                    RunEvent::Stdout as fn(Bytes) -> RunEvent,
-                ),
-                (
-                    err_open,
-                    &mut stderr,
-                    RunEvent::Stderr as fn(Bytes) -> RunEvent,
-                ),
-            ] {
-                if !open {
-                    continue;
-                }
-                let mut buf = vec![0u8; READ_CHUNK];
-                while let Ok(n) = pipe.try_read(&mut buf) {
-                    if n == 0
-                        || self
-                            .emit(event(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                    {
-                        break;
+            if r.open[0] {
+                self.drain(&mut p.stdout, RunEvent::Stdout).await;
+            }
+            if r.open[1] {
+                self.drain(&mut p.stderr, RunEvent::Stderr).await;
+            }
+            while r.open[2] {
+                match p.results.try_read(&mut r.buf[2]) {
+                    Ok(n) if n > 0 => {
+                        let items = r.results.push(&r.buf[2][..n]);
+                        if self.emit_results(items).await.is_err() {
+                            break;
+                        }
                     }
+                    _ => r.open[2] = false,
                 }
             }
         }
-        let exit = self.exit(&stop, &status_buf);
+        let _ = self
+            .emit_results(r.results.finish().into_iter().collect())
+            .await;
+        let exit = self.exit(&stop, &r.status, interrupted).await;
         crate::metrics::run_ended(self.sandbox.engine(), self.kind, Some(&exit), exit.duration);
         let _ = self.tx.send(RunEvent::Exit(exit)).await;
+    }
+
+    /// Passes output and results on until the status line, the deadline or the consumer's end.
+    async fn read(&self, p: &mut Pipes, r: &mut Reading) -> Stop {
+        let mut status_chunk = [0u8; 512];
+        let [buf_out, buf_err, buf_res] = &mut r.buf;
+        loop {
+            tokio::select! {
+                n = p.stdout.read(buf_out), if r.open[0] => match n {
+                    Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stdout(Bytes::copy_from_slice(&buf_out[..n]))).await { return s },
+                    _ => r.open[0] = false,
+                },
+                n = p.stderr.read(buf_err), if r.open[1] => match n {
+                    Ok(n) if n > 0 => if let Err(s) = self.emit(RunEvent::Stderr(Bytes::copy_from_slice(&buf_err[..n]))).await { return s },
+                    _ => r.open[1] = false,
+                },
+                n = p.results.read(buf_res), if r.open[2] => match n {
+                    Ok(n) if n > 0 => if let Err(s) = self.emit_results(r.results.push(&buf_res[..n])).await { return s },
+                    _ => r.open[2] = false,
+                },
+                // The first complete line is the status (main writes it just before exiting;
+                // the leader writes one too, for deaths main cannot report).
+                n = p.status.read(&mut status_chunk) => match n {
+                    Ok(n) if n > 0 && r.status.len() < 4096 => {
+                        r.status.extend_from_slice(&status_chunk[..n]);
+                        if r.status.contains(&b'\n') {
+                            return Stop::Finished;
+                        }
+                    }
+                    _ => return Stop::Finished,
+                },
+                _ = tokio::time::sleep_until(self.deadline) => return Stop::TimedOut,
+                _ = self.tx.closed() => return Stop::ConsumerGone,
+            }
+        }
+    }
+
+    /// Passes on what is left in an output pipe, as `event`s.
+    async fn drain(&self, pipe: &mut pipe::Receiver, event: fn(Bytes) -> RunEvent) {
+        let mut buf = vec![0u8; READ_CHUNK];
+        while let Ok(n) = pipe.try_read(&mut buf) {
+            if n == 0
+                || self
+                    .emit(event(Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    }
+
+    async fn emit_results(&self, items: Vec<Display>) -> Result<(), Stop> {
+        for item in items {
+            self.emit(match item {
+                Display::Result(r) => RunEvent::Result(Box::new(r)),
+                Display::Error(e) => RunEvent::Error(Box::new(e)),
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn emit(&self, ev: RunEvent) -> Result<(), Stop> {
@@ -368,25 +469,23 @@ impl Pump {
     }
 
     async fn kill(&self) {
-        let _ = self
-            .sandbox
-            .send(&ZygoteRequest::Kill { id: self.id }, &[])
-            .await;
+        let id = self.context.as_ref().map_or(self.id, |ctx| ctx.run_id());
+        let _ = self.sandbox.send(&ZygoteRequest::Kill { id }, &[]).await;
     }
 
-    fn exit(&self, stop: &Stop, status_buf: &[u8]) -> RunExit {
+    async fn exit(&self, stop: &Stop, status_buf: &[u8], interrupted: bool) -> RunExit {
+        if let Some(ctx) = &self.context {
+            return ctx
+                .exit_of(
+                    self,
+                    matches!(stop, Stop::TimedOut),
+                    interrupted,
+                    status_buf,
+                )
+                .await;
+        }
         if let Stop::TimedOut = stop {
-            let duration = self.started.elapsed();
-            return RunExit {
-                exit_code: -1,
-                timed_out: true,
-                error: Some(format!(
-                    "Execution timed out after {:.1} seconds",
-                    duration.as_secs_f64()
-                )),
-                duration,
-                ..Default::default()
-            };
+            return self.timed_out(None);
         }
         exit_from_status(
             Some(&self.sandbox),
@@ -394,5 +493,24 @@ impl Pump {
             self.oom_before,
             parse_status(status_buf),
         )
+    }
+
+    /// The exit of a run stopped at its timeout; `how` says what became of it.
+    pub(crate) fn timed_out(&self, how: Option<&str>) -> RunExit {
+        let duration = self.started.elapsed();
+        let mut error = format!(
+            "Execution timed out after {:.1} seconds",
+            duration.as_secs_f64()
+        );
+        if let Some(how) = how {
+            error.push_str(how);
+        }
+        RunExit {
+            exit_code: -1,
+            timed_out: true,
+            error: Some(error),
+            duration,
+            ..Default::default()
+        }
     }
 }

@@ -46,6 +46,9 @@ pub struct Sandbox {
     oom_counter: Option<std::path::PathBuf>,
     /// The sandbox's address on its veth pair (containers engine).
     ip_addr: Option<std::net::Ipv4Addr>,
+    /// The host end of its veth pair and the uid-range slot naming its egress-rate table
+    /// (containers engine).
+    host_if: Option<(u32, String)>,
     _uids: UidRange,
 }
 
@@ -79,9 +82,9 @@ impl Sandbox {
             Some(plan) => Network::Egress(plan.for_slot(uids.slot)),
             None => Network::Loopback,
         };
-        let ip_addr = match &network {
-            Network::Egress(net) => Some(net.address),
-            Network::Loopback => None,
+        let (ip_addr, host_if) = match &network {
+            Network::Egress(net) => (Some(net.address), Some((uids.slot, net.host_if.clone()))),
+            Network::Loopback => (None, None),
         };
         let label = format!("sb-{:016x}", rand::random::<u64>());
         let limits = cfg.limits(engine).clone();
@@ -173,6 +176,7 @@ impl Sandbox {
             oom_counter,
             limits,
             ip_addr,
+            host_if,
             _uids: uids,
         };
         match tokio::time::timeout(cfg.create_timeout, sandbox.wait_ready()).await {
@@ -188,6 +192,11 @@ impl Sandbox {
                     "sandbox did not become ready in time".into(),
                 ));
             }
+        }
+        // Bounded before any code runs in it (a plan may lower the bounds when it is claimed).
+        if let Err(e) = sandbox.limit_egress(cfg.egress_rates).await {
+            sandbox.destroy().await;
+            return Err(e);
         }
         // Keep draining zygote events (it says `ready` again after a restart).
         let control = sandbox.control.clone();
@@ -229,6 +238,17 @@ impl Sandbox {
     /// The sandbox's IPv4 address, reachable from the host (containers engine only).
     pub fn ip_addr(&self) -> Option<std::net::Ipv4Addr> {
         self.ip_addr
+    }
+
+    /// Bounds the sandbox's egress bandwidth and new-connection rate (replacing earlier
+    /// bounds); nothing for a sandbox without a network.
+    pub async fn limit_egress(&self, rates: crate::rates::EgressRates) -> Result<(), RuntimeError> {
+        let Some((slot, host_if)) = &self.host_if else {
+            return Ok(());
+        };
+        crate::rates::apply(*slot, host_if, rates)
+            .await
+            .map_err(|e| RuntimeError::Create(format!("egress bounds: {e}")))
     }
 
     pub fn engine(&self) -> Engine {
@@ -312,6 +332,12 @@ impl Sandbox {
             let _ =
                 tokio::task::spawn_blocking(move || SandboxCgroup::load(&parent, &label).destroy())
                     .await;
+        }
+        // While the uid-range slot is still held: no other sandbox can own this table yet.
+        if let Some((slot, _)) = &self.host_if
+            && let Err(e) = crate::rates::remove(*slot).await
+        {
+            tracing::warn!(sandbox.label = %self.label, "egress bounds not removed: {e}");
         }
     }
 }

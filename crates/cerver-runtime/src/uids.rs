@@ -20,6 +20,18 @@ pub struct UidRange {
     _lock: Flock<File>,
 }
 
+/// Range `slot`'s lock, held, when no one holds it now (a crashed holder's lock is gone with
+/// it); `None` when it is in use.
+pub fn hold_if_free(lock_dir: &Path, slot: u32) -> Option<Flock<File>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir.join(slot.to_string()))
+        .ok()?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
+}
+
 pub fn claim(lock_dir: &Path, first_uid: u32) -> std::io::Result<UidRange> {
     fs::create_dir_all(lock_dir)?;
     let start = rand::random::<u32>() % RANGES;

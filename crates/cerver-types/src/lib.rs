@@ -9,6 +9,28 @@
 
 pub mod account;
 pub mod mcp;
+pub mod results;
+
+impl From<RichResult> for StreamEvent {
+    fn from(r: RichResult) -> Self {
+        StreamEvent::Result {
+            text: r.text,
+            html: r.html,
+            markdown: r.markdown,
+            svg: r.svg,
+            png: r.png,
+            jpeg: r.jpeg,
+            latex: r.latex,
+            json: r.json,
+            is_main_result: r.is_main_result,
+            truncated: r.truncated,
+        }
+    }
+}
+
+pub use results::{
+    ContextInfo, ContextList, CreateContextRequest, DeleteContextResponse, ErrorInfo, RichResult,
+};
 
 use std::collections::BTreeMap;
 
@@ -141,6 +163,11 @@ pub struct RunRequest {
     /// killed (`DELETE /sandbox/{id}/processes/{pid}`) or the sandbox ends; no timeout applies.
     #[serde(default)]
     pub background: Option<bool>,
+    /// Run in this context (`POST /sandbox/{id}/contexts`): a persistent interpreter whose
+    /// variables, imports and open files carry over between runs. Not with `background` or
+    /// `envs` (a context's environment is set when it is created).
+    #[serde(default)]
+    pub context_id: Option<String>,
 }
 
 /// How a run ended, decided by the server from how the process ended (never from what it
@@ -177,6 +204,12 @@ pub struct RunResponse {
     /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`. Use
     /// this, not the text of `error`, to tell a timeout from code that printed "timed out".
     pub status: RunStatus,
+    /// Rich results (display outputs), in the order produced.
+    #[serde(default)]
+    pub results: Vec<RichResult>,
+    /// The exception the code raised, when it raised one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_info: Option<ErrorInfo>,
 }
 
 /// `POST /sandbox/{id}/run`: the result of a run, or (with `"background": true`) the process
@@ -278,6 +311,34 @@ pub enum StreamEvent {
         /// The text written (UTF-8; invalid bytes become U+FFFD).
         data: String,
     },
+    /// A rich result (display output) of the run, before `exit`: the fields of a
+    /// `RichResult` (the representations present, `is_main_result`, `truncated`).
+    Result {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        html: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        markdown: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        svg: Option<String>,
+        /// Base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        png: Option<String>,
+        /// Base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        jpeg: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        latex: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        json: Option<serde_json::Value>,
+        /// The value of the code's last expression.
+        #[serde(default)]
+        is_main_result: bool,
+        /// Only on the marker that ends a truncated list of results.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
     /// The last event: how the run ended.
     Exit {
         /// The process's exit code.
@@ -290,6 +351,9 @@ pub enum StreamEvent {
         duration: u64,
         /// How the run ended: `ok`, `error` (non-zero exit), `timeout`, `killed` or `oom`.
         status: RunStatus,
+        /// The exception the code raised, when it raised one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error_info: Option<ErrorInfo>,
     },
 }
 

@@ -63,6 +63,8 @@ pub struct RunCodeArgs {
     pub envs: Option<BTreeMap<String, String>>,
     /// Time limit in seconds (default 30), at most the sandbox's remaining lifetime.
     pub timeout: Option<f64>,
+    /// Run in this context (from create_context): variables and imports carry over.
+    pub context_id: Option<String>,
 }
 
 /// Arguments of the `write_file` tool (as `POST /sandbox/{id}/files`).

@@ -29,10 +29,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     rt_cfg.rootfs = settings.rootfs.clone();
     rt_cfg.pool_size = settings.pool_size;
     rt_cfg.wheel_fetch_timeout = Duration::from_secs(settings.wheel_fetch_timeout_secs.max(1));
+    rt_cfg.max_wheelhouse_bytes = settings.wheel_cache_mb.saturating_mul(1 << 20);
+    rt_cfg.max_wheel_fetch_bytes = settings.wheel_fetch_mb.saturating_mul(1 << 20);
+    rt_cfg.max_wheel_bytes = settings.wheel_file_mb.saturating_mul(1 << 20);
+    rt_cfg.wheel_index_url = settings.wheel_index_url.clone();
     rt_cfg.output_ring_bytes = settings.process_output_ring_bytes.max(4096);
     rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
     rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
+    let egress_rates = cerver_runtime::rates::EgressRates::new(
+        settings.egress_mbit,
+        settings.egress_connections_per_second,
+    );
+    let trial_egress_rates = cerver_runtime::rates::EgressRates::new(
+        settings.trial_egress_mbit,
+        settings.trial_egress_connections_per_second,
+    );
+    rt_cfg.egress_rates = egress_rates;
     settings.workers.apply(&mut rt_cfg.workers);
     settings.containers.apply(&mut rt_cfg.containers);
     let mut ports = port_config(&settings, &data_dir)?;
@@ -73,12 +86,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         max_timeout_ms: settings.max_timeout_ms,
         max_sandboxes: settings.max_sandboxes,
         max_concurrent_runs: settings.max_concurrent_runs,
+        max_transfers: settings.max_file_transfers,
+        max_transfers_per_sandbox: settings.max_file_transfers_per_sandbox,
         max_proxy_connections: settings.max_proxied_connections_per_sandbox,
         max_proxy_connections_total: settings.max_proxied_connections,
         proxy_idle_timeout: Duration::from_secs(settings.proxy_idle_timeout_secs.max(1)),
         upgrade_step_timeout: Duration::from_secs(settings.upgrade_step_timeout_secs.max(1)),
         processes: settings.processes.limits(),
         ports,
+        egress_rates,
+        trial_egress_rates,
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)
         .await

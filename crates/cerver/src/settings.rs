@@ -32,6 +32,10 @@ pub struct Settings {
     pub max_proxied_connections: usize,
     pub max_proxied_connections_per_sandbox: usize,
     pub max_concurrent_runs: usize,
+    /// File reads, writes, listings and upgrades under way at once on the server (then 429).
+    pub max_file_transfers: usize,
+    /// The same, per sandbox.
+    pub max_file_transfers_per_sandbox: usize,
     pub max_timeout_ms: u64,
     /// A proxied exchange is cut after this long without a byte moving.
     pub proxy_idle_timeout_secs: u64,
@@ -39,6 +43,14 @@ pub struct Settings {
     pub upgrade_step_timeout_secs: u64,
     /// How long the host may take to fetch wheels into the shared cache for one install.
     pub wheel_fetch_timeout_secs: u64,
+    /// Size of the shared wheel cache, in MiB (least recently used wheels evicted past it).
+    pub wheel_cache_mb: u64,
+    /// Most one host wheel fetch may download, in MiB (pip is stopped past it).
+    pub wheel_fetch_mb: u64,
+    /// Largest single file a host wheel fetch may download, in MiB.
+    pub wheel_file_mb: u64,
+    /// The package index host wheel fetches use; none: pip's default.
+    pub wheel_index_url: Option<String>,
     /// Output kept per stream of a background process (its ring buffer).
     pub process_output_ring_bytes: usize,
     /// Memory of all this server's sandboxes together (the parent cgroup's cap), in MiB;
@@ -55,6 +67,14 @@ pub struct Settings {
     pub egress_blocklist: Option<PathBuf>,
     /// Allow-list mode: the only destinations containers sandboxes reach (besides resolvers).
     pub egress_allowlist: Option<PathBuf>,
+    /// Bandwidth a containers sandbox may send, in Mbit/s (0: unbounded).
+    pub egress_mbit: u64,
+    /// New connections per second a containers sandbox may open (burst twice as many; 0:
+    /// unbounded).
+    pub egress_connections_per_second: u32,
+    /// The same two bounds for the trial plan.
+    pub trial_egress_mbit: u64,
+    pub trial_egress_connections_per_second: u32,
     pub auth: AuthSettings,
     pub http: HttpSettings,
     pub processes: ProcessSettings,
@@ -77,10 +97,16 @@ impl Default for Settings {
             max_proxied_connections: control.max_proxy_connections_total,
             max_proxied_connections_per_sandbox: control.max_proxy_connections,
             max_concurrent_runs: control.max_concurrent_runs,
+            max_file_transfers: control.max_transfers,
+            max_file_transfers_per_sandbox: control.max_transfers_per_sandbox,
             max_timeout_ms: control.max_timeout_ms,
             proxy_idle_timeout_secs: control.proxy_idle_timeout.as_secs(),
             upgrade_step_timeout_secs: control.upgrade_step_timeout.as_secs(),
             wheel_fetch_timeout_secs: runtime.wheel_fetch_timeout.as_secs(),
+            wheel_cache_mb: runtime.max_wheelhouse_bytes / MB,
+            wheel_fetch_mb: runtime.max_wheel_fetch_bytes / MB,
+            wheel_file_mb: runtime.max_wheel_bytes / MB,
+            wheel_index_url: None,
             process_output_ring_bytes: runtime.output_ring_bytes,
             sandboxes_memory_mb: None,
             public_url: None,
@@ -89,6 +115,10 @@ impl Default for Settings {
             metrics_token: None,
             egress_blocklist: None,
             egress_allowlist: None,
+            egress_mbit: control.egress_rates.bytes_per_second / 125_000,
+            egress_connections_per_second: control.egress_rates.connections_per_second,
+            trial_egress_mbit: control.trial_egress_rates.bytes_per_second / 125_000,
+            trial_egress_connections_per_second: control.trial_egress_rates.connections_per_second,
             auth: AuthSettings::default(),
             http: HttpSettings::default(),
             processes: ProcessSettings::default(),
@@ -362,7 +392,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 39] = [
+const GENERAL_KEYS: [Key; 49] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -372,9 +402,15 @@ const GENERAL_KEYS: [Key; 39] = [
     key("max_proxied_connections_per_sandbox", "CERVER_MAX_PROXIED_CONNECTIONS_PER_SANDBOX", "max-proxied-connections-per-sandbox", Kind::Int),
     key("max_concurrent_runs", "CERVER_MAX_CONCURRENT_RUNS", "max-concurrent-runs", Kind::Int),
     key("max_timeout_ms", "CERVER_MAX_TIMEOUT_MS", "max-timeout-ms", Kind::Int),
+    key("max_file_transfers", "CERVER_MAX_FILE_TRANSFERS", "max-file-transfers", Kind::Int),
+    key("max_file_transfers_per_sandbox", "CERVER_MAX_FILE_TRANSFERS_PER_SANDBOX", "max-file-transfers-per-sandbox", Kind::Int),
     key("proxy_idle_timeout_secs", "CERVER_PROXY_IDLE_TIMEOUT_SECS", "proxy-idle-timeout-secs", Kind::Int),
     key("upgrade_step_timeout_secs", "CERVER_UPGRADE_STEP_TIMEOUT_SECS", "upgrade-step-timeout-secs", Kind::Int),
     key("wheel_fetch_timeout_secs", "CERVER_WHEEL_FETCH_TIMEOUT_SECS", "wheel-fetch-timeout-secs", Kind::Int),
+    key("wheel_cache_mb", "CERVER_WHEEL_CACHE_MB", "wheel-cache-mb", Kind::Int),
+    key("wheel_fetch_mb", "CERVER_WHEEL_FETCH_MB", "wheel-fetch-mb", Kind::Int),
+    key("wheel_file_mb", "CERVER_WHEEL_FILE_MB", "wheel-file-mb", Kind::Int),
+    key("wheel_index_url", "CERVER_WHEEL_INDEX_URL", "wheel-index-url", Kind::Str),
     key("process_output_ring_bytes", "CERVER_PROCESS_OUTPUT_RING_BYTES", "process-output-ring-bytes", Kind::Int),
     key("sandboxes_memory_mb", "CERVER_SANDBOXES_MEMORY_MB", "sandboxes-memory-mb", Kind::Int),
     key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
@@ -387,6 +423,10 @@ const GENERAL_KEYS: [Key; 39] = [
     key("metrics_token", "CERVER_METRICS_TOKEN", "metrics-token", Kind::Str),
     key("egress_blocklist", "CERVER_EGRESS_BLOCKLIST", "egress-blocklist", Kind::Str),
     key("egress_allowlist", "CERVER_EGRESS_ALLOWLIST", "egress-allowlist", Kind::Str),
+    key("egress_mbit", "CERVER_EGRESS_MBIT", "egress-mbit", Kind::Int),
+    key("egress_connections_per_second", "CERVER_EGRESS_CONNECTIONS_PER_SECOND", "egress-connections-per-second", Kind::Int),
+    key("trial_egress_mbit", "CERVER_TRIAL_EGRESS_MBIT", "trial-egress-mbit", Kind::Int),
+    key("trial_egress_connections_per_second", "CERVER_TRIAL_EGRESS_CONNECTIONS_PER_SECOND", "trial-egress-connections-per-second", Kind::Int),
     key("auth.mails_per_hour", "CERVER_AUTH_MAILS_PER_HOUR", "auth-mails-per-hour", Kind::Int),
     key("auth.lookups_per_minute", "CERVER_AUTH_LOOKUPS_PER_MINUTE", "auth-lookups-per-minute", Kind::Int),
     key("http.header_read_timeout_secs", "CERVER_HEADER_READ_TIMEOUT_SECS", "header-read-timeout-secs", Kind::Int),

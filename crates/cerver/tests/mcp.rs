@@ -81,6 +81,27 @@ async fn an_mcp_client_uses_every_tool() {
     assert_eq!(r["server"]["has_tools"], true);
     assert!(r["server"]["instructions"].is_string());
 
+    // A context made with create_context keeps state between run_code calls.
+    assert_ok(&r["context_run"], "context_run");
+    assert_eq!(
+        r["context_run"]["structured"]["results"][0]["text"], "42",
+        "{}",
+        r["context_run"]
+    );
+
+    // Image results come back as MCP image content (base64 of b"\x89PNG-ish").
+    let run_image = &r["run_image"];
+    assert_ok(run_image, "run_image");
+    assert_eq!(
+        run_image["images"],
+        json!([{"data": "iVBORy1pc2g=", "mime_type": "image/png"}]),
+        "{run_image}"
+    );
+    assert_eq!(
+        run_image["structured"]["results"][1]["text"], "42",
+        "{run_image}"
+    );
+
     // The tools, each described, with the arguments its schema requires.
     let tools = r["tools"].as_object().expect("tools");
     let expected: &[(&str, &[&str])] = &[
@@ -92,6 +113,7 @@ async fn an_mcp_client_uses_every_tool() {
         ("install_packages", &["sandbox_id", "packages"]),
         ("list_sandboxes", &[]),
         ("delete_sandbox", &["sandbox_id"]),
+        ("create_context", &["sandbox_id"]),
     ];
     let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
     names.sort();
@@ -295,7 +317,7 @@ async fn mcp_needs_a_key_and_counts_requests() {
         );
         let body: Value = resp.json().await.unwrap();
         let tools = body["result"]["tools"].as_array().expect("tools");
-        assert_eq!(tools.len(), 8, "{body}");
+        assert_eq!(tools.len(), 9, "{body}");
     }
     assert_eq!(remaining[0], remaining[1] + 1, "{remaining:?}");
 

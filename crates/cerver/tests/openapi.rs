@@ -230,6 +230,38 @@ const ROUTES: &[Route] = &[
         &[400, 401, 406, 413, 415, 429],
     ),
     route(
+        "post",
+        "/sandbox/{id}/contexts",
+        Some("CreateContextRequest"),
+        JSON,
+        Some("ContextInfo"),
+        &[400, 404, 422, 429, 503],
+    ),
+    route(
+        "get",
+        "/sandbox/{id}/contexts",
+        None,
+        JSON,
+        Some("ContextList"),
+        &[404],
+    ),
+    route(
+        "post",
+        "/sandbox/{id}/contexts/{context_id}/restart",
+        None,
+        JSON,
+        Some("ContextInfo"),
+        &[404, 429, 503],
+    ),
+    route(
+        "delete",
+        "/sandbox/{id}/contexts/{context_id}",
+        None,
+        JSON,
+        Some("DeleteContextResponse"),
+        &[404],
+    ),
+    route(
         "get",
         "/sandbox/{id}/processes",
         None,
@@ -663,6 +695,9 @@ async fn every_route_answers_as_documented() {
         "ProcessInfo",
     );
     let pid = process["pid"].to_string();
+    let (status, context) = s.post(&format!("/sandbox/{id}/contexts"), json!({})).await;
+    assert_eq!(status, 200, "{context}");
+    let context_id = context["context_id"].as_str().unwrap().to_string();
 
     for r in ROUTES {
         // These need a secret that only arrives by email (the session routes are called
@@ -690,7 +725,11 @@ async fn every_route_answers_as_documented() {
         }
         let what = format!("{} {}", r.method, r.path);
         let op = operation(&doc, r.method, r.path);
-        let path = r.path.replace("{id}", &id).replace("{pid}", &pid);
+        let path = r
+            .path
+            .replace("{id}", &id)
+            .replace("{pid}", &pid)
+            .replace("{context_id}", &context_id);
         let query: Vec<(String, String)> = op["parameters"]
             .as_array()
             .into_iter()

@@ -31,7 +31,10 @@ def test_exports_superset_of_0_1_0() -> None:
     # later versions add (the server's `status` verdict) has a default.
     fields = list(ExecutionResult.__dataclass_fields__.values())
     assert [f.name for f in fields[:4]] == ["output", "error", "exit_code", "duration"]
-    assert all(f.default is not dataclasses.MISSING for f in fields[4:])
+    assert all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in fields[4:]
+    )
     assert ExecutionResult("a", "", 0, 1).output == "a"
 
 

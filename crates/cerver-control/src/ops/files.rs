@@ -38,6 +38,7 @@ pub async fn write(
 ) -> Result<WriteFileResponse, ControlError> {
     let content = decode(file.content, file.encoding.as_deref())?;
     let entry = c.get(&caller.user.id, id)?;
+    let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_file_bytes;
     let size = entry.sandbox.write_file(&file.path, content, max).await?;
     Ok(WriteFileResponse {
@@ -55,6 +56,7 @@ pub async fn read(
     path: String,
 ) -> Result<ReadFileResponse, ControlError> {
     let entry = c.get(&caller.user.id, id)?;
+    let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_file_bytes;
     let bytes = entry.sandbox.read_file(&path, max).await?;
     let size = bytes.len() as u64;
@@ -80,6 +82,7 @@ pub async fn list(
     id: &str,
 ) -> Result<ListFilesResponse, ControlError> {
     let entry = c.get(&caller.user.id, id)?;
+    let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_list_entries;
     let list = entry.sandbox.list_files("", max).await?;
     let files = list

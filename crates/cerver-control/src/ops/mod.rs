@@ -4,10 +4,12 @@
 //! checks, owner scoping, limits and messages are the same for both by construction.
 //! Validation (timeouts, sizes, package specs, paths, encodings) happens here or below, once.
 
+pub mod contexts;
 pub mod files;
 pub mod processes;
 pub mod runs;
 pub mod sandboxes;
 
+pub use contexts::CreateContext;
 pub use files::WriteFile;
 pub use runs::RunRequest;

@@ -21,11 +21,18 @@ pub struct RunRequest {
     pub timeout_s: Option<f64>,
     /// Start a background process and answer at once.
     pub background: bool,
+    /// Run in this context (a persistent interpreter) instead of a fresh process.
+    pub context_id: Option<String>,
 }
 
 /// The request's parts, its timeout checked (before the sandbox is looked up, as always).
 fn split(req: RunRequest) -> Result<(RunParams, Duration, bool), ControlError> {
     let timeout = requested_timeout(req.timeout_s)?;
+    if req.context_id.is_some() && (req.background || !req.envs.is_empty()) {
+        return Err(ControlError::invalid(
+            "a run in a context takes neither background nor envs (set envs when creating the context)",
+        ));
+    }
     let params = RunParams {
         code: req.code,
         envs: req.envs,
@@ -40,13 +47,14 @@ pub async fn run(
     id: &str,
     req: RunRequest,
 ) -> Result<RunResult, ControlError> {
+    let context_id = req.context_id.clone();
     let (params, timeout, background) = split(req)?;
     let entry = c.get(&caller.user.id, id)?;
     if background {
         let (process, _live) = c.start_process(&entry, params).await?;
         return Ok(RunResult::Background(info_of(&process)));
     }
-    let handle = c.start_run(&entry, params, timeout).await?;
+    let handle = start(c, &entry, params, timeout, context_id.as_deref()).await?;
     let max = c.max_output_bytes();
     Ok(RunResult::Finished(response(
         handle.collect(max).await,
@@ -63,6 +71,7 @@ pub async fn run_stream(
     id: &str,
     req: RunRequest,
 ) -> Result<EventStream, ControlError> {
+    let context_id = req.context_id.clone();
     let (params, timeout, background) = split(req)?;
     let entry = c.get(&caller.user.id, id)?;
     if background {
@@ -76,6 +85,20 @@ pub async fn run_stream(
             .first(StreamEvent::Process { pid })
             .into_stream());
     }
-    let handle = c.start_run(&entry, params, timeout).await?;
+    let handle = start(c, &entry, params, timeout, context_id.as_deref()).await?;
     Ok(Events::new(Source::Run(handle)).into_stream())
+}
+
+/// A run in a fresh process, or in the context `context_id`.
+async fn start(
+    c: &Control,
+    entry: &std::sync::Arc<crate::Entry>,
+    params: RunParams,
+    timeout: Duration,
+    context_id: Option<&str>,
+) -> Result<cerver_runtime::RunHandle, ControlError> {
+    match context_id {
+        None => c.start_run(entry, params, timeout).await,
+        Some(cid) => c.start_in_context(entry, cid, params, timeout).await,
+    }
 }

@@ -20,8 +20,12 @@ from .exceptions import (
     SandboxError,
     TimeoutError,
 )
+from .context import AsyncContext, Context
 from .models import (
+    ContextInfo,
+    ExecutionError,
     ExecutionResult,
+    Result,
     FileInfo,
     InstallResult,
     SandboxInfo,
@@ -37,6 +41,11 @@ __all__ = [
     "Sandbox",
     "AsyncSandbox",
     "ExecutionResult",
+    "ExecutionError",
+    "Result",
+    "Context",
+    "AsyncContext",
+    "ContextInfo",
     "StreamEvent",
     "InstallResult",
     "SandboxInfo",

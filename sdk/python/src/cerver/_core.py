@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Union
+from dataclasses import asdict
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Union
 
 import httpx
 
@@ -20,7 +21,15 @@ from .exceptions import (
     SandboxError,
     TimeoutError,
 )
-from .models import ExecutionResult, FileInfo, InstallResult, StreamEvent, WriteResult
+from .models import (
+    ExecutionError,
+    ExecutionResult,
+    FileInfo,
+    InstallResult,
+    Result,
+    StreamEvent,
+    WriteResult,
+)
 
 DEFAULT_API_URL = "https://api.cerver.ai"
 #: Default run timeout in seconds (0.1.0's default).
@@ -33,6 +42,30 @@ RUN_TIMEOUT_MARGIN: float = 30
 INSTALL_TIMEOUT: float = 600
 
 USER_AGENT = f"cerver-python/{__version__}"
+
+
+class HasContextId(Protocol):
+    @property
+    def context_id(self) -> str: ...
+
+
+#: A context to run in: a :class:`cerver.Context`, or its id.
+ContextRef = Optional[Union[str, HasContextId]]
+
+
+def context_id(ref: ContextRef) -> Optional[str]:
+    if ref is None or isinstance(ref, str):
+        return ref
+    return ref.context_id
+
+
+def context_body(cwd: Optional[str], envs: Optional[Mapping[str, str]]) -> Dict[str, Any]:
+    body: Dict[str, Any] = {}
+    if cwd is not None:
+        body["cwd"] = cwd
+    if envs:
+        body["envs"] = dict(envs)
+    return body
 
 
 def resolve_api_key(api_key: Optional[str]) -> Optional[str]:
@@ -86,8 +119,11 @@ def run_body(
     envs: Optional[Mapping[str, str]],
     timeout: Optional[float],
     background: bool = False,
+    context_id: Optional[str] = None,
 ) -> Dict[str, Any]:
     body: Dict[str, Any] = {"code": code}
+    if context_id is not None:
+        body["context_id"] = context_id
     if envs:
         body["envs"] = dict(envs)
     if timeout is not None:
@@ -193,6 +229,10 @@ def execution_result(data: Mapping[str, Any]) -> ExecutionResult:
         exit_code=int(data.get("exit_code") or 0),
         duration=int(data.get("duration") or 0),
         status=data.get("status"),
+        results=[Result.from_json(r) for r in data.get("results") or [] if isinstance(r, Mapping)],
+        error_info=ExecutionError.from_json(data["error_info"])
+        if isinstance(data.get("error_info"), Mapping)
+        else None,
     )
     if is_timeout(result.error, result.exit_code, result.status):
         raise TimeoutError(result.error, status_code=200)
@@ -239,6 +279,7 @@ class StreamCollector:
     def __init__(self) -> None:
         self.stdout: List[str] = []
         self.stderr: List[str] = []
+        self.results: List[Dict[str, Any]] = []
         self.exit: Optional[StreamEvent] = None
 
     def add(self, event: StreamEvent) -> None:
@@ -246,6 +287,8 @@ class StreamCollector:
             self.stdout.append(event.data)
         elif event.type == "stderr":
             self.stderr.append(event.data)
+        elif event.type == "result" and event.result is not None:
+            self.results.append(asdict(event.result))
         elif event.type == "exit":
             self.exit = event
 
@@ -267,6 +310,8 @@ class StreamCollector:
                 "exit_code": self.exit.code if self.exit.code is not None else 0,
                 "duration": self.exit.duration or 0,
                 "status": self.exit.status,
+                "results": self.results,
+                "error_info": asdict(self.exit.error_info) if self.exit.error_info else None,
             }
         )
 

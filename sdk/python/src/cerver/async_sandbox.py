@@ -22,8 +22,10 @@ from typing import (
 import httpx
 
 from . import _core
+from .context import AsyncContext
 from .exceptions import NotFoundError, SandboxError, TimeoutError
 from .models import (
+    ContextInfo,
     ExecutionResult,
     FileInfo,
     InstallResult,
@@ -277,6 +279,7 @@ class AsyncSandbox:
         on_stdout: Optional[AsyncOutputCallback] = None,
         on_stderr: Optional[AsyncOutputCallback] = None,
         background: Literal[False] = False,
+        context: _core.ContextRef = None,
     ) -> ExecutionResult: ...
 
     @overload
@@ -289,6 +292,7 @@ class AsyncSandbox:
         on_stdout: None = None,
         on_stderr: None = None,
         background: Literal[True],
+        context: None = None,
     ) -> AsyncProcess: ...
 
     async def run(
@@ -300,9 +304,13 @@ class AsyncSandbox:
         on_stdout: Optional[AsyncOutputCallback] = None,
         on_stderr: Optional[AsyncOutputCallback] = None,
         background: bool = False,
+        context: _core.ContextRef = None,
     ) -> Union[ExecutionResult, AsyncProcess]:
         """See :meth:`cerver.Sandbox.run`; callbacks may also be coroutine functions."""
+        context_id = _core.context_id(context)
         if background:
+            if context_id is not None:
+                raise ValueError("a run in a context cannot be a background run")
             if on_stdout or on_stderr:
                 raise ValueError("background runs take no output callbacks")
             body = _core.run_body(code, envs, timeout, background=True)
@@ -313,7 +321,7 @@ class AsyncSandbox:
         timeout = self.default_timeout if timeout is None else timeout
         if on_stdout is not None or on_stderr is not None:
             collector = _core.StreamCollector()
-            async for event in self.run_stream(code, envs=envs, timeout=timeout):
+            async for event in self.run_stream(code, envs=envs, timeout=timeout, context=context):
                 collector.add(event)
                 if event.type == "stdout" and on_stdout is not None:
                     await _call_back(on_stdout, event.data)
@@ -323,7 +331,7 @@ class AsyncSandbox:
         data = await self._request(
             "POST",
             "/run",
-            json=_core.run_body(code, envs, timeout),
+            json=_core.run_body(code, envs, timeout, context_id=context_id),
             timeout=_core.run_http_timeout(timeout),
         )
         return _core.execution_result(data)
@@ -338,10 +346,11 @@ class AsyncSandbox:
         *,
         envs: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        context: _core.ContextRef = None,
     ) -> AsyncIterator[StreamEvent]:
         """Async iterator of the run's :class:`StreamEvent` s."""
         timeout = self.default_timeout if timeout is None else timeout
-        body = _core.run_body(code, envs, timeout)
+        body = _core.run_body(code, envs, timeout, context_id=_core.context_id(context))
         async for event in self._sse("POST", "/run/stream", body, _core.run_http_timeout(timeout)):
             yield event
 
@@ -368,6 +377,20 @@ class AsyncSandbox:
                     yield event
         except httpx.HTTPError as e:
             raise _core.network_error(e) from e
+
+    # -- contexts ----------------------------------------------------------------------------
+
+    async def create_context(
+        self, *, cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None
+    ) -> AsyncContext:
+        """Starts a persistent interpreter (at most 8 per sandbox); run in it with
+        ``run(code, context=ctx)`` or ``ctx.run(code)``."""
+        data = await self._request("POST", "/contexts", json=_core.context_body(cwd, envs))
+        return AsyncContext(self, ContextInfo.from_json(data))
+
+    async def list_contexts(self) -> List[ContextInfo]:
+        data = await self._request("GET", "/contexts")
+        return [ContextInfo.from_json(c) for c in data.get("contexts") or []]
 
     async def install(self, *packages: str, package: Optional[str] = None) -> InstallResult:
         body = _core.install_body(packages + ((package,) if package else ()))

@@ -19,8 +19,10 @@ from typing import (
 import httpx
 
 from . import _core
+from .context import Context
 from .exceptions import NotFoundError, SandboxError, TimeoutError
 from .models import (
+    ContextInfo,
     ExecutionResult,
     FileInfo,
     InstallResult,
@@ -314,6 +316,7 @@ class Sandbox:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         background: Literal[False] = False,
+        context: _core.ContextRef = None,
     ) -> ExecutionResult: ...
 
     @overload
@@ -326,6 +329,7 @@ class Sandbox:
         on_stdout: None = None,
         on_stderr: None = None,
         background: Literal[True],
+        context: None = None,
     ) -> Process: ...
 
     def run(
@@ -337,6 +341,7 @@ class Sandbox:
         on_stdout: Optional[OutputCallback] = None,
         on_stderr: Optional[OutputCallback] = None,
         background: bool = False,
+        context: _core.ContextRef = None,
     ) -> Union[ExecutionResult, Process]:
         """
         Execute Python code in the sandbox.
@@ -349,6 +354,8 @@ class Sandbox:
                 is streamed).
             background: Start the code as a background process and return its
                 :class:`Process` at once.
+            context: Run in this context (:meth:`create_context`, or its id): a persistent
+                interpreter whose variables and imports carry over between runs.
 
         Returns:
             ExecutionResult with output, error, exit_code, and duration (a :class:`Process`
@@ -357,7 +364,10 @@ class Sandbox:
         Raises:
             TimeoutError: the run timed out.
         """
+        context_id = _core.context_id(context)
         if background:
+            if context_id is not None:
+                raise ValueError("a run in a context cannot be a background run")
             if on_stdout or on_stderr:
                 raise ValueError("background runs take no output callbacks")
             body = _core.run_body(code, envs, timeout, background=True)
@@ -368,7 +378,7 @@ class Sandbox:
         timeout = self.default_timeout if timeout is None else timeout
         if on_stdout is not None or on_stderr is not None:
             collector = _core.StreamCollector()
-            for event in self.run_stream(code, envs=envs, timeout=timeout):
+            for event in self.run_stream(code, envs=envs, timeout=timeout, context=context):
                 collector.add(event)
                 if event.type == "stdout" and on_stdout is not None:
                     on_stdout(event.data)
@@ -378,7 +388,7 @@ class Sandbox:
         data = self._request(
             "POST",
             "/run",
-            json=_core.run_body(code, envs, timeout),
+            json=_core.run_body(code, envs, timeout, context_id=context_id),
             timeout=_core.run_http_timeout(timeout),
         )
         return _core.execution_result(data)
@@ -393,11 +403,12 @@ class Sandbox:
         *,
         envs: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
+        context: _core.ContextRef = None,
     ) -> Iterator[StreamEvent]:
         """Run code and yield its :class:`StreamEvent` s as they happen: ``stdout``/``stderr``
         chunks, then one ``exit`` event. Leaving the loop early kills the run."""
         timeout = self.default_timeout if timeout is None else timeout
-        body = _core.run_body(code, envs, timeout)
+        body = _core.run_body(code, envs, timeout, context_id=_core.context_id(context))
         return self._sse("POST", "/run/stream", body, _core.run_http_timeout(timeout))
 
     def _sse(
@@ -422,6 +433,20 @@ class Sandbox:
                 yield from parser.flush()
         except httpx.HTTPError as e:
             raise _core.network_error(e) from e
+
+    # -- contexts ----------------------------------------------------------------------------
+
+    def create_context(
+        self, *, cwd: Optional[str] = None, envs: Optional[Mapping[str, str]] = None
+    ) -> Context:
+        """Starts a persistent interpreter (at most 8 per sandbox); run in it with
+        ``run(code, context=ctx)`` or ``ctx.run(code)``."""
+        data = self._request("POST", "/contexts", json=_core.context_body(cwd, envs))
+        return Context(self, ContextInfo.from_json(data))
+
+    def list_contexts(self) -> List[ContextInfo]:
+        data = self._request("GET", "/contexts")
+        return [ContextInfo.from_json(c) for c in data.get("contexts") or []]
 
     def install(self, *packages: str, package: Optional[str] = None) -> InstallResult:
         """Install pip packages (``install("pandas", "numpy==1.26.4")`` or

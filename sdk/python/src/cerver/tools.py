@@ -41,6 +41,8 @@ from .exceptions import (
     RateLimitError,
     TimeoutError,
 )
+from .content import anthropic_content, openai_content, results_text
+from .context import AsyncContext, Context
 from .models import ExecutionResult
 from .sandbox import Sandbox
 
@@ -178,10 +180,13 @@ def _envs(args: Mapping[str, Any]) -> Optional[Dict[str, str]]:
 
 
 def format_execution(result: ExecutionResult) -> str:
-    """The text a model sees for a run: output, then stderr and a non-zero exit code."""
+    """The text a model sees for a run: output, its results (``Out: ...``), then stderr and a
+    non-zero exit code."""
     parts = []
     if result.output:
         parts.append(result.output)
+    if result.results:
+        parts.append(results_text(result))
     if result.error:
         parts.append(f"[stderr]\n{result.error}")
     if result.exit_code != 0:
@@ -421,3 +426,169 @@ __all__ = [
     "async_anthropic_tool_result",
     "async_anthropic_tool_results",
 ]
+
+
+# -- stateful: one interpreter per conversation ----------------------------------------------
+
+#: ``execute_python`` for a :class:`ToolSession`: state carries over between calls.
+EXECUTE_PYTHON_STATEFUL: Dict[str, Any] = {
+    "name": "execute_python",
+    "description": (
+        "Execute Python code in a persistent interpreter in a secure sandbox, like a notebook "
+        "cell: variables, imports and open files carry over between calls; the value of the "
+        "last expression is shown, and matplotlib figures come back as images"
+    ),
+    "parameters": {
+        "type": "object",
+        "properties": {"code": {"type": "string", "description": "Python code to execute"}},
+        "required": ["code"],
+    },
+}
+
+
+class ToolSession:
+    """The tools of one conversation: ``execute_python`` runs in one context of ``sandbox``
+    (created on first use, restarted if a timeout or a crash killed it); the other tools are
+    :func:`run_tool`'s. Images in results reach the model as image content."""
+
+    def __init__(self, sandbox: Sandbox, *, timeout: Optional[float] = None) -> None:
+        self.sandbox = sandbox
+        self.timeout = timeout
+        self.context: Optional[Context] = None
+
+    @staticmethod
+    def openai_tools(*, files: bool = True, install: bool = True) -> List[Dict[str, Any]]:
+        tools = [EXECUTE_PYTHON_STATEFUL] + tool_definitions(files=files, install=install)[1:]
+        return [{"type": "function", "function": copy.deepcopy(t)} for t in tools]
+
+    @staticmethod
+    def anthropic_tools(*, files: bool = True, install: bool = True) -> List[Dict[str, Any]]:
+        tools = [EXECUTE_PYTHON_STATEFUL] + tool_definitions(files=files, install=install)[1:]
+        return [
+            {"name": t["name"], "description": t["description"], "input_schema": copy.deepcopy(t["parameters"])}
+            for t in tools
+        ]
+
+    def execute(self, code: str) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        """Runs ``code`` in the conversation's context: (text, is_error, the result)."""
+        if self.context is None:
+            self.context = self.sandbox.create_context()
+        elif self.context.info.status == "dead":
+            self.context.restart()
+        try:
+            result = self.context.run(code, self.timeout)
+        except TimeoutError as e:
+            if "restart" in str(e):
+                self.context.info.status = "dead"
+            return f"Error: execution timed out ({e})", True, None
+        if "restart the context" in result.error:
+            self.context.info.status = "dead"  # restarted on the next call
+        return format_execution(result), result.exit_code != 0, result
+
+    def run_tool(self, name: str, arguments: ToolCallArguments) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        if name in EXECUTE_NAMES:
+            try:
+                return self.execute(_string(_parse_arguments(name, arguments), "code"))
+            except _ToolInputError as e:
+                return f"Error: {e}", True, None
+            except CerverError as e:
+                _reraise_if_fatal(e)
+                return f"Error: {e}", True, None
+        text, is_error = run_tool(self.sandbox, name, arguments, timeout=self.timeout)
+        return text, is_error, None
+
+    def anthropic_tool_result(self, block: Any) -> Dict[str, Any]:
+        """Runs one ``tool_use`` block; the ``tool_result`` carries images as image blocks."""
+        text, is_error, result = self.run_tool(str(_get(block, "name")), _get(block, "input"))
+        out = _anthropic_block(str(_get(block, "id")), text, is_error)
+        if result is not None and any(r.png or r.jpeg for r in result.results):
+            out["content"] = anthropic_content(result, text)
+        return out
+
+    def anthropic_tool_results(self, content: Any) -> List[Dict[str, Any]]:
+        return [self.anthropic_tool_result(b) for b in _anthropic_blocks(content)]
+
+    def openai_messages(self, message: Any) -> List[Dict[str, Any]]:
+        """Runs every tool call of an assistant message: the ``tool`` messages (text), then one
+        ``user`` message with the images the calls produced, if any (OpenAI's tool messages
+        take no images)."""
+        messages: List[Dict[str, Any]] = []
+        images: List[Dict[str, Any]] = []
+        for call in _get(message, "tool_calls") or []:
+            call_id, name, arguments = _openai_call(call)
+            text, _is_error, result = self.run_tool(name, arguments)
+            messages.append(_openai_message(call_id, text))
+            if result is not None:
+                images += openai_content(result, "")[1:]
+        if images:
+            note = {"type": "text", "text": "Images produced by the code above:"}
+            messages.append({"role": "user", "content": [note] + images})
+        return messages
+
+    def close(self) -> None:
+        """Ends the conversation's interpreter (the sandbox stays)."""
+        if self.context is not None:
+            try:
+                self.context.delete()
+            except CerverError:
+                pass
+            self.context = None
+
+
+class AsyncToolSession:
+    """:class:`ToolSession` for an :class:`AsyncSandbox`."""
+
+    def __init__(self, sandbox: AsyncSandbox, *, timeout: Optional[float] = None) -> None:
+        self.sandbox = sandbox
+        self.timeout = timeout
+        self.context: Optional[AsyncContext] = None
+
+    openai_tools = staticmethod(ToolSession.openai_tools)
+    anthropic_tools = staticmethod(ToolSession.anthropic_tools)
+
+    async def execute(self, code: str) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        if self.context is None:
+            self.context = await self.sandbox.create_context()
+        elif self.context.info.status == "dead":
+            await self.context.restart()
+        try:
+            result = await self.context.run(code, self.timeout)
+        except TimeoutError as e:
+            if "restart" in str(e):
+                self.context.info.status = "dead"
+            return f"Error: execution timed out ({e})", True, None
+        if "restart the context" in result.error:
+            self.context.info.status = "dead"
+        return format_execution(result), result.exit_code != 0, result
+
+    async def run_tool(
+        self, name: str, arguments: ToolCallArguments
+    ) -> Tuple[str, bool, Optional[ExecutionResult]]:
+        if name in EXECUTE_NAMES:
+            try:
+                return await self.execute(_string(_parse_arguments(name, arguments), "code"))
+            except _ToolInputError as e:
+                return f"Error: {e}", True, None
+            except CerverError as e:
+                _reraise_if_fatal(e)
+                return f"Error: {e}", True, None
+        text, is_error = await async_run_tool(self.sandbox, name, arguments, timeout=self.timeout)
+        return text, is_error, None
+
+    async def anthropic_tool_results(self, content: Any) -> List[Dict[str, Any]]:
+        out = []
+        for block in _anthropic_blocks(content):
+            text, is_error, result = await self.run_tool(str(_get(block, "name")), _get(block, "input"))
+            item = _anthropic_block(str(_get(block, "id")), text, is_error)
+            if result is not None and any(r.png or r.jpeg for r in result.results):
+                item["content"] = anthropic_content(result, text)
+            out.append(item)
+        return out
+
+    async def close(self) -> None:
+        if self.context is not None:
+            try:
+                await self.context.delete()
+            except CerverError:
+                pass
+            self.context = None
