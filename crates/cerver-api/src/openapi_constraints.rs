@@ -9,7 +9,7 @@
 //! Each pattern is the server's rule or a subset of it whose complement the server never
 //! answers with a success (e.g. a ten-digit pid names no process): a request the document
 //! allows is not refused for its form, and one it forbids is not accepted. Three rules are
-//! not patterns and stay in the descriptions: a file path that normalizes to nothing or
+//! not patterns and stay in the descriptions: a file path (or a context's `cwd`) that normalizes to nothing or
 //! leaves the workspace (400), a one-time link that is unknown, used or expired (400), and
 //! install's requirement pattern, a common subset (the server also takes longer names and
 //! versions; installs are not fuzzed: they may reach a package index). `scripts/schemathesis`
@@ -148,12 +148,24 @@ fn bodies(schemas: &mut Value) {
         "propertyNames": {"type": "string", "pattern": ENV_NAME, "maxLength": 256},
         "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"},
     });
-    for (schema, field) in [("CreateSandboxRequest", "envs"), ("RunRequest", "envs")] {
+    for (schema, field) in [
+        ("CreateSandboxRequest", "envs"),
+        ("RunRequest", "envs"),
+        ("CreateContextRequest", "envs"),
+    ] {
         let f = &mut schemas[schema]["properties"][field];
         let description = f["description"].take();
         *f = envs.clone();
         f["description"] = description;
     }
+    // A run in a context takes neither `background` nor `envs` (`ops::runs::split`).
+    schemas["RunRequest"]["if"] = json!({
+        "required": ["context_id"],
+        "properties": {"context_id": {"type": "string"}},
+    });
+    schemas["RunRequest"]["then"] = json!({
+        "properties": {"background": {"enum": [false, null]}, "envs": {"maxProperties": 0}},
+    });
     let create = &mut schemas["CreateSandboxRequest"]["properties"];
     create["engine"]["enum"] = json!(["workers", "containers", null]);
     create["timeout_ms"]["maximum"] = json!(i64::MAX);
