@@ -48,6 +48,8 @@ use crate::{account, auth, contexts, dashboard, files, mcp, processes, runs, san
         sandboxes::info,
         sandboxes::delete,
         sandboxes::set_timeout,
+        crate::pause::pause,
+        crate::pause::resume,
         sandboxes::install,
         sandboxes::host,
         runs::run,

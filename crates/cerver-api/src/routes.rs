@@ -85,6 +85,8 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
             get(sandboxes::info).delete(sandboxes::delete),
         )
         .route("/sandbox/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandbox/{id}/pause", post(crate::pause::pause))
+        .route("/sandbox/{id}/resume", post(crate::pause::resume))
         .route("/sandbox/{id}/run", post(runs::run))
         .route("/sandbox/{id}/run/stream", post(runs::run_stream))
         .route(

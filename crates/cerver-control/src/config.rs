@@ -37,6 +37,8 @@ pub struct ControlConfig {
     pub egress_rates: EgressRates,
     /// The same for plans with `reduced_egress` (the trial plan).
     pub trial_egress_rates: EgressRates,
+    /// How long a paused sandbox is kept before the reaper deletes it.
+    pub paused_retention: Duration,
 }
 
 impl Default for ControlConfig {
@@ -55,6 +57,7 @@ impl Default for ControlConfig {
             max_transfers_per_sandbox: 2,
             egress_rates: EgressRates::default(),
             trial_egress_rates: EgressRates::new(10, 10),
+            paused_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

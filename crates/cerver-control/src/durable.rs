@@ -34,29 +34,49 @@ enum Revival {
 }
 
 /// What is recorded per sandbox, as JSON in its store record.
-struct Durable {
+#[derive(Clone)]
+pub(crate) struct Durable {
     /// The runtime's label of its disk image (`<data-dir>/sandboxes/<disk>`).
     disk: String,
-    envs: BTreeMap<String, String>,
-    timeout_ms: u64,
+    pub(crate) envs: BTreeMap<String, String>,
+    pub(crate) timeout_ms: u64,
     exposed_ports: BTreeSet<u16>,
     /// The egress bounds its plan gave it (the plan is not known again at start).
     egress_rates: EgressRates,
+    /// Set while the sandbox is paused (`pause.rs`): its lifetime left when it was paused.
+    pub(crate) paused: Option<PausedState>,
+}
+
+/// A paused sandbox's frozen lifetime.
+#[derive(Clone, Copy)]
+pub(crate) struct PausedState {
+    pub(crate) remaining_ms: u64,
+    /// When it was paused (unix ms).
+    pub(crate) at_ms: i64,
 }
 
 impl Durable {
-    fn of(entry: &Entry) -> Durable {
+    pub(crate) fn of(entry: &Entry) -> Durable {
         Durable {
             disk: entry.sandbox.label().to_string(),
             envs: entry.envs.clone(),
             timeout_ms: entry.lifetime.lock().unwrap().timeout_ms,
             exposed_ports: entry.exposed_ports.lock().unwrap().clone(),
             egress_rates: entry.egress_rates,
+            paused: None,
         }
     }
 
-    fn to_json(&self) -> String {
+    pub(crate) fn disk(&self) -> &str {
+        &self.disk
+    }
+
+    pub(crate) fn to_json(&self) -> String {
+        let paused = self
+            .paused
+            .map(|p| json!({"remaining_ms": p.remaining_ms, "at": p.at_ms}));
         json!({
+            "paused": paused,
             "disk": self.disk,
             "envs": self.envs,
             "timeout_ms": self.timeout_ms,
@@ -67,7 +87,7 @@ impl Durable {
         .to_string()
     }
 
-    fn parse(text: &str) -> Option<Durable> {
+    pub(crate) fn parse(text: &str) -> Option<Durable> {
         let v: Value = serde_json::from_str(text).ok()?;
         Some(Durable {
             disk: v["disk"].as_str()?.to_string(),
@@ -79,15 +99,19 @@ impl Durable {
                 connections_per_second: u32::try_from(v["egress_connections_per_second"].as_u64()?)
                     .ok()?,
             },
+            paused: v["paused"].is_object().then(|| PausedState {
+                remaining_ms: v["paused"]["remaining_ms"].as_u64().unwrap_or(0),
+                at_ms: v["paused"]["at"].as_i64().unwrap_or(0),
+            }),
         })
     }
 }
 
-fn at_ms(ms: i64) -> SystemTime {
+pub(crate) fn at_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn ms_of(t: SystemTime) -> i64 {
+pub(crate) fn ms_of(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as i64
@@ -153,7 +177,7 @@ impl Control {
         Ok(revived)
     }
 
-    /// Rebuilds one recorded sandbox.
+    /// Rebuilds one recorded sandbox (a paused one is only registered as paused).
     async fn revive(&self, record: &SandboxRecord, now: i64) -> Revival {
         let Some(durable) = record.durable.as_deref().and_then(Durable::parse) else {
             return Revival::Closed;
@@ -163,32 +187,62 @@ impl Control {
             "containers" => Engine::Containers,
             _ => return Revival::Closed,
         };
+        // A paused sandbox's expiry is the end of its retention.
         if record.expires_at <= now {
             return Revival::Closed;
+        }
+        if durable.paused.is_some() {
+            let disk = durable.disk.clone();
+            self.register_paused(record, engine, durable);
+            return Revival::Rebuilt(disk);
         }
         let Ok(slot) = self.sandbox_slot() else {
             tracing::warn!(sandbox.id = %record.id, "no server slot left to rebuild the sandbox");
             return Revival::Failed(durable.disk);
         };
-        let revived = match self.runtime.revive(engine, &durable.disk).await {
-            Ok(sandbox) => match sandbox.limit_egress(durable.egress_rates).await {
-                Ok(()) => Ok(sandbox),
-                Err(e) => {
-                    sandbox.stop().await;
-                    Err(e)
-                }
-            },
-            Err(e) => Err(e),
-        };
-        let sandbox = match revived {
+        let sandbox = match self.rebuild_sandbox(engine, &durable).await {
             Ok(sandbox) => sandbox,
             Err(e) => {
                 tracing::warn!(sandbox.id = %record.id, "could not rebuild the sandbox: {e}");
                 return Revival::Failed(durable.disk);
             }
         };
+        let disk = durable.disk.clone();
+        let entry = self.rebuilt_entry(record, engine, sandbox, durable, slot);
+        tracing::info!(sandbox.id = %entry.id, user.id = %entry.owner, "sandbox rebuilt after a restart");
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .insert(entry.id.clone(), entry);
+        Revival::Rebuilt(disk)
+    }
+
+    /// A fresh sandbox on the recorded disk image, with its recorded egress bounds.
+    pub(crate) async fn rebuild_sandbox(
+        &self,
+        engine: Engine,
+        durable: &Durable,
+    ) -> Result<Arc<cerver_runtime::Sandbox>, cerver_runtime::RuntimeError> {
+        let sandbox = self.runtime.revive(engine, &durable.disk).await?;
+        if let Err(e) = sandbox.limit_egress(durable.egress_rates).await {
+            sandbox.stop().await;
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    /// The registry entry of a rebuilt sandbox (its expiry: the record's).
+    pub(crate) fn rebuilt_entry(
+        &self,
+        record: &SandboxRecord,
+        engine: Engine,
+        sandbox: Arc<cerver_runtime::Sandbox>,
+        durable: Durable,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Arc<Entry> {
         let metadata = serde_json::from_value(record.metadata.clone()).unwrap_or_default();
-        let entry = Arc::new(Entry {
+        crate::metrics::sandbox_created(engine);
+        Arc::new(Entry {
             id: record.id.clone(),
             owner: record.user_id.clone(),
             engine,
@@ -211,14 +265,7 @@ impl Control {
             slot: Mutex::new(Some(slot)),
             egress_rates: durable.egress_rates,
             transfers: crate::transfers::sandbox_slots(&self.cfg),
-        });
-        tracing::info!(sandbox.id = %entry.id, user.id = %entry.owner, "sandbox rebuilt after a restart");
-        crate::metrics::sandbox_created(engine);
-        self.sandboxes
-            .lock()
-            .unwrap()
-            .insert(entry.id.clone(), entry);
-        Revival::Rebuilt(durable.disk)
+        })
     }
 
     /// Server shutdown: every sandbox's processes end, its record and disk image stay for the

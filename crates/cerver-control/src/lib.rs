@@ -7,6 +7,7 @@
 //! - [`ops`]: every sandbox operation as a plain async function over domain types (create,
 //!   get, list, delete, timeout, run, stream, processes, files, install, host).
 //! - `durable`: sandboxes across server restarts (recorded, stopped, rebuilt).
+//! - [`pause`]: pause (stopped, disk kept, lifetime frozen) and resume (rebuilt).
 //! - [`registry`]: the sandbox registry, lifetimes and the reaper. Every lookup is scoped to
 //!   the caller (another user's sandbox is "not found"); plan slots are claimed in the store.
 //! - [`env`]: the environment runs get (defaults ← sandbox ← run) and the input limits.
@@ -32,6 +33,7 @@ pub mod lines;
 pub mod metrics;
 pub mod ops;
 pub mod packages;
+pub mod pause;
 pub mod plans;
 pub mod ports;
 pub mod processes;
@@ -62,6 +64,10 @@ pub struct Control {
     store: Arc<dyn Store>,
     cfg: ControlConfig,
     sandboxes: Mutex<HashMap<String, Arc<Entry>>>,
+    /// Paused sandboxes (not running, not in `sandboxes`); see `pause.rs`.
+    paused: Mutex<HashMap<String, Arc<pause::Paused>>>,
+    /// Held by every pause, resume and deletion of a paused sandbox (see `pause.rs`).
+    transitions: tokio::sync::Mutex<()>,
     /// Sandboxes being upgraded (workers → containers); see `upgrade.rs`.
     upgrading: Mutex<HashSet<String>>,
     /// Labels of sandboxes being created (not yet in `sandboxes`); see `registry.rs`.
@@ -97,6 +103,8 @@ impl Control {
             store,
             cfg,
             sandboxes: Mutex::new(HashMap::new()),
+            paused: Mutex::new(HashMap::new()),
+            transitions: tokio::sync::Mutex::new(()),
             upgrading: Mutex::new(HashSet::new()),
             pending_labels: Mutex::new(HashSet::new()),
             closing: tokio::sync::watch::Sender::new(false),

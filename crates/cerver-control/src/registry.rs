@@ -157,7 +157,11 @@ impl Control {
         loop {
             let id = uuid::Uuid::new_v4().to_string();
             let label = ports::host_label(&id);
-            let taken = pending.contains(&label) || sandboxes.values().any(|e| e.label() == label);
+            let paused = self.paused.lock().unwrap();
+            let taken = pending.contains(&label)
+                || sandboxes.values().any(|e| e.label() == label)
+                || paused.keys().any(|id| ports::host_label(id) == label);
+            drop(paused);
             if !taken {
                 pending.insert(label.clone());
                 return (
@@ -305,11 +309,14 @@ impl Control {
         Ok((entry, view(lifetime, capped)))
     }
 
-    /// The caller's live sandbox `id`.
+    /// The caller's live sandbox `id` (a paused one: a conflict naming resume).
     pub fn get(&self, owner: &str, id: &str) -> Result<Arc<Entry>, ControlError> {
         let entry = self.sandboxes.lock().unwrap().get(id).cloned();
         match entry {
             Some(e) if e.owner == owner && e.is_live() => Ok(e),
+            _ if self.paused(owner, id).is_some() => Err(ControlError::Conflict(
+                "the sandbox is paused; resume it first (POST /sandbox/{id}/resume)".into(),
+            )),
             _ => Err(ControlError::NotFound),
         }
     }
@@ -328,6 +335,9 @@ impl Control {
     }
 
     pub async fn delete(&self, owner: &str, id: &str) -> Result<(), ControlError> {
+        if self.delete_paused(owner, id).await {
+            return Ok(());
+        }
         let entry = self.get(owner, id)?;
         self.remove(&entry).await;
         Ok(())
@@ -453,5 +463,6 @@ pub(crate) async fn reaper(control: std::sync::Weak<Control>) {
         tick.tick().await;
         let Some(c) = control.upgrade() else { return };
         c.reap_expired().await;
+        c.reap_paused().await;
     }
 }

@@ -245,6 +245,11 @@ impl Runtime {
         Ok(Arc::new(self.spawn_with(engine, Some(label)).await?))
     }
 
+    /// Deletes the disk image kept under `label` (a paused sandbox that is deleted).
+    pub async fn remove_disk(&self, label: &str) {
+        self.disks.remove(label).await;
+    }
+
     /// Deletes the sandbox images that no live sandbox uses and `keep` does not name (what a
     /// previous server left and nobody rebuilt); returns how many.
     pub async fn reap_disks(&self, keep: std::collections::HashSet<String>) -> usize {

@@ -191,10 +191,33 @@ pub trait Store: Send + Sync {
     /// The user's active sandboxes at `now` (not deleted, not expired), oldest first.
     async fn active_sandboxes_of(&self, user_id: &str, now: i64) -> Result<Vec<SandboxRecord>>;
 
-    /// How many active sandboxes the user has at `now` (what the sandbox limit counts).
+    /// How many active, unpaused sandboxes the user has at `now` (what the sandbox limit
+    /// counts).
     async fn active_sandbox_count(&self, user_id: &str, now: i64) -> Result<u64>;
 
     /// Every sandbox never marked deleted, expired or not: after a restart these have no
     /// process behind them and are to be reaped and marked deleted.
     async fn sandboxes_left_active(&self) -> Result<Vec<SandboxRecord>>;
+
+    /// Pauses a not-deleted sandbox: records its durable state (JSON with a `"paused"` member,
+    /// which takes it out of the sandbox limit's count) and its expiry (the end of the paused
+    /// retention); whether there was one.
+    async fn set_sandbox_paused(&self, id: &str, state: &str, expires_at: i64) -> Result<bool>;
+
+    /// Resumes the user's paused sandbox `id` (its durable state becomes `state`, which has no
+    /// `"paused"` member, and its expiry `expires_at`) if the user has fewer than `limit`
+    /// active unpaused sandboxes at `now`, else fails with [`StoreError::SandboxLimit`]. Count
+    /// and update under one write lock, like [`try_insert_sandbox_if_below`](Self::try_insert_sandbox_if_below).
+    async fn try_resume_sandbox_if_below(
+        &self,
+        id: &str,
+        user_id: &str,
+        limit: u64,
+        now: i64,
+        state: &str,
+        expires_at: i64,
+    ) -> Result<bool>;
+
+    /// How many paused, not-deleted sandboxes the user has.
+    async fn paused_sandbox_count(&self, user_id: &str) -> Result<u64>;
 }

@@ -235,6 +235,14 @@ macro_rules! session_columns {
          s.expires_at AS s_expires_at"
     };
 }
+/// A sandbox that is not paused (pause state lives in the durable JSON; see
+/// [`Store::set_sandbox_paused`]).
+macro_rules! unpaused {
+    () => {
+        "(durable IS NULL OR json_extract(durable, '$.paused') IS NULL)"
+    };
+}
+
 macro_rules! sandbox_columns {
     () => {
         "id, user_id, engine, created_at, expires_at, deleted_at, metadata, durable"
@@ -662,8 +670,11 @@ impl Store for SqliteStore {
         // below cannot be overtaken by another connection's insert before ours commits.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sandboxes \
-             WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2",
+            concat!(
+                "SELECT COUNT(*) FROM sandboxes \
+                 WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 AND ",
+                unpaused!()
+            ),
         )
         .bind(&sandbox.user_id)
         .bind(now)
@@ -751,8 +762,11 @@ impl Store for SqliteStore {
 
     async fn active_sandbox_count(&self, user_id: &str, now: i64) -> Result<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM sandboxes \
-             WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2",
+            concat!(
+                "SELECT COUNT(*) FROM sandboxes \
+                 WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 AND ",
+                unpaused!()
+            ),
         )
         .bind(user_id)
         .bind(now)
@@ -770,6 +784,57 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(sandbox_from).collect()
+    }
+
+    async fn set_sandbox_paused(&self, id: &str, state: &str, expires_at: i64) -> Result<bool> {
+        self.set_sandbox_durable(id, state, expires_at).await
+    }
+
+    async fn try_resume_sandbox_if_below(
+        &self,
+        id: &str,
+        user_id: &str,
+        limit: u64,
+        now: i64,
+        state: &str,
+        expires_at: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let active: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sandboxes \
+             WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 AND ",
+            unpaused!()
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if count(active) >= limit {
+            return Err(StoreError::SandboxLimit { limit });
+        }
+        let done = sqlx::query(
+            "UPDATE sandboxes SET durable = ?1, expires_at = ?2 \
+             WHERE id = ?3 AND user_id = ?4 AND deleted_at IS NULL",
+        )
+        .bind(state)
+        .bind(expires_at)
+        .bind(id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn paused_sandbox_count(&self, user_id: &str) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sandboxes WHERE user_id = ?1 AND deleted_at IS NULL \
+             AND durable IS NOT NULL AND json_extract(durable, '$.paused') IS NOT NULL",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count(n))
     }
 }
 

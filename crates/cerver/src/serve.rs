@@ -99,6 +99,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ports,
         egress_rates,
         trial_egress_rates,
+        paused_retention: Duration::from_secs(settings.paused_retention_secs),
     };
     let control = cerver_control::Control::new(runtime, store, control_cfg)
         .await

@@ -191,6 +191,22 @@ const ROUTES: &[Route] = &[
     ),
     route(
         "post",
+        "/sandbox/{id}/pause",
+        None,
+        JSON,
+        Some("SandboxInfo"),
+        &[404, 409, 429],
+    ),
+    route(
+        "post",
+        "/sandbox/{id}/resume",
+        None,
+        JSON,
+        Some("SandboxInfo"),
+        &[404, 429, 503],
+    ),
+    route(
+        "post",
         "/sandbox/{id}/run",
         Some("RunRequest"),
         JSON,

@@ -38,6 +38,7 @@ pub async fn create(
         ));
     }
     validate_env(&req.envs)?;
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let context_id = format!("ctx_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
     if !entry.contexts.reserve(&context_id, cwd, req.envs) {
@@ -82,6 +83,7 @@ async fn start(
 }
 
 pub async fn list(c: &Control, caller: &Caller, id: &str) -> Result<ContextList, ControlError> {
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     Ok(ContextList {
         contexts: entry.contexts.list(),
@@ -95,6 +97,7 @@ pub async fn delete(
     id: &str,
     context_id: &str,
 ) -> Result<DeleteContextResponse, ControlError> {
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let slot = entry
         .contexts
@@ -116,6 +119,7 @@ pub async fn restart(
     id: &str,
     context_id: &str,
 ) -> Result<ContextInfo, ControlError> {
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let slot = entry
         .contexts

@@ -37,6 +37,7 @@ pub async fn write(
     file: WriteFile,
 ) -> Result<WriteFileResponse, ControlError> {
     let content = decode(file.content, file.encoding.as_deref())?;
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_file_bytes;
@@ -55,6 +56,7 @@ pub async fn read(
     id: &str,
     path: String,
 ) -> Result<ReadFileResponse, ControlError> {
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_file_bytes;
@@ -81,6 +83,7 @@ pub async fn list(
     caller: &Caller,
     id: &str,
 ) -> Result<ListFilesResponse, ControlError> {
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     let _transfer = c.transfer_permit(&entry)?;
     let max = c.runtime.config().max_list_entries;

@@ -49,6 +49,7 @@ pub async fn run(
 ) -> Result<RunResult, ControlError> {
     let context_id = req.context_id.clone();
     let (params, timeout, background) = split(req)?;
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     if background {
         let (process, _live) = c.start_process(&entry, params).await?;
@@ -73,6 +74,7 @@ pub async fn run_stream(
 ) -> Result<EventStream, ControlError> {
     let context_id = req.context_id.clone();
     let (params, timeout, background) = split(req)?;
+    c.wake(caller, id).await?;
     let entry = c.get(&caller.user.id, id)?;
     if background {
         let (process, live) = c.start_process(&entry, params).await?;

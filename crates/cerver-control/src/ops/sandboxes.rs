@@ -4,6 +4,7 @@ use cerver_types::{
     DeleteResponse, HostResponse, InstallResponse, SandboxInfo, SandboxList, SetTimeoutResponse,
 };
 
+use crate::pause::{Found, Paused};
 use crate::{Caller, Control, ControlError, CreateOptions, Entry, LifetimeView, unix};
 
 fn capped_notice(capped: bool, max_ms: u64) -> Option<String> {
@@ -34,20 +35,60 @@ pub async fn create(
     Ok(info_of(&entry, lifetime, c.max_timeout_for(caller)))
 }
 
+/// A paused sandbox: `time_remaining_ms` frozen, `expires_at` when it would expire if resumed
+/// now.
+fn paused_info(p: &Paused) -> SandboxInfo {
+    let l = p.lifetime();
+    SandboxInfo {
+        sandbox_id: p.id.clone(),
+        engine: p.engine.as_str().into(),
+        status: "paused".into(),
+        timeout_ms: l.timeout_ms,
+        expires_at: l.expires_at_unix,
+        time_remaining_ms: l.remaining_ms,
+        created_at: unix(p.created_at),
+        envs: p.envs().cloned().collect(),
+        metadata: p.metadata.clone(),
+        notice: None,
+    }
+}
+
 pub fn get(c: &Control, caller: &Caller, id: &str) -> Result<SandboxInfo, ControlError> {
+    if let Some(p) = c.paused(&caller.user.id, id) {
+        return Ok(paused_info(&p));
+    }
     let e = c.get(&caller.user.id, id)?;
     Ok(info_of(&e, e.lifetime(), c.max_timeout_for(caller)))
 }
 
-/// The caller's active sandboxes, oldest first.
+/// The caller's active and paused sandboxes, oldest first.
 pub fn list(c: &Control, caller: &Caller) -> SandboxList {
     let max = c.max_timeout_for(caller);
-    let sandboxes = c
+    let mut all: Vec<(std::time::SystemTime, SandboxInfo)> = c
         .list(&caller.user.id)
         .iter()
-        .map(|e| info_of(e, e.lifetime(), max))
+        .map(|e| (e.created_at, info_of(e, e.lifetime(), max)))
         .collect();
-    SandboxList { sandboxes }
+    let paused = c.list_paused(&caller.user.id);
+    all.extend(paused.iter().map(|p| (p.created_at, paused_info(p))));
+    all.sort_by_key(|(at, _)| *at);
+    SandboxList {
+        sandboxes: all.into_iter().map(|(_, info)| info).collect(),
+    }
+}
+
+/// `POST /sandbox/:id/pause`: idempotent (a paused sandbox is answered as it is).
+pub async fn pause(c: &Control, caller: &Caller, id: &str) -> Result<SandboxInfo, ControlError> {
+    match c.pause(caller, id).await? {
+        Found::Paused(p) => Ok(paused_info(&p)),
+        Found::Ready(e) => Ok(info_of(&e, e.lifetime(), c.max_timeout_for(caller))),
+    }
+}
+
+/// `POST /sandbox/:id/resume`: idempotent (a ready sandbox is answered as it is).
+pub async fn resume(c: &Control, caller: &Caller, id: &str) -> Result<SandboxInfo, ControlError> {
+    let e = c.resume(caller, id).await?;
+    Ok(info_of(&e, e.lifetime(), c.max_timeout_for(caller)))
 }
 
 pub async fn delete(
@@ -69,6 +110,7 @@ pub async fn set_timeout(
     id: &str,
     timeout_ms: u64,
 ) -> Result<SetTimeoutResponse, ControlError> {
+    c.wake(caller, id).await?;
     let l = c.set_timeout(caller, id, timeout_ms).await?;
     Ok(SetTimeoutResponse {
         sandbox_id: id.to_string(),
@@ -87,6 +129,7 @@ pub async fn install(
     packages: Option<&str>,
     package: Option<&str>,
 ) -> Result<InstallResponse, ControlError> {
+    c.wake(caller, id).await?;
     let outcome = c.install(&caller.user.id, id, packages, package).await?;
     let (output, error) = if outcome.success {
         (Some(outcome.log), None)
