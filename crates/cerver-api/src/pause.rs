@@ -36,7 +36,9 @@ pub async fn pause(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(ops::sandboxes::pause(&st.control, &caller, &id).await?))
+    Ok(Json(
+        ops::sandboxes::pause(&st.control, &caller, &id).await?,
+    ))
 }
 
 #[utoipa::path(
@@ -62,5 +64,7 @@ pub async fn resume(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxInfo>, ApiError> {
-    Ok(Json(ops::sandboxes::resume(&st.control, &caller, &id).await?))
+    Ok(Json(
+        ops::sandboxes::resume(&st.control, &caller, &id).await?,
+    ))
 }

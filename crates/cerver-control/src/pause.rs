@@ -109,7 +109,10 @@ impl Control {
                 "the sandbox is being upgraded; pause it when the upgrade is done".into(),
             ));
         }
-        let cap = caller.limits.max_sandboxes.saturating_mul(PAUSED_PER_PLAN_SLOT);
+        let cap = caller
+            .limits
+            .max_sandboxes
+            .saturating_mul(PAUSED_PER_PLAN_SLOT);
         let count = self.store.paused_sandbox_count(owner).await;
         if count.map_err(store_err)? >= cap {
             crate::metrics::quota_rejected("paused_sandboxes");

@@ -669,13 +669,11 @@ impl Store for SqliteStore {
         // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so the count
         // below cannot be overtaken by another connection's insert before ours commits.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let active: i64 = sqlx::query_scalar(
-            concat!(
-                "SELECT COUNT(*) FROM sandboxes \
+        let active: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sandboxes \
                  WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 AND ",
-                unpaused!()
-            ),
-        )
+            unpaused!()
+        ))
         .bind(&sandbox.user_id)
         .bind(now)
         .fetch_one(&mut *tx)
@@ -761,13 +759,11 @@ impl Store for SqliteStore {
     }
 
     async fn active_sandbox_count(&self, user_id: &str, now: i64) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            concat!(
-                "SELECT COUNT(*) FROM sandboxes \
+        let n: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM sandboxes \
                  WHERE user_id = ?1 AND deleted_at IS NULL AND expires_at > ?2 AND ",
-                unpaused!()
-            ),
-        )
+            unpaused!()
+        ))
         .bind(user_id)
         .bind(now)
         .fetch_one(&self.pool)
