@@ -191,22 +191,6 @@ const ROUTES: &[Route] = &[
     ),
     route(
         "post",
-        "/sandbox/{id}/pause",
-        None,
-        JSON,
-        Some("SandboxInfo"),
-        &[404, 409, 429],
-    ),
-    route(
-        "post",
-        "/sandbox/{id}/resume",
-        None,
-        JSON,
-        Some("SandboxInfo"),
-        &[404, 429, 503],
-    ),
-    route(
-        "post",
         "/sandbox/{id}/run",
         Some("RunRequest"),
         JSON,
@@ -308,6 +292,23 @@ const ROUTES: &[Route] = &[
         JSON,
         Some("KillProcessResponse"),
         &[400, 404],
+    ),
+    // Near the end: a resumed sandbox is rebuilt (its processes and contexts are gone).
+    route(
+        "post",
+        "/sandbox/{id}/pause",
+        None,
+        JSON,
+        Some("SandboxInfo"),
+        &[404, 409, 429],
+    ),
+    route(
+        "post",
+        "/sandbox/{id}/resume",
+        None,
+        JSON,
+        Some("SandboxInfo"),
+        &[404, 429, 503],
     ),
     // Last: the live-server test calls the routes in this order.
     route(
