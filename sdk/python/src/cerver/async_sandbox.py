@@ -253,6 +253,16 @@ class AsyncSandbox:
         self._info = SandboxInfo.from_json(await self._request("GET", ""))
         return self._info
 
+    async def pause(self) -> SandboxInfo:
+        """See :meth:`cerver.Sandbox.pause`."""
+        self._info = SandboxInfo.from_json(await self._request("POST", "/pause"))
+        return self._info
+
+    async def resume(self) -> SandboxInfo:
+        """See :meth:`cerver.Sandbox.resume`."""
+        self._info = SandboxInfo.from_json(await self._request("POST", "/resume"))
+        return self._info
+
     async def set_timeout(self, timeout_ms: int) -> TimeoutInfo:
         data = await self._request("POST", "/timeout", json={"timeout_ms": int(timeout_ms)})
         return TimeoutInfo.from_json(data)

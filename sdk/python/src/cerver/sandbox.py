@@ -287,6 +287,20 @@ class Sandbox:
         self._info = SandboxInfo.from_json(self._request("GET", ""))
         return self._info
 
+    def pause(self) -> SandboxInfo:
+        """Pause the sandbox: its processes end and its memory and network are released; its
+        files and settings stay and its lifetime stops counting (``status`` ``"paused"``).
+        Pausing a paused sandbox is a no-op."""
+        self._info = SandboxInfo.from_json(self._request("POST", "/pause"))
+        return self._info
+
+    def resume(self) -> SandboxInfo:
+        """Resume a paused sandbox (same id and files, no process from before). Runs, file and
+        install calls resume a paused sandbox by themselves. Raises :class:`RateLimitError`
+        (429) when the plan's sandbox limit is reached."""
+        self._info = SandboxInfo.from_json(self._request("POST", "/resume"))
+        return self._info
+
     def set_timeout(self, timeout_ms: int) -> TimeoutInfo:
         """Make the sandbox's remaining lifetime ``timeout_ms`` from now."""
         data = self._request("POST", "/timeout", json={"timeout_ms": int(timeout_ms)})
