@@ -434,6 +434,51 @@ impl CerverMcp {
     }
 
     #[tool(
+        description = "Pause a sandbox: its processes end and its memory is released; its files \
+                       and settings stay and its lifetime stops counting. A paused sandbox does \
+                       not count against your plan's sandbox limit; run_code and the file tools \
+                       resume it.",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn pause_sandbox(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SandboxArgs>,
+    ) -> CallToolResult {
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            ops::sandboxes::pause(&st.control, &caller, &id).await
+        })
+        .await
+    }
+
+    #[tool(
+        description = "Resume a paused sandbox (same files; no process from before).",
+        annotations(
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn resume_sandbox(
+        &self,
+        Extension(parts): Extension<Parts>,
+        Parameters(args): Parameters<SandboxArgs>,
+    ) -> CallToolResult {
+        let id = args.sandbox_id;
+        self.call(&parts, |st, caller| async move {
+            ops::sandboxes::resume(&st.control, &caller, &id).await
+        })
+        .await
+    }
+
+    #[tool(
         description = "Start a persistent Python interpreter (a context) in a sandbox and return \
                        its context_id: run_code with that context_id keeps variables and imports \
                        between calls, like notebook cells. At most 8 per sandbox.",

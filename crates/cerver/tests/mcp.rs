@@ -114,6 +114,8 @@ async fn an_mcp_client_uses_every_tool() {
         ("list_sandboxes", &[]),
         ("delete_sandbox", &["sandbox_id"]),
         ("create_context", &["sandbox_id"]),
+        ("pause_sandbox", &["sandbox_id"]),
+        ("resume_sandbox", &["sandbox_id"]),
     ];
     let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
     names.sort();
@@ -317,7 +319,7 @@ async fn mcp_needs_a_key_and_counts_requests() {
         );
         let body: Value = resp.json().await.unwrap();
         let tools = body["result"]["tools"].as_array().expect("tools");
-        assert_eq!(tools.len(), 9, "{body}");
+        assert_eq!(tools.len(), 11, "{body}");
     }
     assert_eq!(remaining[0], remaining[1] + 1, "{remaining:?}");
 
