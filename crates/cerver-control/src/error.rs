@@ -74,7 +74,7 @@ pub enum ControlError {
     /// over in an upgrade).
     #[error("{0}")]
     Conflict(String),
-    /// The server's disk budget for sandboxes is spent (`--max-disk-mb`, or less than 10% of
+    /// The server's disk budget for sandboxes is spent (`--max-disk`, or less than 10% of
     /// its disk free): no new sandbox until some are deleted.
     #[error("{0}")]
     DiskFull(String),

@@ -10,6 +10,7 @@
 mod http;
 mod serve;
 mod settings;
+mod size;
 
 use std::io::Read as _;
 use std::path::PathBuf;

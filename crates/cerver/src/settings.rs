@@ -60,6 +60,9 @@ pub struct Settings {
     /// new sandbox also needs 10% of the data dir's filesystem to stay free with every image
     /// full (else 507).
     pub max_disk_mb: Option<u64>,
+    /// The same cap as a size (`20G`, `512M`, bytes): the documented name; `max_disk_mb` is
+    /// its older alias (setting both is an error).
+    pub max_disk: Option<String>,
     /// How long a paused sandbox is kept (then deleted), in seconds; default 7 days.
     pub paused_retention_secs: u64,
     pub public_url: Option<String>,
@@ -90,6 +93,19 @@ pub struct Settings {
     pub containers: LimitOverrides,
 }
 
+impl Settings {
+    /// The server-wide disk cap in bytes (`max_disk`, or its alias `max_disk_mb`), if set.
+    pub fn disk_cap_bytes(&self) -> anyhow::Result<Option<u64>> {
+        match (&self.max_disk, self.max_disk_mb) {
+            (Some(_), Some(_)) => anyhow::bail!("set max_disk or max_disk_mb, not both"),
+            (Some(size), None) => crate::size::parse_size(size)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("max_disk: {e}")),
+            (None, mb) => Ok(mb.map(|mb| mb.saturating_mul(MB))),
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         let control = cerver_control::ControlConfig::default();
@@ -116,6 +132,7 @@ impl Default for Settings {
             process_output_ring_bytes: runtime.output_ring_bytes,
             sandboxes_memory_mb: None,
             max_disk_mb: None,
+            max_disk: None,
             paused_retention_secs: control.paused_retention.as_secs(),
             public_url: None,
             log_format: LogFormat::Text,
@@ -400,7 +417,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 51] = [
+const GENERAL_KEYS: [Key; 52] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -422,6 +439,7 @@ const GENERAL_KEYS: [Key; 51] = [
     key("process_output_ring_bytes", "CERVER_PROCESS_OUTPUT_RING_BYTES", "process-output-ring-bytes", Kind::Int),
     key("sandboxes_memory_mb", "CERVER_SANDBOXES_MEMORY_MB", "sandboxes-memory-mb", Kind::Int),
     key("max_disk_mb", "CERVER_MAX_DISK_MB", "max-disk-mb", Kind::Int),
+    key("max_disk", "CERVER_MAX_DISK", "max-disk", Kind::Str),
     key("paused_retention_secs", "CERVER_PAUSED_RETENTION_SECS", "paused-retention-secs", Kind::Int),
     key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
     key("processes.max_ended", "CERVER_PROCESSES_MAX_ENDED", "processes-max-ended", Kind::Int),
@@ -537,7 +555,9 @@ pub fn load(file: Option<&Path>, flags: &SettingFlags) -> anyhow::Result<Setting
         let value = typed(k, raw).with_context(|| format!("--{}", k.flag))?;
         set_path(&mut table, k.path, value);
     }
-    Settings::deserialize(toml::Value::Table(table)).context("invalid settings")
+    let settings = Settings::deserialize(toml::Value::Table(table)).context("invalid settings")?;
+    settings.disk_cap_bytes()?;
+    Ok(settings)
 }
 
 fn typed(k: &Key, raw: &str) -> anyhow::Result<toml::Value> {

@@ -186,8 +186,9 @@ async fn the_workspace_is_a_disk_with_its_own_quota() {
 #[tokio::test]
 async fn the_disk_budget_refuses_new_sandboxes_with_507() {
     // 200 MiB for all images' sizes together: three 64 MiB workspaces fit (the pool's
-    // included), a fourth does not. Containers images (10 GiB) never fit.
-    let s = Server::start_with(&["--max-disk-mb", "200", "--workers-workspace-mb", "64"]);
+    // included), a fourth does not. Containers images (10 GiB) never fit. (`--max-disk` takes
+    // a size; `--max-disk-mb 200` is its alias.)
+    let s = Server::start_with(&["--max-disk", "200M", "--workers-workspace-mb", "64"]);
     let mut created = Vec::new();
     let mut refused = None;
     for _ in 0..5 {

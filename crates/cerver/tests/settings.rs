@@ -91,6 +91,27 @@ fn secrets_are_redacted() {
 }
 
 #[test]
+fn max_disk_takes_a_size_and_max_disk_mb_stays_its_alias() {
+    let (ok, out, err) = print_config(&["--max-disk", "20G"], &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(parsed(&out)["max_disk"].as_str(), Some("20G"), "{out}");
+    let (ok, out, err) = print_config(&[], &[("CERVER_MAX_DISK", "512M")], None);
+    assert!(ok, "{err}");
+    assert_eq!(parsed(&out)["max_disk"].as_str(), Some("512M"), "{out}");
+    let (ok, out, err) = print_config(&["--max-disk-mb", "300"], &[], None);
+    assert!(ok, "{err}");
+    assert_eq!(parsed(&out)["max_disk_mb"].as_integer(), Some(300), "{out}");
+    for bad in ["20X", "lots", "0"] {
+        let (ok, _, err) = print_config(&["--max-disk", bad], &[], None);
+        assert!(!ok, "{bad}");
+        assert!(err.contains("max_disk"), "{bad}: {err}");
+    }
+    let (ok, _, err) = print_config(&["--max-disk", "1G", "--max-disk-mb", "5"], &[], None);
+    assert!(!ok);
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[test]
 fn unknown_keys_and_bad_values_are_clear_errors() {
     let (ok, _, err) = print_config(&[], &[], Some("[http]\nmax_connectons = 5\n"));
     assert!(!ok);
