@@ -720,10 +720,12 @@ impl Store for SqliteStore {
     }
 
     async fn set_sandbox_durable(&self, id: &str, state: &str, expires_at: i64) -> Result<bool> {
-        let done = sqlx::query(
+        // A late write for a running sandbox never unpauses one that was paused meanwhile.
+        let done = sqlx::query(concat!(
             "UPDATE sandboxes SET durable = ?1, expires_at = ?2 \
-             WHERE id = ?3 AND deleted_at IS NULL",
-        )
+             WHERE id = ?3 AND deleted_at IS NULL AND ",
+            unpaused!()
+        ))
         .bind(state)
         .bind(expires_at)
         .bind(id)
@@ -783,7 +785,16 @@ impl Store for SqliteStore {
     }
 
     async fn set_sandbox_paused(&self, id: &str, state: &str, expires_at: i64) -> Result<bool> {
-        self.set_sandbox_durable(id, state, expires_at).await
+        let done = sqlx::query(
+            "UPDATE sandboxes SET durable = ?1, expires_at = ?2 \
+             WHERE id = ?3 AND deleted_at IS NULL",
+        )
+        .bind(state)
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn try_resume_sandbox_if_below(

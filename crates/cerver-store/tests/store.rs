@@ -893,3 +893,66 @@ async fn recorded_request_counts_never_go_down() {
     assert_eq!(store.requests_on(&alice.id, day).await.unwrap(), 9);
     assert_eq!(store.requests_on(&alice.id, day + 1).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn paused_sandboxes_leave_the_limit_count_and_resume_claims_a_slot() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir).await;
+    let alice = user(&*store, "alice-pause@example.com").await;
+    let now = now_ms();
+    let running = r#"{"disk":"d","paused":null}"#;
+    let paused = r#"{"disk":"d","paused":{"remaining_ms":5000,"at":1}}"#;
+    store
+        .try_insert_sandbox_if_below(sandbox("p1", &alice.id, now, now + HOUR), 1, now)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_sandbox_durable("p1", running, now + HOUR)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_sandbox_paused("p1", paused, now + 2 * HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.active_sandbox_count(&alice.id, now).await.unwrap(), 0);
+    assert_eq!(store.paused_sandbox_count(&alice.id).await.unwrap(), 1);
+    // A late write for the running sandbox does not unpause it.
+    assert!(
+        !store
+            .set_sandbox_durable("p1", running, now + HOUR)
+            .await
+            .unwrap()
+    );
+    // The paused one frees the slot; resuming it at the limit fails and changes nothing.
+    store
+        .try_insert_sandbox_if_below(sandbox("p2", &alice.id, now, now + HOUR), 1, now)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .try_resume_sandbox_if_below("p1", &alice.id, 1, now, running, now + HOUR)
+            .await,
+        Err(StoreError::SandboxLimit { limit: 1 })
+    ));
+    assert_eq!(store.paused_sandbox_count(&alice.id).await.unwrap(), 1);
+    store.mark_sandbox_deleted("p2", now).await.unwrap();
+    assert!(
+        store
+            .try_resume_sandbox_if_below("p1", &alice.id, 1, now, running, now + HOUR)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.paused_sandbox_count(&alice.id).await.unwrap(), 0);
+    assert_eq!(store.active_sandbox_count(&alice.id, now).await.unwrap(), 1);
+    // Another user's id is not resumed.
+    assert!(
+        !store
+            .try_resume_sandbox_if_below("p1", "someone-else", 5, now, running, now + HOUR)
+            .await
+            .unwrap()
+    );
+}
