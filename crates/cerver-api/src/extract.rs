@@ -29,6 +29,16 @@ fn body_error(e: BytesRejection) -> ApiError {
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every documented body is a JSON object, but serde's derived structs also take an array
+    // of their fields in order (`[]` would be "all defaults"): refuse it like any other
+    // value of the wrong type.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "invalid type: array, expected a JSON object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         use serde_json::error::Category;

@@ -28,6 +28,7 @@ pub mod files;
 pub mod mcp;
 pub mod metrics;
 pub mod openapi;
+mod openapi_constraints;
 pub mod processes;
 pub mod proxy;
 pub mod request_id;

@@ -68,8 +68,8 @@ pub fn service(state: AppState, max_body: usize) -> McpService {
     summary = "Model Context Protocol endpoint (Streamable HTTP, stateless)",
     description = "The API as MCP tools for any MCP client: `create_sandbox`, `run_code`, \
         `write_file`, `read_file`, `list_files`, `install_packages`, `list_sandboxes`, \
-        `delete_sandbox`. Each POST carries one JSON-RPC message and needs \
-        `Accept: application/json, text/event-stream`; no session is kept (GET and DELETE \
+        `delete_sandbox`. Each POST carries one JSON-RPC message; its `Accept` must allow both \
+        `application/json` and `text/event-stream` (no `Accept`, or `*/*`, does); no session is kept (GET and DELETE \
         answer 405). Authenticated and counted like every `/sandbox` route. A failed tool \
         call is a tool result with `isError: true` and the HTTP API's error message.",
     request_body(content = cerver_types::mcp::McpMessage, content_type = "application/json"),
@@ -78,15 +78,40 @@ pub fn service(state: AppState, max_body: usize) -> McpService {
         (status = 202, description = "A notification was accepted (no body)."),
         (status = 400, description = "Not a JSON-RPC message, or an unsupported `MCP-Protocol-Version`.", body = cerver_types::ErrorBody),
         (status = 401, description = "Missing or invalid API key.", body = cerver_types::ErrorBody),
-        (status = 406, description = "`Accept` lacks `application/json` or `text/event-stream`.", body = cerver_types::ErrorBody),
+        (status = 406, description = "`Accept` names neither `application/json` and `text/event-stream` (both) nor `*/*`; a request without `Accept` accepts anything.", body = cerver_types::ErrorBody),
         (status = 413, description = "The request body is too large.", body = cerver_types::ErrorBody),
-        (status = 415, description = "`Content-Type` is not `application/json`.", body = cerver_types::ErrorBody),
+        (status = 415, description = "`Content-Type` is not `application/json`, or the body is not a JSON-RPC 2.0 message (`jsonrpc` other than `\"2.0\"`, an `id` that is neither a string nor a 64-bit integer, `params` that is not an object).", body = cerver_types::ErrorBody),
         (status = 429, description = "The daily request budget is spent.", body = cerver_types::ErrorBody),
     )
 )]
-pub async fn handle(service: McpService, req: Request) -> Response {
+pub async fn handle(service: McpService, mut req: Request) -> Response {
+    accept_anything_means_both(&mut req);
     let response = service.handle(req).await.into_response();
     transport_error_as_json(response).await
+}
+
+/// What the transport needs in `Accept` (it answers JSON here, but checks for both).
+const ACCEPT_BOTH: &str = "application/json, text/event-stream";
+
+/// A request without `Accept`, or whose `Accept` has `*/*`, accepts any media type (RFC 9110
+/// §12.5.1), so both that the transport insists on; only an `Accept` that names neither
+/// JSON nor a wildcard is refused with 406.
+fn accept_anything_means_both(req: &mut Request) {
+    use axum::http::{HeaderValue, header};
+    let headers = req.headers();
+    let any = match headers.get_all(header::ACCEPT).iter().next() {
+        None => true,
+        Some(_) => headers.get_all(header::ACCEPT).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.split(';').next().map(str::trim) == Some("*/*"))
+            })
+        }),
+    };
+    if any {
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_BOTH));
+    }
 }
 
 /// The transport answers its own refusals (406, 413, 415, ...) in plain text; they become the

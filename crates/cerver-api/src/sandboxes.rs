@@ -12,6 +12,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJson, Query, non_negative_int};
 
+/// The largest `timeout_ms` a request may give (then lowered to the server's maximum): the
+/// documented `format: int64`'s bound, so that the document and the server agree.
+pub(crate) const MAX_TIMEOUT_MS: u64 = i64::MAX as u64;
+
 #[utoipa::path(
     post,
     path = "/sandbox",
@@ -38,7 +42,7 @@ pub async fn create(
     let timeout_ms = req
         .timeout_ms
         .as_ref()
-        .map(|n| non_negative_int(n, "timeout_ms", u64::MAX))
+        .map(|n| non_negative_int(n, "timeout_ms", MAX_TIMEOUT_MS))
         .transpose()?;
     let opts = CreateOptions {
         engine: req.engine,
@@ -134,7 +138,7 @@ pub async fn set_timeout(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<SetTimeoutRequest>,
 ) -> Result<Json<SetTimeoutResponse>, ApiError> {
-    let ms = non_negative_int(&req.timeout_ms, "timeout_ms", u64::MAX)?;
+    let ms = non_negative_int(&req.timeout_ms, "timeout_ms", MAX_TIMEOUT_MS)?;
     Ok(Json(
         ops::sandboxes::set_timeout(&st.control, &caller, &id, ms).await?,
     ))

@@ -9,10 +9,6 @@
 //! It talks only to servers it starts itself on 127.0.0.1, and exits 0 whether or not the
 //! targets are met (it is a report); non-zero only when something fails.
 
-mod procs;
-mod server;
-mod stats;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,8 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use server::Server;
-use stats::Summary;
+use cerver_bench::procs;
+use cerver_bench::server::Server;
+use cerver_bench::stats::Summary;
 
 const MIB: f64 = 1024.0 * 1024.0;
 /// Targets: run p50 and create p50 relative to the bare spawn p50; memory per idle sandbox.

@@ -80,6 +80,67 @@ pub fn jail_trees(server_pid: u32) -> JailTrees {
     }
 }
 
+/// Every process below `pid` (children, their children, ...), `pid` not included.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let parents = parents();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&p, &pp) in &parents {
+        children.entry(pp).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    let mut stack = children.get(&pid).cloned().unwrap_or_default();
+    while let Some(p) = stack.pop() {
+        out.push(p);
+        stack.extend(children.get(&p).into_iter().flatten());
+    }
+    out
+}
+
+/// Open file descriptors of `pid` (entries of `/proc/<pid>/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident set size of `pid` (`VmRSS`), in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    kib_field(&status, "VmRSS:").unwrap_or(0) * 1024
+}
+
+/// The cgroup hierarchies (v1 controllers and the v2 tree) in which a server keeps its
+/// sandbox cgroups, `<mount>/cerver/<instance-id>`, with how many sandbox cgroups each holds.
+pub fn sandbox_cgroups(data_dir: &Path) -> anyhow::Result<Vec<(PathBuf, usize)>> {
+    let file = data_dir.join("instance-id");
+    let id = std::fs::read_to_string(&file).with_context(|| format!("read {}", file.display()))?;
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/sys/fs/cgroup")?.flatten() {
+        let dir = entry.path().join("cerver").join(id.trim());
+        let Ok(children) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let n = children
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count();
+        out.push((dir, n));
+    }
+    Ok(out)
+}
+
+/// Host network interfaces named `cerv<n>` (the host ends of containers sandboxes' veth
+/// pairs, of every server on this host).
+pub fn host_veths() -> usize {
+    std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("cerv"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Sums over a set of processes from `/proc/<pid>/smaps_rollup`, in bytes.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PssSum {

@@ -32,6 +32,16 @@ impl Server {
     /// Starts `server serve --listen 127.0.0.1:0 --data-dir <tmp> --pool-size <pool_size>` and
     /// waits for its `listening on` line.
     pub fn start(binary: &Path, pool_size: usize, tag: &str) -> anyhow::Result<Server> {
+        Server::start_with(binary, pool_size, tag, &[])
+    }
+
+    /// [`Server::start`] with more `serve` arguments.
+    pub fn start_with(
+        binary: &Path,
+        pool_size: usize,
+        tag: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Server> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -42,31 +52,7 @@ impl Server {
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("create {}", data_dir.display()))?;
         // A pro-plan key, so that plan quotas never limit the benchmark.
-        let admin = Command::new(binary)
-            .args([
-                "admin",
-                "create-key",
-                "--email",
-                "bench@example.com",
-                "--plan",
-                "pro",
-                "--data-dir",
-            ])
-            .arg(&data_dir)
-            .output()
-            .with_context(|| format!("run {} admin create-key", binary.display()))?;
-        if !admin.status.success() {
-            bail!(
-                "admin create-key failed: {}",
-                String::from_utf8_lossy(&admin.stderr)
-            );
-        }
-        let key = String::from_utf8_lossy(&admin.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_string();
+        let key = create_key(binary, &data_dir, "bench@example.com")?;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
             reqwest::header::AUTHORIZATION,
@@ -77,7 +63,9 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(["--pool-size", &pool_size.to_string()])
+            .args(extra)
             .env("CERVER_LOG", "warn")
+            .env_remove("CERVER_SMTP_HOST")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -126,6 +114,12 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A pro-plan key of a new user `email`, minted with the admin CLI (beside the running
+    /// server, as an operator would).
+    pub fn mint_key(&self, binary: &Path, email: &str) -> anyhow::Result<String> {
+        create_key(binary, &self.data_dir, email)
     }
 
     /// Fails if the server has exited (it should only exit when [`Server::stop`] asks it to).
@@ -300,6 +294,48 @@ impl Server {
         let _ = std::fs::remove_dir_all(&self.work_dir);
         clean
     }
+}
+
+/// `cerver admin create-key --plan pro` for `email` on `data_dir`; returns the key.
+fn create_key(binary: &Path, data_dir: &Path, email: &str) -> anyhow::Result<String> {
+    let admin = Command::new(binary)
+        .args([
+            "admin",
+            "create-key",
+            "--email",
+            email,
+            "--plan",
+            "pro",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .output()
+        .with_context(|| format!("run {} admin create-key", binary.display()))?;
+    if !admin.status.success() {
+        bail!(
+            "admin create-key failed: {}",
+            String::from_utf8_lossy(&admin.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&admin.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// An HTTP client that sends `key` as its bearer token.
+pub fn client_with_key(key: &str, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().context("API key header")?,
+    );
+    Ok(reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(timeout)
+        .build()?)
 }
 
 impl Drop for Server {

@@ -26,7 +26,9 @@ pub(crate) fn validate_env(envs: &BTreeMap<String, String>) -> Result<(), Contro
     let mut total = 0;
     for (k, v) in envs {
         let valid_name = !k.is_empty()
-            && k.len() <= MAX_ENV_NAME
+            // Characters, as the OpenAPI document's `maxLength` counts them (the bytes are
+            // bounded by MAX_ENV_BYTES in all).
+            && k.chars().count() <= MAX_ENV_NAME
             && !k.contains(['=', '\0'])
             && !k.starts_with(|c: char| c.is_ascii_digit());
         if !valid_name {

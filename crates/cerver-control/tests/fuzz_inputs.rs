@@ -72,7 +72,7 @@ proptest! {
         match cerver_control::ops::processes::parse_pid(&s) {
             Ok(pid) => {
                 prop_assert!(pid > 0);
-                prop_assert_eq!(s.parse::<i32>().ok(), Some(pid));
+                prop_assert_eq!(pid.to_string(), s);
             }
             Err(e) => {
                 let refused = matches!(e, cerver_control::ControlError::Invalid { code: "invalid_pid", .. });

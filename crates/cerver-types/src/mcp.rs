@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 pub struct McpMessage {
     /// Always `"2.0"`.
     pub jsonrpc: String,
-    /// The request's id (absent for notifications).
+    /// The request's id, a string or a 64-bit integer (absent for notifications).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub id: Option<serde_json::Value>,

@@ -371,10 +371,25 @@ async fn mcp_needs_a_key_and_counts_requests() {
         assert_eq!(body["code"], "method_not_allowed");
     }
 
+    // No `Accept` (or `*/*`) accepts anything (RFC 9110), so the JSON answer too.
+    for accept in [None, Some("*/*"), Some("text/html, */*;q=0.8")] {
+        let mut req = s.client.post(s.url("/mcp")).json(&list);
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200, "Accept {accept:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert!(
+            body["result"]["tools"].is_array(),
+            "Accept {accept:?}: {body}"
+        );
+    }
     // The transport's own refusals come as the API's JSON errors.
     let resp = s
         .client
         .post(s.url("/mcp"))
+        .header("accept", "text/html")
         .json(&list)
         .send()
         .await

@@ -202,7 +202,7 @@ const ROUTES: &[Route] = &[
         "/sandbox/{id}/run/stream",
         Some("RunRequest"),
         "text/event-stream",
-        Some("StreamEvent"),
+        Some("ServerSentEvent"),
         &[400, 404, 413, 422, 429, 503],
     ),
     route(
@@ -282,7 +282,7 @@ const ROUTES: &[Route] = &[
         "/sandbox/{id}/processes/{pid}/stream",
         None,
         "text/event-stream",
-        Some("StreamEvent"),
+        Some("ServerSentEvent"),
         &[400, 404, 429],
     ),
     route(
@@ -311,6 +311,7 @@ const SCHEMAS: &[&str] = &[
     "SandboxInfo",
     "ErrorBody",
     "StreamEvent",
+    "ServerSentEvent",
     "ProcessInfo",
     "CreateSandboxRequest",
     "WriteFileRequest",
@@ -767,10 +768,13 @@ async fn every_route_answers_as_documented() {
             let schema = &op["responses"]["200"]["content"][r.ok_type]["schema"];
             match r.ok_type {
                 "text/event-stream" => {
+                    // Each event's `data` is a JSON `StreamEvent` (the event's own schema).
+                    let data = &resolve(&doc, schema)["properties"]["data"];
+                    assert_eq!(data["contentMediaType"], JSON, "{what}");
                     let events = sse_events(&body);
                     assert_eq!(events.last().unwrap()["type"], "exit", "{body}");
                     for ev in &events {
-                        assert_conforms(&doc, schema, ev, &what);
+                        assert_conforms(&doc, &data["contentSchema"], ev, &what);
                     }
                 }
                 JSON => {
@@ -812,4 +816,91 @@ async fn every_route_answers_as_documented() {
         &v,
         "404",
     );
+}
+
+/// The document states what the server enforces (`openapi_constraints.rs`), and the server
+/// does what it states: the edges schemathesis found (`scripts/schemathesis` runs it).
+#[tokio::test]
+async fn documents_what_the_server_enforces() {
+    let s = Server::start();
+    let doc = document(&s).await;
+    let param = |method: &str, path: &str, name: &str| -> Value {
+        operation(&doc, method, path)["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path}: no parameter {name}"))
+            .clone()
+    };
+    // Path formats: a sandbox id is a lower-case UUID, a pid canonical decimal.
+    let id = param("get", "/sandbox/{id}", "id");
+    assert!(
+        id["schema"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("[0-9a-f]{8}")
+    );
+    let pid = param("get", "/sandbox/{id}/processes/{pid}", "pid");
+    assert_eq!(pid["schema"]["pattern"], "^[1-9][0-9]{0,8}$");
+    let sandbox = s.sandbox().await;
+    for (bad, status) in [("01", 400), ("0", 400), ("1x", 400), ("999999999", 404)] {
+        let (got, v) = s.get(&format!("/sandbox/{sandbox}/processes/{bad}")).await;
+        assert_eq!(got, status, "pid {bad}: {v}");
+    }
+    // The port is required and 1-65535; the one-time links need a token.
+    let port = param("get", "/sandbox/{id}/host", "port");
+    assert_eq!(port["required"], true);
+    assert!(port["schema"]["pattern"].is_string());
+    assert_eq!(
+        param("get", "/auth/verify-signup", "token")["required"],
+        true
+    );
+
+    // Bodies: env names, engines, e-mail syntax, base64 content, requirements.
+    let schemas = &doc["components"]["schemas"];
+    let envs = &schemas["RunRequest"]["properties"]["envs"];
+    assert!(envs["propertyNames"]["pattern"].is_string(), "{envs}");
+    assert_eq!(
+        schemas["CreateSandboxRequest"]["properties"]["engine"]["enum"],
+        json!(["workers", "containers", null])
+    );
+    assert!(schemas["EmailRequest"]["properties"]["email"]["pattern"].is_string());
+    assert!(schemas["WriteFileRequest"]["then"]["properties"]["content"]["pattern"].is_string());
+    assert!(schemas["InstallRequest"]["properties"]["packages"]["pattern"].is_string());
+    // A body that is a JSON array is not an object, whatever serde would make of it.
+    let (status, v) = s.post_raw("/sandbox", "[]").await;
+    assert_eq!(status, 422, "{v}");
+    let run = format!("/sandbox/{sandbox}/run");
+    let (status, v) = s.post_raw(&run, "[\"print(1)\"]").await;
+    assert_eq!(status, 422, "{v}");
+    // timeout_ms above the documented int64 is refused, not capped.
+    let max = &schemas["CreateSandboxRequest"]["properties"]["timeout_ms"]["maximum"];
+    assert_eq!(max, &json!(i64::MAX));
+    let (status, v) = s
+        .post_raw("/sandbox", "{\"timeout_ms\": 9223372036854775808}")
+        .await;
+    assert_eq!(status, 400, "{v}");
+
+    // Every keyed route documents 401 and the daily budget's 429 with Retry-After; the
+    // `/auth/*` 429s always carry it.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = &op["responses"];
+            if path.starts_with("/sandbox") {
+                assert!(responses["401"].is_object(), "{method} {path}: no 401");
+                assert!(
+                    responses["429"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: no 429 with Retry-After"
+                );
+            }
+            if path.starts_with("/auth/") && responses["429"].is_object() {
+                assert_eq!(
+                    responses["429"]["headers"]["Retry-After"]["required"], true,
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    s.stop();
 }

@@ -9,7 +9,13 @@ use crate::{Caller, Control, ControlError, unix};
 
 /// A pid as given: a positive decimal integer that fits a pid.
 pub fn parse_pid(s: &str) -> Result<i32, ControlError> {
-    let valid = !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit());
+    // Canonical decimal only (no sign, no leading zero): one spelling per process. The
+    // OpenAPI document's pattern (`^[1-9][0-9]{0,8}$`) is a subset: every pid it allows
+    // parses, and the 10-digit ones it leaves out name no process (pid_max is far below).
+    let valid = !s.is_empty()
+        && s.len() <= 10
+        && !s.starts_with('0')
+        && s.bytes().all(|b| b.is_ascii_digit());
     match s.parse::<i32>() {
         Ok(pid) if valid && pid > 0 => Ok(pid),
         _ => Err(ControlError::Invalid {
@@ -130,6 +136,8 @@ mod tests {
             "2147483648",
             "99999999999999999999",
             "0x10",
+            "01",
+            "007",
         ] {
             assert!(parse_pid(bad).is_err(), "{bad:?}");
         }
