@@ -15,6 +15,8 @@ use crate::RuntimeConfig;
 
 /// How long resolving against the cache may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long asking the index for the newest versions may take.
+const INDEX_TIMEOUT: Duration = Duration::from_secs(8);
 /// Selections older than this are left over from a crashed server.
 const STALE: Duration = Duration::from_secs(2 * 3600);
 
@@ -60,10 +62,13 @@ impl Drop for Selection {
 /// The wheels of the cache that satisfy `requirements` (with their dependencies), as a fresh
 /// selection; `None` when the cache cannot satisfy them.
 ///
-/// Resolved by `uv pip compile` (the installer binary, `installer`) against the cache only,
-/// for the sandboxes' interpreter: ~0.15 s, where `pip install --dry-run --report` took ~0.9 s
-/// of every cached install. Its answer is a list of pins; each pin's wheels are found in the
-/// cache by their file names.
+/// Resolved by `uv pip compile` (the installer binary, `installer`) for the sandboxes'
+/// interpreter: ~0.15 s against the cache alone, where `pip install --dry-run --report` took
+/// ~0.9 s of every cached install. Its answer is a list of pins; each pin's wheels are found
+/// in the cache by their file names. When a requirement is not pinned (`pandas`), the index is
+/// asked too, as pip would (within [`INDEX_TIMEOUT`]; unreachable: the cache's newest): if it
+/// offers a newer version than the cache holds, the answer is `None`, and the install fetches
+/// it into the cache first.
 pub async fn select(
     cfg: &RuntimeConfig,
     installer: &Path,
@@ -79,18 +84,53 @@ pub async fn select(
     if !requirements.iter().all(plain) {
         return None;
     }
+    let online = match requirements.iter().all(|r| pinned(r)) {
+        true => None,
+        false => compile(cfg, installer, requirements, true).await,
+    };
+    let pins = match online {
+        Some(pins) => pins,
+        None => compile(cfg, installer, requirements, false).await?,
+    };
     let cache = cfg.wheelhouse.clone();
+    tokio::task::spawn_blocking(move || {
+        let wheels = wheels_of(&cache, &pins)?;
+        link(&cache, &wheels)
+    })
+    .await
+    .ok()?
+}
+
+/// Whether a requirement names exactly one version (`six==1.16.0`).
+fn pinned(requirement: &str) -> bool {
+    requirement.contains("==") && !requirement.contains(['*', ',', '<', '>', '!', '~'])
+}
+
+/// The pins `uv pip compile` resolves `requirements` to, from the cache's wheels (and the
+/// index's, when `online`); binary wheels only, so nothing is built on the host.
+async fn compile(
+    cfg: &RuntimeConfig,
+    installer: &Path,
+    requirements: &[String],
+    online: bool,
+) -> Option<Vec<String>> {
     let scratch = tempfile::tempdir().ok()?;
     let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
     let input = scratch.path().join("requirements.in");
     std::fs::write(&input, requirements.join("\n") + "\n").ok()?;
-    let out = tokio::process::Command::new(installer)
-        .args(["pip", "compile", "--no-index", "--only-binary", ":all:"])
-        .args(["--no-header", "--no-annotate", "--quiet"])
+    let mut cmd = tokio::process::Command::new(installer);
+    cmd.args(["pip", "compile", "--only-binary", ":all:"])
+        .args(["--no-header", "--no-annotate", "--quiet"]);
+    match (online, &cfg.wheel_index_url) {
+        (false, _) => cmd.arg("--no-index"),
+        (true, Some(index)) => cmd.args(["--index-url", index]),
+        (true, None) => &mut cmd,
+    };
+    let out = cmd
         .arg("--python")
         .arg(&python)
         .arg("--find-links")
-        .arg(&cache)
+        .arg(&cfg.wheelhouse)
         .arg(&input)
         .current_dir(scratch.path())
         .env_clear()
@@ -100,24 +140,22 @@ pub async fn select(
         .env("UV_NO_CACHE", "1")
         .env("UV_NO_CONFIG", "1")
         .env("UV_PYTHON_DOWNLOADS", "never")
+        // An index that fails answers at once (the cache answers instead), without retries.
+        .env("UV_HTTP_RETRIES", "0")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(RESOLVE_TIMEOUT, out)
-        .await
-        .ok()?
-        .ok()?;
+    let limit = if online {
+        INDEX_TIMEOUT
+    } else {
+        RESOLVE_TIMEOUT
+    };
+    let out = tokio::time::timeout(limit, out).await.ok()?.ok()?;
     if !out.status.success() {
         return None;
     }
-    let pins = pins(&String::from_utf8_lossy(&out.stdout))?;
-    tokio::task::spawn_blocking(move || {
-        let wheels = wheels_of(&cache, &pins)?;
-        link(&cache, &wheels)
-    })
-    .await
-    .ok()?
+    pins(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// `name==version` lines of a compiled requirements file, as wheel file name prefixes
