@@ -113,6 +113,7 @@ impl From<ControlError> for ApiError {
             ControlError::EngineUnavailable(m) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, "engine_unavailable", m)
             }
+            ControlError::DiskFull(m) => ApiError::new(S::INSUFFICIENT_STORAGE, "disk_full", m),
             ControlError::Internal(m) => {
                 tracing::error!("internal error: {m}");
                 ApiError::new(
@@ -217,6 +218,7 @@ mod tests {
                 503,
                 "engine_unavailable",
             ),
+            (ControlError::DiskFull("x".into()), 507, "disk_full"),
             (ControlError::Internal("secret".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

@@ -31,6 +31,7 @@ pub(crate) const MAX_TIMEOUT_MS: u64 = i64::MAX as u64;
         (status = 422, description = "A field is missing or has the wrong type.", body = cerver_types::ErrorBody),
         (status = 429, description = "The server runs its maximum number of sandboxes.", body = cerver_types::ErrorBody),
         (status = 503, description = "No sandbox could be created right now; retry shortly.", body = cerver_types::ErrorBody),
+        (status = 507, description = "`disk_full`: the server's disk budget for sandboxes is spent (its `--max-disk-mb`, or 10% of its disk must stay free); delete sandboxes or retry later.", body = cerver_types::ErrorBody),
         (status = 500, description = "Internal server error.", body = cerver_types::ErrorBody),
     )
 )]

@@ -74,6 +74,10 @@ pub enum ControlError {
     /// over in an upgrade).
     #[error("{0}")]
     Conflict(String),
+    /// The server's disk budget for sandboxes is spent (`--max-disk-mb`, or less than 10% of
+    /// its disk free): no new sandbox until some are deleted.
+    #[error("{0}")]
+    DiskFull(String),
     /// Something unexpected (logged with detail, shown bare).
     #[error("internal error: {0}")]
     Internal(String),
@@ -103,6 +107,7 @@ impl From<RuntimeError> for ControlError {
                 ControlError::SandboxUnavailable
             }
             RuntimeError::Unavailable(m) => ControlError::EngineUnavailable(m),
+            RuntimeError::DiskFull(m) => ControlError::DiskFull(m),
             RuntimeError::Unsupported(m) | RuntimeError::Internal(m) => ControlError::Internal(m),
         }
     }

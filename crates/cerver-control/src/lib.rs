@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`ops`]: every sandbox operation as a plain async function over domain types (create,
 //!   get, list, delete, timeout, run, stream, processes, files, install, host).
+//! - `durable`: sandboxes across server restarts (recorded, stopped, rebuilt).
 //! - [`registry`]: the sandbox registry, lifetimes and the reaper. Every lookup is scoped to
 //!   the caller (another user's sandbox is "not found"); plan slots are claimed in the store.
 //! - [`env`]: the environment runs get (defaults ← sandbox ← run) and the input limits.
@@ -23,6 +24,7 @@ pub mod accounts;
 pub mod client_limits;
 pub mod config;
 pub mod contexts;
+mod durable;
 pub mod env;
 pub mod error;
 pub mod install;
@@ -77,24 +79,13 @@ pub struct Control {
 }
 
 impl Control {
-    /// Sandboxes do not survive a server restart: records the store still shows as active are
-    /// closed first.
+    /// Sandboxes survive a server restart: the ones the store still shows as active and not
+    /// expired are rebuilt from their disk images, the others closed (see `durable.rs`).
     pub async fn new(
         runtime: Arc<Runtime>,
         store: Arc<dyn Store>,
         cfg: ControlConfig,
     ) -> Result<Arc<Control>, ControlError> {
-        let now = cerver_store::now_ms();
-        for record in store
-            .sandboxes_left_active()
-            .await
-            .map_err(registry::store_err)?
-        {
-            store
-                .mark_sandbox_deleted(&record.id, now)
-                .await
-                .map_err(registry::store_err)?;
-        }
         let proxy_connections =
             Arc::new(tokio::sync::Semaphore::new(cfg.max_proxy_connections_total));
         let sandbox_slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_sandboxes));
@@ -111,6 +102,7 @@ impl Control {
             closing: tokio::sync::watch::Sender::new(false),
             proxy_connections,
         });
+        control.revive_all().await?;
         tokio::spawn(registry::reaper(Arc::downgrade(&control)));
         Ok(control)
     }

@@ -301,6 +301,7 @@ impl Control {
             .lock()
             .unwrap()
             .insert(entry.id.clone(), entry.clone());
+        self.persist(&entry).await;
         Ok((entry, view(lifetime, capped)))
     }
 
@@ -389,6 +390,7 @@ impl Control {
             .set_sandbox_expiry(id, unix_ms(l.expires_at))
             .await
             .map_err(store_err)?;
+        self.persist(&entry).await;
         Ok(view(l, capped))
     }
 
@@ -422,23 +424,9 @@ impl Control {
         }
         if entry.exposed_ports.lock().unwrap().insert(port) {
             tracing::info!(sandbox.id = %entry.id, port, "port exposed");
+            self.persist_later(entry.clone());
         }
         Ok(self.cfg.ports.exposure(&entry.id, port))
-    }
-
-    /// Destroys every sandbox (server shutdown).
-    pub async fn shutdown(&self) {
-        let all: Vec<_> = self
-            .sandboxes
-            .lock()
-            .unwrap()
-            .drain()
-            .map(|(_, e)| e)
-            .collect();
-        for e in all {
-            self.remove(&e).await;
-        }
-        self.runtime.shutdown().await;
     }
 
     async fn reap_expired(&self) {

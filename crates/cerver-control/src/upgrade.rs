@@ -68,6 +68,9 @@ fn carry_over_failed(stderr: &[u8], error: Option<&str>) -> ControlError {
     ))
 }
 
+/// Largest workspace an upgrade carries over (it is packed into the server's memory).
+const MAX_CARRIED_WORKSPACE: u64 = 256 << 20;
+
 impl Control {
     /// Replaces a workers sandbox by a containers one under the same id, carrying its
     /// workspace files over.
@@ -87,7 +90,14 @@ impl Control {
         // The workspace is held in the server's memory until it is unpacked.
         let _transfer = self.transfer_permit(old)?;
         let step_timeout = self.cfg.upgrade_step_timeout;
-        let limit = old.sandbox.limits().workspace_bytes as usize + (16 << 20);
+        // The tar stream passes through the server's memory: bounded by the workspace quota,
+        // and never past MAX_CARRIED_WORKSPACE (disk workspaces are much larger than before).
+        let carried = old
+            .sandbox
+            .limits()
+            .workspace_bytes
+            .min(MAX_CARRIED_WORKSPACE);
+        let limit = carried as usize + (16 << 20);
         let env = run_env(old, &BTreeMap::new());
         let pack_spec = code_spec(script(PACK_WORKSPACE), env.clone());
         let pack = old.sandbox.start(&pack_spec, None, step_timeout).await?;
@@ -172,6 +182,7 @@ impl Control {
         {
             tracing::error!(sandbox.id = %new.id, "could not record the upgrade: {e}");
         }
+        self.persist(&new).await;
         old.sandbox.destroy().await;
         old.slot.lock().unwrap().take();
         tracing::info!(sandbox.id = %new.id, "sandbox upgraded to containers");

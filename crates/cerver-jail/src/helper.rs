@@ -1,7 +1,8 @@
 //! `cerver __jail`: the small privileged program that builds one sandbox and stays as its
 //! host-side supervisor. The tokio server never forks; it spawns this program instead.
 //!
-//! 1. create the sandbox cgroup;
+//! 1. mount the workspace image in a mount namespace of its own (`disk`); create the sandbox
+//!    cgroup;
 //! 2. `clone` the sandbox init into new user, pid, mount, ipc, uts and network namespaces;
 //! 3. put it in the cgroup and write its uid/gid maps (sandbox 0..65536 -> uid_base..);
 //! 4. wait: for the init to exit, for SIGTERM, or for the lifeline pipe to close (the server is
@@ -21,6 +22,7 @@ use nix::unistd::Pid;
 
 use crate::JailError;
 use crate::cgroup::SandboxCgroup;
+use crate::disk::MountedDisk;
 use crate::protocol::{JailConfig, LIFELINE_FD, MAPPED_IDS, Network};
 
 /// Stack for the cloned init until it is a process of its own (it never execs).
@@ -76,15 +78,25 @@ fn run(cfg: &JailConfig) -> Result<i32, JailError> {
         .map_err(setup("signalfd"))?;
 
     crate::harden::lift_host_budgets()?;
+    // Before anything needs undoing: a failure here leaves nothing behind (see `disk`).
+    let disk = match &cfg.disk {
+        Some(image) => Some(crate::disk::mount_image(image, cfg.uid_base)?),
+        None => None,
+    };
     let cgroup = SandboxCgroup::create(&cfg.cgroup_parent, &cfg.label, &cfg.limits)?;
-    let result = supervise(cfg, &cgroup, &sigfd);
+    let result = supervise(cfg, disk.as_ref(), &cgroup, &sigfd);
     let cleanup = cgroup.destroy();
     let code = result?;
     cleanup?;
     Ok(code)
 }
 
-fn supervise(cfg: &JailConfig, cgroup: &SandboxCgroup, sigfd: &SignalFd) -> Result<i32, JailError> {
+fn supervise(
+    cfg: &JailConfig,
+    disk: Option<&MountedDisk>,
+    cgroup: &SandboxCgroup,
+    sigfd: &SignalFd,
+) -> Result<i32, JailError> {
     let setup = |what: &'static str| move |e: nix::Error| JailError::Setup(format!("{what}: {e}"));
     let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(setup("pipe"))?;
 
@@ -101,7 +113,7 @@ fn supervise(cfg: &JailConfig, cgroup: &SandboxCgroup, sigfd: &SignalFd) -> Resu
     // exits the process with the init's code).
     let init = unsafe {
         nix::sched::clone(
-            Box::new(|| crate::init::main(cfg, go_fd.as_fd())),
+            Box::new(|| crate::init::main(cfg, go_fd.as_fd(), disk)),
             &mut stack,
             flags,
             Some(Signal::SIGCHLD as i32),

@@ -13,6 +13,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Gid, Pid, Uid};
 
 use crate::JailError;
+use crate::disk::MountedDisk;
 use crate::protocol::{JailConfig, LIFELINE_FD, Network};
 
 /// At most this many zygote restarts within RESTART_WINDOW, then the sandbox gives up (and the
@@ -21,8 +22,8 @@ const MAX_RESTARTS: usize = 5;
 const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// Runs in the cloned child; the return value is the process's exit code.
-pub fn main(cfg: &JailConfig, go: BorrowedFd<'_>) -> isize {
-    match run(cfg, go) {
+pub fn main(cfg: &JailConfig, go: BorrowedFd<'_>, disk: Option<&MountedDisk>) -> isize {
+    match run(cfg, go, disk) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{e}");
@@ -35,7 +36,11 @@ fn setup_err(what: &'static str) -> impl FnOnce(nix::Error) -> JailError {
     move |e| JailError::Setup(format!("{what}: {e}"))
 }
 
-fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
+fn run(
+    cfg: &JailConfig,
+    go: BorrowedFd<'_>,
+    disk: Option<&MountedDisk>,
+) -> Result<isize, JailError> {
     // Die with the helper, whatever happens to it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(setup_err("pdeathsig"))?;
     let mut byte = [0u8; 1];
@@ -59,7 +64,7 @@ fn run(cfg: &JailConfig, go: BorrowedFd<'_>) -> Result<isize, JailError> {
         .map_err(setup_err("setresuid"))?;
     // The helper has moved us into the sandbox cgroup: make it our cgroup root.
     unshare(CloneFlags::CLONE_NEWCGROUP).map_err(setup_err("unshare cgroup namespace"))?;
-    crate::rootfs::enter(cfg)?;
+    crate::rootfs::enter(cfg, disk)?;
     // Still root of the namespace with every capability there: the last moment to set its limits.
     crate::harden::userns_limits()?;
     nix::unistd::sethostname(&cfg.hostname).map_err(setup_err("sethostname"))?;

@@ -8,6 +8,7 @@
 //! - [`init`]: pid 1 inside the sandbox: builds the filesystem ([`rootfs`]), starts and restarts
 //!   the zygote, reaps orphans.
 //! - [`zygote`]: the warm Python interpreter (`zygote.py`) that forks one child per run.
+//! - [`disk`]: the workspace image on a loop device, mounted where only the sandbox sees it.
 //! - [`harden`], [`seccomp`], [`net`], [`cgroup`]: the policy pieces.
 //!
 //! # Unsafe code
@@ -15,6 +16,8 @@
 //! line, with the reason, and every `unsafe` block carries a SAFETY note.
 
 pub mod cgroup;
+#[allow(unsafe_code)] // the loop-device ioctls (LOOP_CTL_GET_FREE, LOOP_CONFIGURE)
+pub mod disk;
 pub mod harden;
 #[allow(unsafe_code)] // clone(2) of the init with a callback; borrowing the inherited lifeline fd
 pub mod helper;

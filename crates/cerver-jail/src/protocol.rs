@@ -58,6 +58,11 @@ pub struct JailConfig {
     /// [`VENV`], the installer binary and the shared wheel cache, both read-only.
     #[serde(default)]
     pub packages: Option<Packages>,
+    /// The sandbox's workspace image (a sparse ext4 file of `limits.workspace_bytes`, see
+    /// [`crate::disk`]): `/home/user` (and `/opt/venv`) live on it. `None`: both are tmpfs
+    /// mounts charged to the memory cgroup (the jail's own tests).
+    #[serde(default)]
+    pub disk: Option<PathBuf>,
 }
 
 /// Where the installer binary is bound (read-only).

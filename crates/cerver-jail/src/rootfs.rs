@@ -10,8 +10,8 @@
 //! | `/proc` | fresh procfs of the sandbox's pid namespace; host-wide files masked (`MASKED_PROC_*`) |
 //! | `/dev` | tmpfs with null zero full random urandom tty bound from the host, `/dev/pts` (own instance), `/dev/shm` |
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
-//! | `/home/user` | the workspace tmpfs (`workspace_bytes`), owned by the sandbox user |
-//! | `/opt/venv` | containers: the sandbox's virtual environment, a tmpfs (`venv_bytes`) owned by the sandbox user; an empty read-only directory otherwise |
+//! | `/home/user` | the workspace: `home/` of the sandbox's disk image (`workspace_bytes`, see `disk.rs`; a tmpfs without one), owned by the sandbox user |
+//! | `/opt/venv` | containers: the sandbox's virtual environment, `venv/` of the same image (same quota; a tmpfs of `venv_bytes` without one) owned by the sandbox user; an empty read-only directory otherwise |
 //! | `/opt/cerver/uv`, `/opt/cerver/wheels` | containers: the installer binary and the wheel cache's selections directory (0711: not listable; one selection per install), read-only |
 //! | `/etc/resolv.conf` | containers: the resolvers the host firewall lets through |
 //!
@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::JailError;
+use crate::disk::{MountedDisk, attach_tree};
 use crate::protocol::{
     INSTALLER, JailConfig, Network, Packages, SANDBOX_UID, VENV, WHEELHOUSE, WORKSPACE,
 };
@@ -200,7 +201,8 @@ fn mkdir(path: &Path) -> Result<(), JailError> {
 
 /// Builds the new root and pivots into it. Runs as root of the sandbox's user namespace, in
 /// its own mount namespace.
-pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
+/// `disk`: the root of the mounted workspace image (see [`crate::disk`]), when there is one.
+pub fn enter(cfg: &JailConfig, disk: Option<&MountedDisk>) -> Result<(), JailError> {
     // Our copy of the host's mounts must never propagate back.
     mount(
         None::<&str>,
@@ -240,7 +242,7 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     }
     let root = Path::new(STAGING);
     tmpfs(root, 16 << 20, "0755", "")?;
-    populate(cfg, packages.as_ref(), &rootfs, root)?;
+    populate(cfg, packages.as_ref(), disk, &rootfs, root)?;
     drop(rootfs_dir);
     drop(_held);
 
@@ -266,6 +268,7 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
 fn populate(
     cfg: &JailConfig,
     packages: Option<&Packages>,
+    disk: Option<&MountedDisk>,
     rootfs: &Path,
     root: &Path,
 ) -> Result<(), JailError> {
@@ -311,13 +314,16 @@ fn populate(
 
     let home = root.join(WORKSPACE.trim_start_matches('/'));
     mkdir(&home)?;
-    tmpfs(
-        &home,
-        limits.workspace_bytes,
-        "0755",
-        &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
-    )?;
-    venv(cfg, packages, rootfs, root)
+    match disk {
+        Some(disk) => attach_tree(&disk.home, &home)?,
+        None => tmpfs(
+            &home,
+            limits.workspace_bytes,
+            "0755",
+            &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
+        )?,
+    }
+    venv(cfg, packages, disk, rootfs, root)
 }
 
 /// `/opt`: the virtual environment and, for the containers engine, the installer and the
@@ -326,6 +332,7 @@ fn populate(
 fn venv(
     cfg: &JailConfig,
     packages: Option<&Packages>,
+    disk: Option<&MountedDisk>,
     rootfs: &Path,
     root: &Path,
 ) -> Result<(), JailError> {
@@ -336,12 +343,16 @@ fn venv(
     let Some(packages) = packages else {
         return Ok(());
     };
-    tmpfs(
-        &venv,
-        packages.venv_bytes,
-        "0755",
-        &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
-    )?;
+    match disk {
+        // Kept from an earlier life of the sandbox, if any: what was installed stays.
+        Some(disk) => attach_tree(&disk.venv, &venv)?,
+        None => tmpfs(
+            &venv,
+            packages.venv_bytes,
+            "0755",
+            &format!(",uid={SANDBOX_UID},gid={SANDBOX_UID}"),
+        )?,
+    }
     let python = Path::new(&cfg.python);
     let home = python.parent().unwrap_or(Path::new("/usr/bin"));
     let version = python_version(&rootfs.join(cfg.python.trim_start_matches('/')));
@@ -359,7 +370,9 @@ fn venv(
     fs::create_dir_all(&site).map_err(io_err("create venv site-packages"))?;
     mkdir(&venv.join("bin"))?;
     for name in ["python", "python3"] {
-        symlink(python, venv.join("bin").join(name)).map_err(io_err(format!("venv bin/{name}")))?;
+        let link = venv.join("bin").join(name);
+        let _ = fs::remove_file(&link); // a rebuilt sandbox's venv already has it
+        symlink(python, &link).map_err(io_err(format!("venv bin/{name}")))?;
     }
     // Everything in the venv belongs to the sandbox user, who installs into it.
     for path in [

@@ -65,8 +65,8 @@ pub struct RuntimeConfig {
     /// sandboxes. Outside the data dir on purpose: a sandbox's init binds it after leaving
     /// host root, so every directory above it must be traversable (a data dir may be private).
     pub wheelhouse: PathBuf,
-    /// Size of a containers sandbox's virtual environment (a tmpfs, so it also counts
-    /// against the sandbox's memory limit).
+    /// Size of a containers sandbox's virtual environment when it has no disk image (a tmpfs,
+    /// counted against the memory limit); with one, the venv shares the workspace's quota.
     pub venv_bytes: u64,
     /// Largest total size of the wheel cache; past it, the least recently used wheels are
     /// evicted.
@@ -87,6 +87,8 @@ pub struct RuntimeConfig {
     pub wheel_fetch_timeout: std::time::Duration,
     /// Bytes of output a background process keeps per stream (its last ones, in a ring).
     pub output_ring_bytes: usize,
+    /// How much of the data dir's disk the sandboxes' images may take.
+    pub disk_budget: crate::disk::DiskBudget,
 }
 
 const MIB: u64 = 1 << 20;
@@ -108,7 +110,7 @@ impl RuntimeConfig {
                 cpu_shares: 1024,
                 cpu_cores: 0.0,
                 open_files: 1024,
-                workspace_bytes: 256 * MIB,
+                workspace_bytes: 1024 * MIB,
                 tmp_bytes: 64 * MIB,
                 shm_bytes: 16 * MIB,
                 file_bytes: 256 * MIB,
@@ -119,7 +121,7 @@ impl RuntimeConfig {
                 cpu_shares: 1024,
                 cpu_cores: 0.0,
                 open_files: 4096,
-                workspace_bytes: 2048 * MIB,
+                workspace_bytes: 10240 * MIB,
                 tmp_bytes: 512 * MIB,
                 shm_bytes: 64 * MIB,
                 file_bytes: 2048 * MIB,
@@ -141,6 +143,7 @@ impl RuntimeConfig {
             sandboxes_memory_bytes: None,
             wheel_fetch_timeout: std::time::Duration::from_secs(300),
             output_ring_bytes: MIB as usize,
+            disk_budget: Default::default(),
         }
     }
 

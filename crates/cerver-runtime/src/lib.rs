@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod context;
+pub mod disk;
 pub mod files;
 pub mod metrics;
 pub mod network;
@@ -73,6 +74,9 @@ pub enum RuntimeError {
     /// This host lacks what the request needs (e.g. the containers engine's firewall).
     #[error("{0}")]
     Unavailable(String),
+    /// The server's disk budget is spent (`disk::DiskBudget`): no new sandbox disk.
+    #[error("{0}")]
+    DiskFull(String),
     /// The context's interpreter is not running (it was killed or died).
     #[error("the context's interpreter is not running: {}", context::RESTART_HINT)]
     ContextDead,
@@ -112,6 +116,8 @@ pub struct Runtime {
     installer: Option<std::path::PathBuf>,
     /// Host-side wheel fetches run one at a time.
     fetch_lock: tokio::sync::Mutex<()>,
+    /// The sandboxes' disk images.
+    disks: Arc<disk::Disks>,
 }
 
 impl Runtime {
@@ -128,6 +134,9 @@ impl Runtime {
         if reaped > 0 {
             tracing::warn!(reaped, "removed sandboxes left behind by a previous server");
         }
+        // Images a previous server left are kept until the control plane has rebuilt its
+        // sandboxes (`reap_disks`).
+        let disks = Arc::new(disk::Disks::new(&cfg.data_dir, cfg.disk_budget)?);
         cap_sandboxes(&cgroup_parent, cfg.sandboxes_memory_bytes).await?;
         let pools = [Engine::Workers, Engine::Containers]
             .into_iter()
@@ -181,6 +190,7 @@ impl Runtime {
             egress,
             installer,
             fetch_lock: tokio::sync::Mutex::new(()),
+            disks,
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -216,10 +226,50 @@ impl Runtime {
         Ok(Arc::new(self.spawn(engine).await?))
     }
 
+    /// Rebuilds a sandbox on the disk image a previous server left under `label` (same files,
+    /// fresh processes).
+    pub async fn revive(&self, engine: Engine, label: &str) -> Result<Arc<Sandbox>, RuntimeError> {
+        // A sandbox of a server that was just killed may still be tearing down (its helper
+        // noticed the lifeline): wait for its loop device to let go of the image.
+        let image = self.disks.dir(label).join(disk::IMAGE);
+        for _ in 0..100 {
+            let check = image.clone();
+            let busy = tokio::task::spawn_blocking(move || disk::in_use(&check))
+                .await
+                .unwrap_or(true);
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(Arc::new(self.spawn_with(engine, Some(label)).await?))
+    }
+
+    /// Deletes the sandbox images that no live sandbox uses and `keep` does not name (what a
+    /// previous server left and nobody rebuilt); returns how many.
+    pub async fn reap_disks(&self, keep: std::collections::HashSet<String>) -> usize {
+        let disks = self.disks.clone();
+        tokio::task::spawn_blocking(move || disks.reap(|label| keep.contains(label)))
+            .await
+            .unwrap_or(0)
+    }
+
     async fn spawn(&self, engine: Engine) -> Result<Sandbox, RuntimeError> {
+        self.spawn_with(engine, None).await
+    }
+
+    async fn spawn_with(
+        &self,
+        engine: Engine,
+        revive: Option<&str>,
+    ) -> Result<Sandbox, RuntimeError> {
         let setup = match engine {
-            Engine::Workers => sandbox::Setup::default(),
+            Engine::Workers => sandbox::Setup {
+                disks: Some(self.disks.clone()),
+                ..Default::default()
+            },
             Engine::Containers => sandbox::Setup {
+                disks: Some(self.disks.clone()),
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"
@@ -233,7 +283,7 @@ impl Runtime {
                 }),
             },
         };
-        Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine, setup).await
+        Sandbox::spawn(&self.cfg, &self.cgroup_parent, engine, setup, revive).await
     }
 
     /// Warm sandboxes ready now, per engine.

@@ -37,6 +37,15 @@ pub fn check(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
     if !python.exists() {
         missing.push(format!("a Python interpreter at {}", python.display()));
     }
+    if !Path::new("/dev/loop-control").exists() {
+        missing.push("loop devices (/dev/loop-control: sandbox disks are images on them)".into());
+    }
+    if !["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        missing.push("mkfs.ext4 (e2fsprogs: it formats the sandbox disk templates)".into());
+    }
     if !cfg.helper.exists() {
         missing.push(format!("the helper binary at {}", cfg.helper.display()));
     }

@@ -21,6 +21,7 @@ use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 
 use crate::RuntimeError;
 use crate::config::{Engine, RuntimeConfig};
+use crate::disk::Disks;
 use crate::uids::UidRange;
 
 /// Most helper stderr lines logged per sandbox (the helper and zygote are trusted, but a
@@ -42,10 +43,14 @@ pub struct Sandbox {
     kill_helper: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     next_run: AtomicU64,
     destroyed: AtomicBool,
+    /// Teardown keeps the disk image (the server stops; the sandbox is rebuilt at its next start).
+    keep_disk: AtomicBool,
     pub(crate) limits: Limits,
     oom_counter: Option<std::path::PathBuf>,
     /// The sandbox's address on its veth pair (containers engine).
     ip_addr: Option<std::net::Ipv4Addr>,
+    /// The sandbox's disk image, deleted on teardown.
+    disk: Option<Arc<Disks>>,
     /// The host end of its veth pair and the uid-range slot naming its egress-rate table
     /// (containers engine).
     host_if: Option<(u32, String)>,
@@ -66,15 +71,54 @@ impl std::fmt::Debug for Sandbox {
 pub(crate) struct Setup {
     pub egress: Option<crate::network::EgressPlan>,
     pub packages: Option<cerver_jail::protocol::Packages>,
+    /// Where the sandbox's disk image is made (`None`: tmpfs workspace, for tests only).
+    pub disks: Option<Arc<Disks>>,
 }
 
 impl Sandbox {
-    /// Spawns the helper and waits until the sandbox's zygote says it is ready.
+    /// Makes the sandbox's disk image, spawns the helper and waits until the sandbox's zygote
+    /// says it is ready. On failure nothing is left (the image is deleted).
     pub(crate) async fn spawn(
         cfg: &RuntimeConfig,
         cgroup_parent: &str,
         engine: Engine,
         setup: Setup,
+        revive: Option<&str>,
+    ) -> Result<Sandbox, RuntimeError> {
+        let label = match revive {
+            Some(label) => label.to_string(),
+            None => format!("sb-{:016x}", rand::random::<u64>()),
+        };
+        let image = match (&setup.disks, revive) {
+            (Some(disks), Some(_)) => Some(disks.adopt(&label)?),
+            (Some(disks), None) => Some(
+                disks
+                    .create(&label, cfg.limits(engine).workspace_bytes)
+                    .await?,
+            ),
+            (None, _) => None,
+        };
+        let disks = setup.disks.clone();
+        let built = Self::build(cfg, cgroup_parent, engine, setup, label.clone(), image).await;
+        if built.is_err()
+            && let Some(disks) = disks
+        {
+            // A fresh image goes; a revived one holds the user's files: the caller decides.
+            match revive {
+                None => disks.remove(&label).await,
+                Some(_) => disks.release(&label),
+            }
+        }
+        built
+    }
+
+    async fn build(
+        cfg: &RuntimeConfig,
+        cgroup_parent: &str,
+        engine: Engine,
+        setup: Setup,
+        label: String,
+        image: Option<std::path::PathBuf>,
     ) -> Result<Sandbox, RuntimeError> {
         let uids = crate::uids::claim(&cfg.uid_lock_dir, cfg.uid_base)
             .map_err(|e| RuntimeError::Create(format!("uid range: {e}")))?;
@@ -86,7 +130,6 @@ impl Sandbox {
             Network::Egress(net) => (Some(net.address), Some((uids.slot, net.host_if.clone()))),
             Network::Loopback => (None, None),
         };
-        let label = format!("sb-{:016x}", rand::random::<u64>());
         let limits = cfg.limits(engine).clone();
         let jail = JailConfig {
             label: label.clone(),
@@ -98,6 +141,7 @@ impl Sandbox {
             limits: limits.clone(),
             network,
             packages: setup.packages,
+            disk: image,
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
         let (life_read, life_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -173,9 +217,11 @@ impl Sandbox {
             kill_helper: Mutex::new(Some(kill_tx)),
             next_run: AtomicU64::new(1),
             destroyed: AtomicBool::new(false),
+            keep_disk: AtomicBool::new(false),
             oom_counter,
             limits,
             ip_addr,
+            disk: None, // set once ready: until then, a failure is cleaned up by `spawn`
             host_if,
             _uids: uids,
         };
@@ -198,6 +244,8 @@ impl Sandbox {
             sandbox.destroy().await;
             return Err(e);
         }
+        let mut sandbox = sandbox;
+        sandbox.disk = setup.disks;
         // Keep draining zygote events (it says `ready` again after a restart).
         let control = sandbox.control.clone();
         let label = sandbox.label.clone();
@@ -339,6 +387,22 @@ impl Sandbox {
         {
             tracing::warn!(sandbox.label = %self.label, "egress bounds not removed: {e}");
         }
+        // The helper's mount namespace is gone with it (so are the mount and the loop device):
+        // only the image file is left.
+        if let Some(disks) = &self.disk {
+            if self.keep_disk.load(Ordering::SeqCst) {
+                disks.release(&self.label);
+            } else {
+                disks.remove(&self.label).await;
+            }
+        }
+    }
+
+    /// Tears the sandbox down like [`destroy`](Self::destroy) but keeps its disk image, for a
+    /// rebuild by the next server on this data dir ([`crate::Runtime::revive`]).
+    pub async fn stop(&self) {
+        self.keep_disk.store(true, Ordering::SeqCst);
+        self.destroy().await;
     }
 }
 

@@ -181,6 +181,10 @@ pub trait Store: Send + Sync {
     /// Moves a not-deleted sandbox's expiry to `expires_at`; whether there was one.
     async fn set_sandbox_expiry(&self, id: &str, expires_at: i64) -> Result<bool>;
 
+    /// Records a not-deleted sandbox's durable state (JSON, the control plane's) and its expiry
+    /// together; whether there was one.
+    async fn set_sandbox_durable(&self, id: &str, state: &str, expires_at: i64) -> Result<bool>;
+
     /// The sandbox with `id`, deleted or not.
     async fn sandbox(&self, id: &str) -> Result<Option<SandboxRecord>>;
 

@@ -187,6 +187,8 @@ pub struct SandboxRecord {
     pub expires_at: i64,
     pub deleted_at: Option<i64>,
     pub metadata: serde_json::Value,
+    /// What a restarted server needs to rebuild it (the control plane's JSON), if recorded.
+    pub durable: Option<String>,
 }
 
 impl SandboxRecord {
@@ -206,6 +208,7 @@ impl From<NewSandbox> for SandboxRecord {
             expires_at: s.expires_at,
             deleted_at: None,
             metadata: s.metadata,
+            durable: None,
         }
     }
 }

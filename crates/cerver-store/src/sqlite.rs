@@ -58,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "dashboard",
         include_str!("../migrations/0002_dashboard.sql"),
     ),
+    (3, "durable", include_str!("../migrations/0003_durable.sql")),
 ];
 
 /// How to open the database.
@@ -236,7 +237,7 @@ macro_rules! session_columns {
 }
 macro_rules! sandbox_columns {
     () => {
-        "id, user_id, engine, created_at, expires_at, deleted_at, metadata"
+        "id, user_id, engine, created_at, expires_at, deleted_at, metadata, durable"
     };
 }
 
@@ -281,6 +282,7 @@ fn sandbox_from(row: &SqliteRow) -> Result<SandboxRecord> {
         deleted_at: row.try_get("deleted_at")?,
         metadata: serde_json::from_str(metadata)
             .map_err(|e| StoreError::Corrupt(format!("sandbox metadata: {e}")))?,
+        durable: row.try_get("durable")?,
     })
 }
 
@@ -701,6 +703,19 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE sandboxes SET expires_at = ?1 WHERE id = ?2 AND deleted_at IS NULL",
         )
+        .bind(expires_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_sandbox_durable(&self, id: &str, state: &str, expires_at: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET durable = ?1, expires_at = ?2 \
+             WHERE id = ?3 AND deleted_at IS NULL",
+        )
+        .bind(state)
         .bind(expires_at)
         .bind(id)
         .execute(&self.pool)

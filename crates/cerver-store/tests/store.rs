@@ -755,6 +755,29 @@ async fn sandbox_records_round_trip_and_count_while_active() {
         .collect();
     assert_eq!(left, ["sb-old", "sb-2"]);
 
+    // The durable state (rebuilding after a restart) is recorded with the expiry, only on a
+    // sandbox not deleted, must be JSON, and comes back with the record.
+    assert_eq!(store.sandbox("sb-2").await.unwrap().unwrap().durable, None);
+    let state = r#"{"disk":"sb-0123","envs":{"A":"b"},"timeout_ms":1000,"exposed_ports":[8000]}"#;
+    assert!(
+        store
+            .set_sandbox_durable("sb-2", state, now + 2 * HOUR)
+            .await
+            .unwrap()
+    );
+    let kept = store.sandbox("sb-2").await.unwrap().unwrap();
+    assert_eq!(kept.durable.as_deref(), Some(state));
+    assert_eq!(kept.expires_at, now + 2 * HOUR);
+    assert!(!store.set_sandbox_durable("sb-1", state, now).await.unwrap());
+    assert!(
+        store
+            .set_sandbox_durable("sb-2", "not json", now)
+            .await
+            .is_err()
+    );
+    let left = store.sandboxes_left_active().await.unwrap();
+    assert_eq!(left[1].durable.as_deref(), Some(state));
+
     assert!(matches!(
         store
             .insert_sandbox(sandbox("sb-2", &alice.id, now, now + HOUR))

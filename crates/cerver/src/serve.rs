@@ -35,6 +35,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     rt_cfg.wheel_index_url = settings.wheel_index_url.clone();
     rt_cfg.output_ring_bytes = settings.process_output_ring_bytes.max(4096);
     rt_cfg.sandboxes_memory_bytes = settings.sandboxes_memory_mb.map(|mb| mb << 20);
+    if let Some(mb) = settings.max_disk_mb {
+        rt_cfg.disk_budget = cerver_runtime::disk::DiskBudget::Bytes(mb.saturating_mul(1 << 20));
+    }
     rt_cfg.egress.blocklist = settings.egress_blocklist.clone();
     rt_cfg.egress.allowlist = settings.egress_allowlist.clone();
     let egress_rates = cerver_runtime::rates::EgressRates::new(

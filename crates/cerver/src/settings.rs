@@ -56,6 +56,10 @@ pub struct Settings {
     /// Memory of all this server's sandboxes together (the parent cgroup's cap), in MiB;
     /// none: the host's memory minus a reserve.
     pub sandboxes_memory_mb: Option<u64>,
+    /// Sizes (quotas) of the sandboxes' disk images together, in MiB; with or without it, a
+    /// new sandbox also needs 10% of the data dir's filesystem to stay free with every image
+    /// full (else 507).
+    pub max_disk_mb: Option<u64>,
     pub public_url: Option<String>,
     pub log_format: LogFormat,
     /// On SIGTERM: how long in-flight requests, runs and streams may take to finish.
@@ -109,6 +113,7 @@ impl Default for Settings {
             wheel_index_url: None,
             process_output_ring_bytes: runtime.output_ring_bytes,
             sandboxes_memory_mb: None,
+            max_disk_mb: None,
             public_url: None,
             log_format: LogFormat::Text,
             shutdown_grace_secs: 30,
@@ -392,7 +397,7 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 49] = [
+const GENERAL_KEYS: [Key; 50] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
@@ -413,6 +418,7 @@ const GENERAL_KEYS: [Key; 49] = [
     key("wheel_index_url", "CERVER_WHEEL_INDEX_URL", "wheel-index-url", Kind::Str),
     key("process_output_ring_bytes", "CERVER_PROCESS_OUTPUT_RING_BYTES", "process-output-ring-bytes", Kind::Int),
     key("sandboxes_memory_mb", "CERVER_SANDBOXES_MEMORY_MB", "sandboxes-memory-mb", Kind::Int),
+    key("max_disk_mb", "CERVER_MAX_DISK_MB", "max-disk-mb", Kind::Int),
     key("processes.max_running", "CERVER_PROCESSES_MAX_RUNNING", "processes-max-running", Kind::Int),
     key("processes.max_ended", "CERVER_PROCESSES_MAX_ENDED", "processes-max-ended", Kind::Int),
     key("processes.max_ended_output_bytes", "CERVER_PROCESSES_MAX_ENDED_OUTPUT_BYTES", "processes-max-ended-output-bytes", Kind::Int),
