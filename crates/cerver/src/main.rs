@@ -131,6 +131,14 @@ pub(crate) fn lock_data_dir(
     dir: &std::path::Path,
 ) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     std::fs::create_dir_all(dir).with_context(|| format!("create data dir {}", dir.display()))?;
+    // Private to root: the store keeps each live sandbox's env values (to rebuild it after a
+    // restart) and the workspace images hold tenants' files.
+    // (Without root the start-up checks refuse to run anyway, and say why.)
+    if nix::unistd::geteuid().is_root() {
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
+        std::fs::set_permissions(dir, private)
+            .with_context(|| format!("make data dir {} private", dir.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

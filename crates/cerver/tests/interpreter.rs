@@ -575,3 +575,64 @@ async fn containers_pandas_dataframe_is_html() {
     );
     assert!(main["text"].as_str().unwrap().contains("a  b"), "{main}");
 }
+
+/// A matplotlib figure left open at the end of a run becomes a `png` result that decodes to a
+/// real PNG of (about) the figure's size, without the user saving anything; `plt.show()` in a context
+/// gives one too. matplotlib comes from the index (or the host's wheel cache).
+#[tokio::test]
+async fn containers_matplotlib_figures_are_png_results() {
+    use base64::Engine as _;
+    let s = Server::start();
+    let id = s.sandbox_with(json!({"engine": "containers"})).await;
+    let (status, v) = s
+        .post(
+            &format!("/sandbox/{id}/install"),
+            json!({"packages": "matplotlib"}),
+        )
+        .await;
+    assert_eq!((status, v["success"].as_bool()), (200, Some(true)), "{v}");
+    let code = "import matplotlib.pyplot as plt\n\
+                plt.figure(figsize=(4, 3), dpi=50)\n\
+                plt.plot([1, 3, 2])\n\
+                print('plotted')";
+    let v = s.run_with(&id, json!({"code": code, "timeout": 120})).await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    assert_eq!(v["output"], "plotted", "{v}");
+    let pngs: Vec<&Value> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("png").is_some())
+        .collect();
+    assert_eq!(pngs.len(), 1, "{v}");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(pngs[0]["png"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert_eq!(&png[12..16], b"IHDR");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    // The figure is 200x150 px; the capture trims it to its drawn area ("tight" bounding box).
+    assert!(
+        (100..=200).contains(&width) && (75..=150).contains(&height),
+        "{width}x{height}"
+    );
+
+    let ctx = create_context(&s, &id, json!({})).await;
+    let v = run_in(
+        &s,
+        &id,
+        &ctx,
+        "import matplotlib.pyplot as plt\nplt.bar([1, 2], [3, 4])\nplt.show()",
+        120.0,
+    )
+    .await;
+    assert_eq!(v["exit_code"], 0, "{v}");
+    let n = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("png").is_some())
+        .count();
+    assert_eq!(n, 1, "{v}");
+}

@@ -54,6 +54,19 @@ fn a_second_server_on_the_same_data_dir_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already using the data dir"));
 }
 
+/// The data dir holds the store (hashed keys, sandboxes' env values for rebuilds) and the
+/// workspace images: the server makes it private to root even when it was created open.
+#[test]
+fn the_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("cerver-private-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = Server::start_in(dir.clone(), &[]);
+    let mode = std::fs::metadata(&s.data_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
 /// A server with one sandbox in which a run left a detached process running.
 async fn server_with_a_background_process() -> Server {
     let s = Server::start();
