@@ -99,6 +99,7 @@ pub fn run_env(entry: &Entry, overrides: &BTreeMap<String, String>) -> BTreeMap<
         ("TMPDIR", layout::TMPDIR),
     ]
     .into_iter()
+    .chain(layout::TOOL_CACHES)
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     if entry.engine == Engine::Containers {

@@ -1,6 +1,7 @@
 //! `POST /sandbox/:id/install`: requirements validated once (see [`crate::packages`]), a
 //! workers sandbox upgraded to containers first (see [`crate::upgrade`]), then the installer
-//! run inside the sandbox: offline from the shared wheel cache, after filling the cache on the
+//! run inside the sandbox: offline from the shared wheel cache (when it holds what the index
+//! would give: the newest version of an unpinned requirement), after filling the cache on the
 //! host, and online as the last resort.
 
 use std::sync::Arc;

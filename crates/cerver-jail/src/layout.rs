@@ -20,6 +20,14 @@ pub const VENV_PATH: &str = "/opt/venv/bin:/usr/local/bin:/usr/bin:/bin";
 pub const LANG: &str = "C.UTF-8";
 /// `TMPDIR` of every sandbox process.
 pub const TMPDIR: &str = "/tmp";
+/// Where tools keep their caches and state, set in every run's environment: in the sandbox's
+/// `/tmp`, so that what pip, uv, fontconfig (`XDG_CACHE_HOME`) and matplotlib
+/// (`MPLCONFIGDIR`, which it would otherwise create under `~/.config`) write stays out of the
+/// workspace and its listing. They live as long as the sandbox, like the workspace.
+pub const TOOL_CACHES: [(&str, &str); 2] = [
+    ("XDG_CACHE_HOME", "/tmp/.cache"),
+    ("MPLCONFIGDIR", "/tmp/.config/matplotlib"),
+];
 
 #[cfg(test)]
 mod tests {
@@ -29,5 +37,13 @@ mod tests {
     fn venv_path_is_the_venv_then_the_plain_path() {
         assert_eq!(VENV_PATH, format!("{VENV}/bin:{PATH}"));
         assert_eq!(HOME, WORKSPACE);
+    }
+
+    #[test]
+    fn tool_caches_are_outside_the_workspace() {
+        for (_, dir) in TOOL_CACHES {
+            assert!(dir.starts_with(&format!("{TMPDIR}/")));
+            assert!(!dir.starts_with(WORKSPACE));
+        }
     }
 }

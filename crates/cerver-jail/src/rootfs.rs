@@ -6,7 +6,7 @@
 //! | `/` | small tmpfs, read-only once populated |
 //! | `/usr` | read-only, nosuid, nodev bind of `<rootfs>/usr`, every submount included |
 //! | `/bin /sbin /lib /lib64 ...` | symlinks when the rootfs is usr-merged, read-only binds otherwise |
-//! | `/etc` | synthesized: passwd, group, hosts, hostname, nsswitch.conf; CA bundle and ld.so.cache bound read-only |
+//! | `/etc` | synthesized: passwd, group, hosts, hostname, nsswitch.conf; CA bundle, ld.so.cache, localtime, mime.types and fonts/ bound read-only |
 //! | `/proc` | fresh procfs of the sandbox's pid namespace; host-wide files masked (`MASKED_PROC_*`) |
 //! | `/dev` | tmpfs with null zero full random urandom tty bound from the host, `/dev/pts` (own instance), `/dev/shm` |
 //! | `/tmp` | private tmpfs (`tmp_bytes`) |
@@ -37,8 +37,18 @@ use crate::protocol::{
 const SYSTEM_DIRS: [&str; 5] = ["bin", "sbin", "lib", "lib64", "libx32"];
 /// Device nodes bound from the host's /dev (mknod is impossible in a user namespace).
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
-/// Read-only files taken from `<rootfs>/etc` when present (nothing secret).
-const ETC_FILES: [&str; 3] = ["ssl/certs/ca-certificates.crt", "ld.so.cache", "localtime"];
+/// Read-only files taken from `<rootfs>/etc` when present (nothing secret): the CA bundle,
+/// the loader's cache, the time zone, and the media types `mimetypes` reads.
+const ETC_FILES: [&str; 4] = [
+    "ssl/certs/ca-certificates.crt",
+    "ld.so.cache",
+    "localtime",
+    "mime.types",
+];
+/// Read-only directories taken from `<rootfs>/etc` when present: fontconfig's configuration
+/// (without it every plot prints "Fontconfig error: Cannot load default config file"; its
+/// links lead into `/usr/share`, and its cache goes to `XDG_CACHE_HOME`, see `layout.rs`).
+const ETC_DIRS: [&str; 1] = ["fonts"];
 /// Staging mount point inside the new mount namespace (exists on every Linux system).
 const STAGING: &str = "/tmp";
 
@@ -459,6 +469,14 @@ fn etc(cfg: &JailConfig, rootfs: &Path, root: &Path) -> Result<(), JailError> {
         }
         fs::File::create(&dst).map_err(io_err(format!("create {}", dst.display())))?;
         bind_ro(&src, &dst, true)?;
+    }
+    for rel in ETC_DIRS {
+        let src = rootfs.join("etc").join(rel);
+        if src.is_dir() {
+            let dst = etc.join(rel);
+            mkdir(&dst)?;
+            bind_ro(&src, &dst, true)?;
+        }
     }
     Ok(())
 }

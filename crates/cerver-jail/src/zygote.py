@@ -321,18 +321,31 @@ def set_stdio():
         write_through=True)
 
 
+def enter_venv():
+    # Containers engine: the interpreter is the venv's, as `/opt/venv/bin/python` is once
+    # `site` has read its pyvenv.cfg (what site.venv() does, without -S's cost): sys.prefix,
+    # sys.executable and site's prefixes are the venv, sys.base_prefix stays the system's. Set
+    # once in the zygote, before anything imports sysconfig (which reads sys.prefix when
+    # imported): a run's sysconfig paths, site.getsitepackages() and tools started with
+    # sys.executable all point into the venv.
+    if not os.path.isfile(VENV + "/pyvenv.cfg"):
+        return
+    sys.executable = VENV + "/bin/python"
+    sys.prefix = sys.exec_prefix = VENV
+    site.PREFIXES = [VENV]
+    site.ENABLE_USER_SITE = False
+
+
 def use_venv():
-    # Packages installed into the sandbox's venv (containers engine) are importable, and
-    # sys.executable is the venv's interpreter, as in an activated venv.
+    # Packages installed into the sandbox's venv (containers engine) are importable (with
+    # their .pth files, read per run since installs happen while the zygote lives).
     site_dir = VENV + "/lib/python%d.%d/site-packages" % sys.version_info[:2]
     try:
         if not os.listdir(site_dir):
             return
     except OSError:
         return
-    import site
     site.addsitedir(site_dir)
-    sys.executable = VENV + "/bin/python"
 
 
 def run_code(spec):
@@ -658,5 +671,6 @@ def serve():
                     pass
 
 
+enter_venv()
 serve()
 sys.exit(0)

@@ -143,7 +143,8 @@ impl Runtime {
         &self,
         requirements: &[String],
     ) -> Option<crate::selection::Selection> {
-        crate::selection::select(&self.cfg, requirements).await
+        let installer = self.installer.as_deref()?;
+        crate::selection::select(&self.cfg, installer, requirements).await
     }
 
     /// Held by an install while it reads the wheel cache (no eviction meanwhile).

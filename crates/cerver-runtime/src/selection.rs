@@ -2,7 +2,7 @@
 //! which packages other tenants installed), but a directory of **selections** bound at
 //! `WHEELHOUSE`, mode 0711: a sandbox can open a name in it but not list it. For each install
 //! from the cache, the host resolves the requirements against the cache
-//! (`pip install --dry-run --report`, no index), hard-links exactly the wheels it needs into a
+//! (`uv pip compile`, no index), hard-links exactly the wheels it needs into a
 //! fresh selection named by 128 random bits, and the installer gets
 //! `--find-links <WHEELHOUSE>/<name>`. The selection is removed after the install; a hard link
 //! keeps its wheels readable even if eviction removes them from the cache meanwhile.
@@ -11,12 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::RuntimeConfig;
 
 /// How long resolving against the cache may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long asking the index for the newest versions may take.
+const INDEX_TIMEOUT: Duration = Duration::from_secs(8);
 /// Selections older than this are left over from a crashed server.
 const STALE: Duration = Duration::from_secs(2 * 3600);
 
@@ -59,76 +59,152 @@ impl Drop for Selection {
     }
 }
 
-#[derive(Deserialize)]
-struct Report {
-    #[serde(default)]
-    install: Vec<ReportItem>,
-}
-
-#[derive(Deserialize)]
-struct ReportItem {
-    download_info: DownloadInfo,
-}
-
-#[derive(Deserialize)]
-struct DownloadInfo {
-    url: String,
-}
-
 /// The wheels of the cache that satisfy `requirements` (with their dependencies), as a fresh
 /// selection; `None` when the cache cannot satisfy them.
-pub async fn select(cfg: &RuntimeConfig, requirements: &[String]) -> Option<Selection> {
+///
+/// Resolved by `uv pip compile` (the installer binary, `installer`) for the sandboxes'
+/// interpreter: ~0.15 s against the cache alone, where `pip install --dry-run --report` took
+/// ~0.9 s of every cached install. Its answer is a list of pins; each pin's wheels are found
+/// in the cache by their file names. When a requirement is not pinned (`pandas`), the index is
+/// asked too, as pip would (within [`INDEX_TIMEOUT`]; unreachable: the cache's newest): if it
+/// offers a newer version than the cache holds, the answer is `None`, and the install fetches
+/// it into the cache first.
+pub async fn select(
+    cfg: &RuntimeConfig,
+    installer: &Path,
+    requirements: &[String],
+) -> Option<Selection> {
+    // The requirements reach uv as lines of a requirements file: each must be one plain
+    // requirement (cerver-control validated them; this keeps the file format out of reach).
+    let plain = |r: &String| {
+        !r.is_empty()
+            && !r.starts_with('-')
+            && !r.contains(|c: char| c.is_whitespace() || c == '#' || c == '\\')
+    };
+    if !requirements.iter().all(plain) {
+        return None;
+    }
+    let online = match requirements.iter().all(|r| pinned(r)) {
+        true => None,
+        false => compile(cfg, installer, requirements, true).await,
+    };
+    let pins = match online {
+        Some(pins) => pins,
+        None => compile(cfg, installer, requirements, false).await?,
+    };
     let cache = cfg.wheelhouse.clone();
+    tokio::task::spawn_blocking(move || {
+        let wheels = wheels_of(&cache, &pins)?;
+        link(&cache, &wheels)
+    })
+    .await
+    .ok()?
+}
+
+/// Whether a requirement names exactly one version (`six==1.16.0`).
+fn pinned(requirement: &str) -> bool {
+    requirement.contains("==") && !requirement.contains(['*', ',', '<', '>', '!', '~'])
+}
+
+/// The pins `uv pip compile` resolves `requirements` to, from the cache's wheels (and the
+/// index's, when `online`); binary wheels only, so nothing is built on the host.
+async fn compile(
+    cfg: &RuntimeConfig,
+    installer: &Path,
+    requirements: &[String],
+    online: bool,
+) -> Option<Vec<String>> {
     let scratch = tempfile::tempdir().ok()?;
     let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
-    let out = tokio::process::Command::new(&python)
-        .args([
-            "-I",
-            "-m",
-            "pip",
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-        ])
-        .args([
-            "--only-binary=:all:",
-            "--no-index",
-            "--quiet",
-            "--report",
-            "-",
-        ])
-        .args(["--no-input", "--disable-pip-version-check"])
+    let input = scratch.path().join("requirements.in");
+    std::fs::write(&input, requirements.join("\n") + "\n").ok()?;
+    let mut cmd = tokio::process::Command::new(installer);
+    cmd.args(["pip", "compile", "--only-binary", ":all:"])
+        .args(["--no-header", "--no-annotate", "--quiet"]);
+    match (online, &cfg.wheel_index_url) {
+        (false, _) => cmd.arg("--no-index"),
+        (true, Some(index)) => cmd.args(["--index-url", index]),
+        (true, None) => &mut cmd,
+    };
+    let out = cmd
+        .arg("--python")
+        .arg(&python)
         .arg("--find-links")
-        .arg(&cache)
-        .arg("--")
-        .args(requirements)
+        .arg(&cfg.wheelhouse)
+        .arg(&input)
         .current_dir(scratch.path())
         .env_clear()
         .env("HOME", scratch.path())
         .env("TMPDIR", scratch.path())
         .env("PATH", "/usr/bin:/bin")
-        .env("PIP_NO_CACHE_DIR", "1")
+        .env("UV_NO_CACHE", "1")
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        // An index that fails answers at once (the cache answers instead), without retries.
+        .env("UV_HTTP_RETRIES", "0")
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(RESOLVE_TIMEOUT, out)
-        .await
-        .ok()?
-        .ok()?;
+    let limit = if online {
+        INDEX_TIMEOUT
+    } else {
+        RESOLVE_TIMEOUT
+    };
+    let out = tokio::time::timeout(limit, out).await.ok()?.ok()?;
     if !out.status.success() {
         return None;
     }
-    let report: Report = serde_json::from_slice(&out.stdout).ok()?;
-    let wheels: Vec<PathBuf> = report
-        .install
-        .iter()
-        .map(|item| item.download_info.url.strip_prefix("file://"))
-        .map(|path| path.map(|p| PathBuf::from(percent_decode(p))))
-        .collect::<Option<_>>()?;
-    tokio::task::spawn_blocking(move || link(&cache, &wheels))
-        .await
+    pins(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `name==version` lines of a compiled requirements file, as wheel file name prefixes
+/// (`name_version-`, normalized); `None` when a line is anything else.
+fn pins(compiled: &str) -> Option<Vec<String>> {
+    compiled
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let (name, version) = line.split_once("==")?;
+            let name = name.split('[').next()?.trim();
+            let version = version.trim();
+            (!name.is_empty() && !version.is_empty() && !version.contains(['/', ' ', ';'])).then(
+                || {
+                    format!(
+                        "{}-{}-",
+                        crate::wheelhouse::wheel_name(name),
+                        version.to_ascii_lowercase()
+                    )
+                },
+            )
+        })
+        .collect()
+}
+
+/// The cache's wheels for `pins` (every wheel of each pinned version); `None` when a pin has
+/// none.
+fn wheels_of(cache: &Path, pins: &[String]) -> Option<Vec<PathBuf>> {
+    let names: Vec<String> = std::fs::read_dir(cache)
         .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".whl"))
+        .collect();
+    let mut wheels = Vec::new();
+    for pin in pins {
+        let before = wheels.len();
+        wheels.extend(
+            names
+                .iter()
+                .filter(|n| n.to_ascii_lowercase().starts_with(pin.as_str()))
+                .map(|n| cache.join(n)),
+        );
+        if wheels.len() == before {
+            return None;
+        }
+    }
+    Some(wheels)
 }
 
 /// Hard-links `wheels` (each directly in `cache`) into a new selection.
@@ -146,30 +222,6 @@ fn link(cache: &Path, wheels: &[PathBuf]) -> Option<Selection> {
         std::fs::hard_link(wheel, selection.dir.join(file_name)).ok()?;
     }
     Some(selection)
-}
-
-/// `%XX` escapes of a `file://` URL's path (pip writes `+` of local versions as `%2B`).
-fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -196,6 +248,37 @@ mod tests {
         assert!(!dir.exists());
         assert!(link(&cache, &[PathBuf::from("/etc/passwd")]).is_none());
         assert_eq!(std::fs::read_dir(root(&cache)).unwrap().count(), 0);
-        assert_eq!(percent_decode("/w/x-1.0%2Ba-py3.whl"), "/w/x-1.0+a-py3.whl");
+    }
+
+    #[test]
+    fn pins_become_the_caches_wheels() {
+        let compiled = "# comment\nPython-Dateutil==2.9.0.post0\nsix==1.16.0\n\n";
+        let pinned = pins(compiled).unwrap();
+        assert_eq!(pinned, ["python_dateutil-2.9.0.post0-", "six-1.16.0-"]);
+        assert!(pins("-e ./x\n").is_none(), "only pins");
+        assert!(pins("x==1.0 ; python_version<'3'\n").is_none());
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "python_dateutil-2.9.0.post0-py2.py3-none-any.whl",
+            "six-1.16.0-py2.py3-none-any.whl",
+            "six-1.17.0-py2.py3-none-any.whl",
+            "six_extra-1.16.0-py3-none-any.whl",
+        ] {
+            std::fs::write(dir.path().join(name), b"w").unwrap();
+        }
+        let mut wheels = wheels_of(dir.path(), &pinned).unwrap();
+        wheels.sort();
+        let names: Vec<_> = wheels
+            .iter()
+            .map(|w| w.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "python_dateutil-2.9.0.post0-py2.py3-none-any.whl",
+                "six-1.16.0-py2.py3-none-any.whl"
+            ]
+        );
+        assert!(wheels_of(dir.path(), &["numpy-2.0.0-".into()]).is_none());
     }
 }

@@ -121,7 +121,7 @@ pub fn evict(cache: &Path, target: u64) -> Option<u64> {
 
 /// A distribution name as wheel file names spell it (PEP 427/503): lower case, runs of
 /// `-_.` as one `_`.
-fn wheel_name(name: &str) -> String {
+pub(crate) fn wheel_name(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
         if matches!(c, '-' | '_' | '.') {

@@ -548,10 +548,12 @@ emit(res)
         "CERVER_SANDBOX_ID",
         "HOME",
         "LANG",
+        "MPLCONFIGDIR",
         "PATH",
         "PYTHONUNBUFFERED",
         "TMPDIR",
         "USER",
+        "XDG_CACHE_HOME",
     ]
     .into();
     assert!(

@@ -598,6 +598,8 @@ async fn containers_matplotlib_figures_are_png_results() {
     let v = s.run_with(&id, json!({"code": code, "timeout": 120})).await;
     assert_eq!(v["exit_code"], 0, "{v}");
     assert_eq!(v["output"], "plotted", "{v}");
+    // A normal Python install: fontconfig finds its configuration, nothing on stderr.
+    assert_eq!(v["error"], "", "{v}");
     let pngs: Vec<&Value> = v["results"]
         .as_array()
         .unwrap()
