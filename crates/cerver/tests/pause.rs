@@ -304,3 +304,71 @@ async fn pause_resume_latency() {
         pauses[10], pauses[18], resumes[10], resumes[18]
     );
 }
+
+/// The sandbox's own address as seen from inside (UDP connect to its gateway sends nothing).
+const OWN_ADDRESS: &str = r#"
+import socket, struct
+for line in open("/proc/net/route").read().splitlines()[1:]:
+    f = line.split()
+    if f[1] == "00000000":
+        gw = socket.inet_ntoa(struct.pack("<L", int(f[2], 16)))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((gw, 9))
+print(s.getsockname()[0])
+"#;
+
+/// The host end of the veth pair of a sandbox at `addr` (a /30 per slot from 10.213.0.0).
+fn host_if(addr: &str) -> String {
+    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
+    let slot = (u32::from(addr) - u32::from(std::net::Ipv4Addr::new(10, 213, 0, 0))) / 4;
+    format!("cerv{slot}")
+}
+
+#[tokio::test]
+async fn a_paused_containers_sandbox_has_no_veth_and_its_port_works_after_resume() {
+    let s = Server::start();
+    let (status, v) = s.post("/sandbox", json!({"engine": "containers"})).await;
+    if status == 503 && v["code"] == "engine_unavailable" {
+        eprintln!("containers engine unavailable here: {v}");
+        return;
+    }
+    assert_eq!(status, 200, "{v}");
+    let id = v["sandbox_id"].as_str().unwrap().to_string();
+    let (status, host) = s.get(&format!("/sandbox/{id}/host?port=8000")).await;
+    assert_eq!(status, 200, "{host}");
+    let host_header = host["host"].as_str().unwrap().to_string();
+    let veth = host_if(&s.output(&id, OWN_ADDRESS).await);
+    let link = Path::new("/sys/class/net").join(&veth);
+    assert!(link.exists(), "{veth} while the sandbox runs");
+
+    let (code, v) = s.post(&format!("/sandbox/{id}/pause"), json!({})).await;
+    assert_eq!((code, &v["status"]), (200, &json!("paused")), "{v}");
+    eventually("the veth pair goes with the pause", || !link.exists()).await;
+
+    // The exposure survives the pause: a server started after resume answers on the same host.
+    let (code, v) = s.post(&format!("/sandbox/{id}/resume"), json!({})).await;
+    assert_eq!((code, &v["status"]), (200, &json!("ready")), "{v}");
+    s.run_with(
+        &id,
+        json!({"code": "import http.server, os\nos.makedirs('site', exist_ok=True)\nopen('site/index.html','w').write('resumed')\nos.chdir('site')\nhttp.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')", "background": true}),
+    )
+    .await;
+    let mut body = String::new();
+    for _ in 0..50 {
+        let r = reqwest::Client::new()
+            .get(s.url("/"))
+            .header("host", &host_header)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            body = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        body.contains("resumed"),
+        "the exposed port is proxied again: {body:?}"
+    );
+}
