@@ -378,25 +378,7 @@ async fn exposed_ports_resolve_again_after_a_restart() {
     let (data_dir, _) = s.stop_keeping_data(Duration::from_secs(30));
     let s = Server::start_in(data_dir, &[]);
     // Something listens again on the rebuilt sandbox: the same URL reaches it.
-    s.run_with(
-        &id,
-        json!({"code": "import http.server, os\nos.makedirs('site', exist_ok=True)\nopen('site/index.html','w').write('again')\nos.chdir('site')\nhttp.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')", "background": true}),
-    )
-    .await;
-    let mut body = String::new();
-    for _ in 0..50 {
-        let r = reqwest::Client::new()
-            .get(s.url("/"))
-            .header("host", &host_header)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            body = r.text().await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = s.serve_and_fetch_page(&id, &host_header, "again").await;
     assert!(
         body.contains("again"),
         "the exposed port is proxied again: {body:?}"

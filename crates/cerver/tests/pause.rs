@@ -348,25 +348,7 @@ async fn a_paused_containers_sandbox_has_no_veth_and_its_port_works_after_resume
     // The exposure survives the pause: a server started after resume answers on the same host.
     let (code, v) = s.post(&format!("/sandbox/{id}/resume"), json!({})).await;
     assert_eq!((code, &v["status"]), (200, &json!("ready")), "{v}");
-    s.run_with(
-        &id,
-        json!({"code": "import http.server, os\nos.makedirs('site', exist_ok=True)\nopen('site/index.html','w').write('resumed')\nos.chdir('site')\nhttp.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')", "background": true}),
-    )
-    .await;
-    let mut body = String::new();
-    for _ in 0..50 {
-        let r = reqwest::Client::new()
-            .get(s.url("/"))
-            .header("host", &host_header)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            body = r.text().await.unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = s.serve_and_fetch_page(&id, &host_header, "resumed").await;
     assert!(
         body.contains("resumed"),
         "the exposed port is proxied again: {body:?}"

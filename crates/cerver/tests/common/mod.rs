@@ -141,6 +141,32 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Starts a background web server on port 8000 of sandbox `id` serving a page saying `text`,
+    /// then fetches it through the port proxy with `host_header`, retrying for ~5 s while it
+    /// starts; returns the body of the first 200 (empty if none came).
+    pub async fn serve_and_fetch_page(&self, id: &str, host_header: &str, text: &str) -> String {
+        let code = format!(
+            "import http.server, os\nos.makedirs('site', exist_ok=True)\n\
+             open('site/index.html','w').write('{text}')\nos.chdir('site')\n\
+             http.server.test(HandlerClass=http.server.SimpleHTTPRequestHandler, port=8000, bind='0.0.0.0')"
+        );
+        self.run_with(id, json!({"code": code, "background": true}))
+            .await;
+        for _ in 0..50 {
+            let r = reqwest::Client::new()
+                .get(self.url("/"))
+                .header("host", host_header)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        String::new()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).send().await.unwrap();
         let status = r.status().as_u16();
