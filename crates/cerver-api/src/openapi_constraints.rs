@@ -40,6 +40,7 @@ const REQUIREMENT: &str = "[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?(\\[[A-Z
 pub(crate) fn apply(doc: &mut Value) {
     parameters(doc);
     keyed_routes(doc);
+    paused_sandboxes(doc);
     auth_retry_after(doc);
     bodies(&mut doc["components"]["schemas"]);
     event_streams(doc);
@@ -123,6 +124,30 @@ fn keyed_routes(doc: &mut Value) {
         too_many["headers"] = json!({
             "Retry-After": {"description": "Seconds until the daily budget resets (only when it is spent).", "schema": {"type": "integer", "minimum": 1}},
         });
+    }
+}
+
+/// A request about a paused sandbox that does not resume it (processes, `/host`) answers 409
+/// naming `POST /sandbox/{id}/resume`; the routes that resume first never do, but the document
+/// states it on every route of one sandbox rather than track which is which.
+fn paused_sandboxes(doc: &mut Value) {
+    let paused = "The sandbox is paused: resume it first (`POST /sandbox/{id}/resume`).";
+    for (path, op) in operations(doc) {
+        if !path.starts_with("/sandbox/{id}/")
+            || path.ends_with("/pause")
+            || path.ends_with("/resume")
+        {
+            continue;
+        }
+        let responses = op["responses"].as_object_mut().expect("responses");
+        let conflict = responses
+            .entry("409")
+            .or_insert_with(|| error_response(paused));
+        if let Some(d) = conflict["description"].as_str()
+            && !d.contains("is paused")
+        {
+            conflict["description"] = json!(format!("{d} Or: {paused}"));
+        }
     }
 }
 
