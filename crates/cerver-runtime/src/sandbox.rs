@@ -54,6 +54,9 @@ pub struct Sandbox {
     /// The host end of its veth pair and the uid-range slot naming its egress-rate table
     /// (containers engine).
     host_if: Option<(u32, String)>,
+    /// The egress bounds last written for it: claiming a pooled sandbox with the same bounds
+    /// it was spawned with skips the `nft` call (~20 ms).
+    egress_rates: std::sync::Mutex<Option<crate::rates::EgressRates>>,
     _uids: UidRange,
 }
 
@@ -223,6 +226,7 @@ impl Sandbox {
             ip_addr,
             disk: None, // set once ready: until then, a failure is cleaned up by `spawn`
             host_if,
+            egress_rates: std::sync::Mutex::new(None),
             _uids: uids,
         };
         match tokio::time::timeout(cfg.create_timeout, sandbox.wait_ready()).await {
@@ -294,9 +298,14 @@ impl Sandbox {
         let Some((slot, host_if)) = &self.host_if else {
             return Ok(());
         };
+        if *self.egress_rates.lock().unwrap() == Some(rates) {
+            return Ok(());
+        }
         crate::rates::apply(*slot, host_if, rates)
             .await
-            .map_err(|e| RuntimeError::Create(format!("egress bounds: {e}")))
+            .map_err(|e| RuntimeError::Create(format!("egress bounds: {e}")))?;
+        *self.egress_rates.lock().unwrap() = Some(rates);
+        Ok(())
     }
 
     pub fn engine(&self) -> Engine {
