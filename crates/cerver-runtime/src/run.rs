@@ -415,7 +415,14 @@ impl Pump {
                     _ => r.open[1] = false,
                 },
                 n = p.results.read(buf_res), if r.open[2] => match n {
-                    Ok(n) if n > 0 => if let Err(s) = self.emit_results(r.results.push(&buf_res[..n])).await { return s },
+                    Ok(n) if n > 0 => {
+                        // The code wrote its output before this result (Python writes unbuffered),
+                        // so what it printed is already in the output pipes: pass that on first,
+                        // or a stream could show `result` before the lines printed ahead of it.
+                        if r.open[0] { self.drain(&mut p.stdout, RunEvent::Stdout).await; }
+                        if r.open[1] { self.drain(&mut p.stderr, RunEvent::Stderr).await; }
+                        if let Err(s) = self.emit_results(r.results.push(&buf_res[..n])).await { return s }
+                    }
                     _ => r.open[2] = false,
                 },
                 // The first complete line is the status (main writes it just before exiting;
