@@ -29,7 +29,12 @@ pub async fn require_key(State(st): State<AppState>, mut req: Request, next: Nex
         )
         .into_response();
     };
-    let (caller, usage) = match st.accounts.authenticate(&key).await {
+    // A request another node forwarded was counted there.
+    let forwarded = req
+        .extensions()
+        .get::<crate::cluster::Forwarded>()
+        .is_some();
+    let (caller, usage) = match st.accounts.authenticate_as(&key, !forwarded).await {
         Ok(ok) => ok,
         Err(e) => return ApiError::from(e).into_response(),
     };

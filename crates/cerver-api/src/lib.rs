@@ -16,10 +16,12 @@
 //!   JSON API (`/account*`) and the session cookie + CSRF middleware.
 //! - [`proxy`]: the port proxy in front of the router (`<label>-<port>.<sandbox domain>`).
 //! - [`metrics`]: `GET /metrics` and the per-route HTTP metrics.
+//! - [`cluster`]: forwarding to the node that holds a sandbox (cluster mode).
 //! - [`request_id`]: one id per request, in `X-Request-Id` and on its log lines.
 
 pub mod account;
 pub mod auth;
+pub mod cluster;
 pub mod contexts;
 pub mod dashboard;
 pub mod error;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// The operator's token for `GET /metrics` from a non-loopback peer (none: loopback only).
     pub metrics_token: Option<String>,
+    /// This node's view of the cluster (cluster mode only).
+    pub cluster: Option<Arc<cerver_control::cluster::Cluster>>,
 }
 
 pub use routes::router;

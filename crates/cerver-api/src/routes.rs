@@ -39,6 +39,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::proxy::intercept,
         ))
+        // Before everything: a node-to-node request's cluster secret is checked and removed.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::admit,
+        ))
         .with_state(state)
 }
 
@@ -119,6 +124,11 @@ fn sandbox_routes(state: AppState) -> Router<AppState> {
             "/mcp",
             post(move |req: Request| mcp::handle(mcp.clone(), req)),
         )
+        // Inside the key check: the request is counted where it arrived, then forwarded.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::cluster::route,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state,
             auth::require_key,

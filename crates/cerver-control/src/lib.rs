@@ -23,6 +23,7 @@
 
 pub mod accounts;
 pub mod client_limits;
+pub mod cluster;
 pub mod config;
 pub mod contexts;
 mod durable;

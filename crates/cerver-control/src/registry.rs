@@ -344,6 +344,18 @@ impl Control {
     }
 
     /// One of the server's `max_sandboxes` slots, or the limit error when all are taken.
+    /// Whether this server has a free sandbox slot (where a cluster places a create).
+    pub fn has_room(&self) -> bool {
+        self.sandbox_slots.available_permits() > 0
+    }
+
+    /// Whether this server holds the sandbox `id` (live, being upgraded or paused), whoever
+    /// owns it: requests for it are served here, never forwarded to another node.
+    pub fn holds(&self, id: &str) -> bool {
+        self.sandboxes.lock().unwrap().contains_key(id)
+            || self.paused.lock().unwrap().contains_key(id)
+    }
+
     pub(crate) fn sandbox_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ControlError> {
         self.sandbox_slots.clone().try_acquire_owned().map_err(|_| {
             ControlError::Limit("this server runs its maximum number of sandboxes".into())

@@ -70,6 +70,10 @@ pub async fn intercept(State(st): State<AppState>, req: Request, next: Next) -> 
             accepts_json(req.headers()),
         ),
         HostKind::Sandbox { label, port } => {
+            let req = match crate::cluster::proxy_elsewhere(&st, req, &label).await {
+                Ok(forwarded) => return forwarded,
+                Err(req) => req,
+            };
             crate::metrics::proxied(sandbox::to_sandbox(&st, req, &label, port).await)
         }
     }
