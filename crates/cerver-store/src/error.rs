@@ -13,6 +13,9 @@ pub enum StoreError {
     /// No API key matches.
     #[error("API key not found")]
     KeyNotFound,
+    /// No node with that name is registered.
+    #[error("no node named {0:?} is registered")]
+    NodeNotFound(String),
     /// A key prefix matches several keys; revoke by id or hash instead.
     #[error("{matches} API keys match that prefix; use the key id")]
     AmbiguousKey {

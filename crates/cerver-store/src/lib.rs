@@ -37,15 +37,18 @@
 mod error;
 pub mod keys;
 mod model;
+mod postgres;
+mod shared;
 mod sqlite;
 
 use async_trait::async_trait;
 
 pub use error::{Result, StoreError};
 pub use model::{
-    ApiKey, DAY_MS, KeyRef, NewSandbox, Plan, SandboxRecord, Session, TokenKind, User, UserSummary,
-    normalize_email, now_ms, utc_day,
+    ApiKey, DAY_MS, KeyRef, NewSandbox, Node, NodeInfo, Plan, SandboxRecord, Session, TokenKind,
+    User, UserSummary, normalize_email, now_ms, utc_day,
 };
+pub use postgres::{PgOptions, PgStore};
 pub use sqlite::{DB_FILE_NAME, SqliteOptions, SqliteStore};
 
 /// Everything the control plane persists. Implementations are shared across tasks
@@ -220,4 +223,57 @@ pub trait Store: Send + Sync {
 
     /// How many paused, not-deleted sandboxes the user has.
     async fn paused_sandbox_count(&self, user_id: &str) -> Result<u64>;
+
+    // ---- nodes ----
+
+    /// Records that node `info.name` started at `now` with a lease until `now + lease_ms`,
+    /// replacing its URL and capacity if it was known (a restart); a drained node stays
+    /// drained. Its load starts at zero.
+    async fn register_node(&self, info: &NodeInfo, now: i64, lease_ms: i64) -> Result<Node>;
+
+    /// Renews the lease of node `name` to `now + lease_ms` and records its load; fails with
+    /// [`StoreError::NodeNotFound`] if it never registered.
+    async fn heartbeat_node(
+        &self,
+        name: &str,
+        now: i64,
+        lease_ms: i64,
+        live_sandboxes: u64,
+    ) -> Result<Node>;
+
+    /// Every registered node, dead ones included (see [`Node::is_alive`]), by name.
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Marks node `name` draining (no new sandboxes are to be placed there) or not; fails
+    /// with [`StoreError::NodeNotFound`].
+    async fn set_node_draining(&self, name: &str, draining: bool) -> Result<Node>;
+
+    /// Closes every connection; calls after this fail. Cheap to call twice.
+    async fn close(&self);
+}
+
+/// Opens the store a server or the admin CLI uses: Postgres when `database_url` is given
+/// (`postgres://…`), else SQLite in `data_dir`. Sandboxes recorded through it belong to
+/// `node`, if given (see [`SandboxRecord::node`]).
+pub async fn open_store(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    node: Option<&str>,
+) -> Result<std::sync::Arc<dyn Store>> {
+    Ok(match database_url {
+        Some(url) => {
+            let options = PgOptions {
+                node: node.map(str::to_owned),
+                ..PgOptions::default()
+            };
+            std::sync::Arc::new(PgStore::connect(url, &options).await?)
+        }
+        None => {
+            let store = SqliteStore::open(data_dir).await?;
+            std::sync::Arc::new(match node {
+                Some(node) => store.with_node(node),
+                None => store,
+            })
+        }
+    })
 }

@@ -189,6 +189,9 @@ pub struct SandboxRecord {
     pub metadata: serde_json::Value,
     /// What a restarted server needs to rebuild it (the control plane's JSON), if recorded.
     pub durable: Option<String>,
+    /// The node that holds it (the store's node when it was recorded; `None` for records made
+    /// before nodes existed or by a store opened without one).
+    pub node: Option<String>,
 }
 
 impl SandboxRecord {
@@ -209,6 +212,45 @@ impl From<NewSandbox> for SandboxRecord {
             deleted_at: None,
             metadata: s.metadata,
             durable: None,
+            node: None,
         }
+    }
+}
+
+/// What a node tells the store about itself when it registers (see
+/// [`Store::register_node`](crate::Store::register_node)).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    /// Unique in the cluster (default: the host name).
+    pub name: String,
+    /// Where other nodes reach this one, e.g. `http://10.0.0.5:8080`.
+    pub advertise_url: Option<String>,
+    /// Most sandboxes this node holds at once, if bounded.
+    pub capacity: Option<u64>,
+}
+
+/// A node of the cluster as recorded: alive while its lease has not run out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub advertise_url: Option<String>,
+    /// When the node (last) registered, i.e. started.
+    pub started_at: i64,
+    /// Its last heartbeat (or registration).
+    pub heartbeat_at: i64,
+    /// Its lease runs until then; each heartbeat moves it on.
+    pub lease_expires_at: i64,
+    /// No new sandboxes are to be placed on it (set by `cerver admin drain`).
+    pub draining: bool,
+    /// Sandboxes it held at its last heartbeat.
+    pub live_sandboxes: u64,
+    /// Most sandboxes it holds at once, if bounded.
+    pub capacity: Option<u64>,
+}
+
+impl Node {
+    /// Whether its lease is still running at `now`.
+    pub fn is_alive(&self, now: i64) -> bool {
+        self.lease_expires_at > now
     }
 }

@@ -22,15 +22,11 @@
 //! creating the file at the same moment are handled at open: switching a new file to WAL and
 //! applying the first migration are retried (see `connect_pool` and [`SqliteStore::migrate`]).
 
-use std::borrow::Cow;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::error::BoxDynError;
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -38,13 +34,15 @@ use sqlx::sqlite::{
 use sqlx::{Executor, Row, Sqlite};
 
 mod dashboard;
+mod nodes;
 
 use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::model::{
-    ApiKey, KeyRef, NewSandbox, Plan, SandboxRecord, Session, TokenKind, User, UserSummary,
-    normalize_email, now_ms,
+    ApiKey, KeyRef, NewSandbox, Node, NodeInfo, Plan, SandboxRecord, Session, TokenKind, User,
+    UserSummary, normalize_email, now_ms,
 };
+use crate::shared::{Embedded, count, new_id, sql_limit};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "cerver.db";
@@ -52,13 +50,26 @@ pub const DB_FILE_NAME: &str = "cerver.db";
 /// The schema steps, in order: (version, description, SQL). They are compiled into the binary;
 /// a test checks that this list and the files in `migrations/` agree.
 const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
     (
         2,
         "dashboard",
-        include_str!("../migrations/0002_dashboard.sql"),
+        include_str!("../migrations/sqlite/0002_dashboard.sql"),
     ),
-    (3, "durable", include_str!("../migrations/0003_durable.sql")),
+    (
+        3,
+        "durable",
+        include_str!("../migrations/sqlite/0003_durable.sql"),
+    ),
+    (
+        4,
+        "nodes",
+        include_str!("../migrations/sqlite/0004_nodes.sql"),
+    ),
 ];
 
 /// How to open the database.
@@ -86,6 +97,8 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
+    /// Recorded as the node of every sandbox inserted through this store.
+    node: Option<String>,
 }
 
 impl SqliteStore {
@@ -108,7 +121,11 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
         let pool = connect_pool(connect, options).await?;
-        let store = SqliteStore { pool, path };
+        let store = SqliteStore {
+            pool,
+            path,
+            node: None,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -116,7 +133,7 @@ impl SqliteStore {
     /// Applies the embedded migrations not yet applied. Idempotent; [`open`](Self::open) calls
     /// it.
     pub async fn migrate(&self) -> Result<()> {
-        let migrator = Migrator::new(Embedded).await?;
+        let migrator = Migrator::new(Embedded(MIGRATIONS)).await?;
         // Processes creating the database at the same moment all try each step; a loser fails
         // on what a winner made (its transaction rolls back). Running again finds the winner's
         // step recorded and goes on with the next one, which it may lose again: one retry per
@@ -131,15 +148,19 @@ impl SqliteStore {
         }
     }
 
+    /// The same store, recording `node` as the node of the sandboxes it inserts. A SQLite
+    /// database belongs to one server, so [`Store::sandboxes_left_active`] still returns every
+    /// node's (the server may have been renamed).
+    pub fn with_node(self, node: &str) -> SqliteStore {
+        SqliteStore {
+            node: Some(node.to_owned()),
+            ..self
+        }
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Closes every connection (checkpointing the WAL when the last one goes). Calls after
-    /// this fail.
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -175,31 +196,6 @@ fn is_busy(err: &sqlx::Error) -> bool {
             .and_then(|code| code.parse::<i32>().ok())
             .is_some_and(|code| code & 0xff == SQLITE_BUSY),
         _ => false,
-    }
-}
-
-/// The migrations compiled into the binary, in the form `sqlx` applies (and checksums, so that
-/// an edited, already-applied migration is refused).
-#[derive(Debug)]
-struct Embedded;
-
-impl<'s> MigrationSource<'s> for Embedded {
-    fn resolve(
-        self,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
-        let migrations = MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    Cow::Borrowed(description),
-                    MigrationType::Simple,
-                    Cow::Borrowed(sql),
-                    false,
-                )
-            })
-            .collect();
-        Box::pin(std::future::ready(Ok(migrations)))
     }
 }
 
@@ -245,7 +241,7 @@ macro_rules! unpaused {
 
 macro_rules! sandbox_columns {
     () => {
-        "id, user_id, engine, created_at, expires_at, deleted_at, metadata, durable"
+        "id, user_id, engine, created_at, expires_at, deleted_at, metadata, durable, node"
     };
 }
 
@@ -291,32 +287,23 @@ fn sandbox_from(row: &SqliteRow) -> Result<SandboxRecord> {
         metadata: serde_json::from_str(metadata)
             .map_err(|e| StoreError::Corrupt(format!("sandbox metadata: {e}")))?,
         durable: row.try_get("durable")?,
+        node: row.try_get("node")?,
     })
 }
 
-/// A SQL count (never negative) as `u64`.
-fn count(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-/// A caller's limit as an SQL integer (limits past `i64::MAX` are as good as unlimited).
-fn sql_limit(limit: u64) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-async fn insert_sandbox_on<'e, E>(executor: E, sandbox: &NewSandbox) -> Result<()>
+async fn insert_sandbox_on<'e, E>(
+    executor: E,
+    sandbox: &NewSandbox,
+    node: Option<&str>,
+) -> Result<()>
 where
     E: Executor<'e, Database = Sqlite>,
 {
     let metadata = serde_json::to_string(&sandbox.metadata)
         .map_err(|_| StoreError::InvalidInput("sandbox metadata is not serialisable"))?;
     sqlx::query(
-        "INSERT INTO sandboxes (id, user_id, engine, created_at, expires_at, metadata) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO sandboxes (id, user_id, engine, created_at, expires_at, metadata, node) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .bind(&sandbox.id)
     .bind(&sandbox.user_id)
@@ -324,6 +311,7 @@ where
     .bind(sandbox.created_at)
     .bind(sandbox.expires_at)
     .bind(metadata)
+    .bind(node)
     .execute(executor)
     .await
     .map_err(|e| StoreError::from_insert(e, "sandbox id"))?;
@@ -656,8 +644,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_sandbox(&self, sandbox: NewSandbox) -> Result<SandboxRecord> {
-        insert_sandbox_on(&self.pool, &sandbox).await?;
-        Ok(sandbox.into())
+        insert_sandbox_on(&self.pool, &sandbox, self.node.as_deref()).await?;
+        Ok(self.recorded(sandbox))
     }
 
     async fn try_insert_sandbox_if_below(
@@ -682,9 +670,9 @@ impl Store for SqliteStore {
             // Dropping `tx` rolls back.
             return Err(StoreError::SandboxLimit { limit });
         }
-        insert_sandbox_on(&mut *tx, &sandbox).await?;
+        insert_sandbox_on(&mut *tx, &sandbox, self.node.as_deref()).await?;
         tx.commit().await?;
-        Ok(sandbox.into())
+        Ok(self.recorded(sandbox))
     }
 
     async fn mark_sandbox_deleted(&self, id: &str, at: i64) -> Result<bool> {
@@ -843,31 +831,50 @@ impl Store for SqliteStore {
         .await?;
         Ok(count(n))
     }
+
+    async fn register_node(&self, info: &NodeInfo, now: i64, lease_ms: i64) -> Result<Node> {
+        nodes::register(&self.pool, info, now, lease_ms).await
+    }
+
+    async fn heartbeat_node(
+        &self,
+        name: &str,
+        now: i64,
+        lease_ms: i64,
+        live_sandboxes: u64,
+    ) -> Result<Node> {
+        nodes::heartbeat(&self.pool, name, now, lease_ms, live_sandboxes).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        nodes::list(&self.pool).await
+    }
+
+    async fn set_node_draining(&self, name: &str, draining: bool) -> Result<Node> {
+        nodes::set_draining(&self.pool, name, draining).await
+    }
+
+    /// Closes every connection (checkpointing the WAL when the last one goes).
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl SqliteStore {
+    /// What an insert recorded: the sandbox, held by this store's node.
+    fn recorded(&self, sandbox: NewSandbox) -> SandboxRecord {
+        SandboxRecord {
+            node: self.node.clone(),
+            ..sandbox.into()
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::MIGRATIONS;
-
-    /// Every file in `migrations/` is listed in `MIGRATIONS` with its number and name, in
-    /// order, and nothing else is: a new file cannot be forgotten.
+    /// Every file in `migrations/sqlite/` is listed in `MIGRATIONS`, and nothing else is.
     #[test]
     fn migration_list_matches_the_directory() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
-        let mut files: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        files.sort();
-        let listed: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|(version, name, _)| format!("{version:04}_{name}.sql"))
-            .collect();
-        assert_eq!(files, listed);
-        for (i, (version, _, sql)) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(*version, i as i64 + 1, "versions count up from 1");
-            let file = std::fs::read_to_string(format!("{dir}/{}", listed[i])).unwrap();
-            assert_eq!(*sql, file);
-        }
+        crate::shared::assert_migrations_match("sqlite", super::MIGRATIONS);
     }
 }

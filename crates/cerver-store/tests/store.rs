@@ -1,5 +1,14 @@
-//! Every `Store` operation against a real SQLite file in a temporary directory, concurrency
-//! included. The store is used through `Arc<dyn Store>`, as callers will.
+//! Every `Store` operation against a real database, concurrency included: each contract test
+//! is an `async fn(Db)` run on both backends by [`both!`] (a SQLite file in a temporary
+//! directory, a throw-away Postgres cluster). The store is used through `Arc<dyn Store>`, as
+//! callers will. Opening is backend-specific and tested per backend.
+
+#[macro_use]
+mod common;
+#[path = "store/nodes.rs"]
+mod nodes;
+#[path = "store/postgres.rs"]
+mod postgres_only;
 
 use std::sync::Arc;
 
@@ -11,11 +20,14 @@ use cerver_store::{
 use serde_json::json;
 use tempfile::TempDir;
 
-const HOUR: i64 = 3_600_000;
+use common::Db;
+use nodes::{
+    nodes_register_renew_their_lease_and_drain,
+    one_sandbox_slot_claimed_on_three_nodes_at_once_goes_once, quota_is_exact_across_three_nodes,
+    sandboxes_belong_to_the_node_that_recorded_them,
+};
 
-async fn open(dir: &TempDir) -> Arc<dyn Store> {
-    Arc::new(open_sqlite(dir, 4).await)
-}
+const HOUR: i64 = 3_600_000;
 
 async fn open_sqlite(dir: &TempDir, max_connections: u32) -> SqliteStore {
     let options = SqliteOptions {
@@ -89,12 +101,10 @@ async fn two_processes_creating_the_database_at_once_both_succeed() {
     assert_eq!(c.user_by_id(&alice.id).await.unwrap(), Some(alice));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_stores_on_one_file_see_each_other() {
-    // The server and the admin CLI: two pools on the same file.
-    let dir = TempDir::new().unwrap();
-    let server = open(&dir).await;
-    let admin = open(&dir).await;
+async fn two_stores_on_one_database_see_each_other(db: Db) {
+    // The server and the admin CLI (or two nodes): two pools on the same database.
+    let server = db.open().await;
+    let admin = db.open().await;
 
     let alice = user(&*server, "alice@example.com").await;
     let promoted = admin
@@ -143,10 +153,8 @@ async fn two_stores_on_one_file_see_each_other() {
 
 // ---- users ----
 
-#[tokio::test]
-async fn users_are_created_once_by_lower_cased_email() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn users_are_created_once_by_lower_cased_email(db: Db) {
+    let store = db.open().await;
     let before = now_ms();
     let alice = store
         .create_user_if_missing("  Alice@Example.COM ", Plan::Trial)
@@ -179,10 +187,8 @@ async fn users_are_created_once_by_lower_cased_email() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_sign_ups_of_one_email_make_one_user() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn concurrent_sign_ups_of_one_email_make_one_user(db: Db) {
+    let store = db.open().await;
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let store = store.clone();
@@ -203,10 +209,8 @@ async fn concurrent_sign_ups_of_one_email_make_one_user() {
     assert_eq!(store.list_users().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn set_plan_changes_the_plan() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn set_plan_changes_the_plan(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     for plan in [Plan::Free, Plan::Pro, Plan::Trial] {
         let updated = store.set_plan("Alice@example.com", plan).await.unwrap();
@@ -228,10 +232,8 @@ async fn set_plan_changes_the_plan() {
     ));
 }
 
-#[tokio::test]
-async fn list_users_counts_keys() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn list_users_counts_keys(db: Db) {
+    let store = db.open().await;
     assert!(store.list_users().await.unwrap().is_empty());
     let alice = user(&*store, "alice@example.com").await;
     let bob = user(&*store, "bob@example.com").await;
@@ -263,10 +265,8 @@ async fn list_users_counts_keys() {
 
 // ---- API keys ----
 
-#[tokio::test]
-async fn keys_are_found_by_hash_until_revoked() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn keys_are_found_by_hash_until_revoked(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let key = generate_key(Plan::Trial);
     let stored = store
@@ -309,10 +309,8 @@ async fn keys_are_found_by_hash_until_revoked() {
     assert_eq!(store.keys_of(&alice.id).await.unwrap(), vec![again]);
 }
 
-#[tokio::test]
-async fn revoke_by_id_prefix_and_hash() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn revoke_by_id_prefix_and_hash(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let keys: Vec<_> = (0..3).map(|_| generate_key(Plan::Free)).collect();
     let mut stored = Vec::new();
@@ -351,10 +349,8 @@ async fn revoke_by_id_prefix_and_hash() {
     );
 }
 
-#[tokio::test]
-async fn key_errors() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn key_errors(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let key = generate_key(Plan::Trial);
     store
@@ -402,10 +398,8 @@ async fn key_errors() {
 
 // ---- one-time tokens ----
 
-#[tokio::test]
-async fn tokens_are_single_use_kind_bound_and_expire() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn tokens_are_single_use_kind_bound_and_expire(db: Db) {
+    let store = db.open().await;
     let now = now_ms();
 
     let signup = generate_secret();
@@ -482,10 +476,8 @@ async fn tokens_are_single_use_kind_bound_and_expire() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_consumed_concurrently_is_used_once() {
-    let dir = TempDir::new().unwrap();
-    let store = Arc::new(open_sqlite(&dir, 8).await) as Arc<dyn Store>;
+async fn a_token_consumed_concurrently_is_used_once(db: Db) {
+    let store = db.open_with(8).await;
     let now = now_ms();
     let token = generate_secret();
     store
@@ -510,10 +502,8 @@ async fn a_token_consumed_concurrently_is_used_once() {
 
 // ---- sessions ----
 
-#[tokio::test]
-async fn sessions_are_found_until_expiry_or_logout() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn sessions_are_found_until_expiry_or_logout(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let now = now_ms();
     let id = generate_secret();
@@ -552,10 +542,8 @@ async fn sessions_are_found_until_expiry_or_logout() {
     assert!(store.session(&id.hash, now).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn purge_removes_expired_and_used_rows_only() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn purge_removes_expired_and_used_rows_only(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let now = now_ms();
     let [expired, used, fresh] = [(); 3].map(|_| generate_secret());
@@ -605,10 +593,8 @@ async fn purge_removes_expired_and_used_rows_only() {
 
 // ---- usage ----
 
-#[tokio::test]
-async fn requests_are_counted_per_user_per_day_up_to_the_limit() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn requests_are_counted_per_user_per_day_up_to_the_limit(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let bob = user(&*store, "bob@example.com").await;
     let day = utc_day(now_ms());
@@ -660,10 +646,8 @@ fn utc_days_split_at_midnight() {
     assert_eq!(utc_day(-1), -1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quota_is_exact_under_150_concurrent_requests() {
-    let dir = TempDir::new().unwrap();
-    let store: Arc<dyn Store> = Arc::new(open_sqlite(&dir, 8).await);
+async fn quota_is_exact_under_150_concurrent_requests(db: Db) {
+    let store: Arc<dyn Store> = db.open_with(8).await;
     let alice = user(&*store, "alice@example.com").await;
     let day = utc_day(now_ms());
 
@@ -693,10 +677,8 @@ async fn quota_is_exact_under_150_concurrent_requests() {
 
 // ---- sandboxes ----
 
-#[tokio::test]
-async fn sandbox_records_round_trip_and_count_while_active() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn sandbox_records_round_trip_and_count_while_active(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let now = now_ms();
 
@@ -792,10 +774,8 @@ async fn sandbox_records_round_trip_and_count_while_active() {
     ));
 }
 
-#[tokio::test]
-async fn sandbox_slots_free_up_on_delete_and_expiry() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn sandbox_slots_free_up_on_delete_and_expiry(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice@example.com").await;
     let bob = user(&*store, "bob@example.com").await;
     let now = now_ms();
@@ -846,12 +826,10 @@ async fn sandbox_slots_free_up_on_delete_and_expiry() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sandbox_slots_are_exact_under_20_concurrent_claims() {
-    let dir = TempDir::new().unwrap();
+async fn sandbox_slots_are_exact_under_20_concurrent_claims(db: Db) {
     // Two pools, as server and admin CLI would have, to also cross the process-level lock.
-    let a: Arc<dyn Store> = Arc::new(open_sqlite(&dir, 6).await);
-    let b: Arc<dyn Store> = Arc::new(open_sqlite(&dir, 6).await);
+    let a: Arc<dyn Store> = db.open_with(6).await;
+    let b: Arc<dyn Store> = db.open_with(6).await;
     let alice = user(&*a, "alice@example.com").await;
     let now = now_ms();
 
@@ -875,10 +853,8 @@ async fn sandbox_slots_are_exact_under_20_concurrent_claims() {
     assert_eq!(b.sandboxes_left_active().await.unwrap().len(), 5);
 }
 
-#[tokio::test]
-async fn recorded_request_counts_never_go_down() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn recorded_request_counts_never_go_down(db: Db) {
+    let store = db.open().await;
     let alice = user(store.as_ref(), "counts@example.com").await;
     let day = 20_000;
     store.record_requests(&alice.id, day, 5).await.unwrap();
@@ -894,10 +870,8 @@ async fn recorded_request_counts_never_go_down() {
     assert_eq!(store.requests_on(&alice.id, day + 1).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn paused_sandboxes_leave_the_limit_count_and_resume_claims_a_slot() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir).await;
+async fn paused_sandboxes_leave_the_limit_count_and_resume_claims_a_slot(db: Db) {
+    let store = db.open().await;
     let alice = user(&*store, "alice-pause@example.com").await;
     let now = now_ms();
     let running = r#"{"disk":"d","paused":null}"#;
@@ -955,4 +929,31 @@ async fn paused_sandboxes_leave_the_limit_count_and_resume_claims_a_slot() {
             .await
             .unwrap()
     );
+}
+
+// Every contract above and in `store/nodes.rs`, on SQLite and on Postgres.
+both! {
+    two_stores_on_one_database_see_each_other,
+    users_are_created_once_by_lower_cased_email,
+    concurrent_sign_ups_of_one_email_make_one_user,
+    set_plan_changes_the_plan,
+    list_users_counts_keys,
+    keys_are_found_by_hash_until_revoked,
+    revoke_by_id_prefix_and_hash,
+    key_errors,
+    tokens_are_single_use_kind_bound_and_expire,
+    a_token_consumed_concurrently_is_used_once,
+    sessions_are_found_until_expiry_or_logout,
+    purge_removes_expired_and_used_rows_only,
+    requests_are_counted_per_user_per_day_up_to_the_limit,
+    quota_is_exact_under_150_concurrent_requests,
+    sandbox_records_round_trip_and_count_while_active,
+    sandbox_slots_free_up_on_delete_and_expiry,
+    sandbox_slots_are_exact_under_20_concurrent_claims,
+    recorded_request_counts_never_go_down,
+    paused_sandboxes_leave_the_limit_count_and_resume_claims_a_slot,
+    nodes_register_renew_their_lease_and_drain,
+    sandboxes_belong_to_the_node_that_recorded_them,
+    quota_is_exact_across_three_nodes,
+    one_sandbox_slot_claimed_on_three_nodes_at_once_goes_once,
 }

@@ -2,8 +2,8 @@
 
 use sqlx::SqlitePool;
 
-use super::count;
 use crate::error::Result;
+use crate::shared::count;
 
 /// How stale a key's `last_used_at` may get: the touch is skipped while the recorded time is
 /// newer than this, so busy keys cost one write a minute, not one per request.
