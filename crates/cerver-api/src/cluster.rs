@@ -88,7 +88,11 @@ pub async fn route(State(st): State<AppState>, req: Request, next: Next) -> Resp
 
 /// A port-proxy request for a sandbox label not held here: forwarded to its node, or `None`
 /// (then the local proxy answers, with its 404).
-pub async fn proxy_elsewhere(st: &AppState, req: Request, label: &str) -> Result<Response, Request> {
+pub async fn proxy_elsewhere(
+    st: &AppState,
+    req: Request,
+    label: &str,
+) -> Result<Response, Request> {
     let Some(cluster) = st.cluster.clone() else {
         return Err(req);
     };
@@ -157,7 +161,10 @@ async fn to_node(st: &AppState, mut req: Request, addr: std::net::SocketAddr) ->
 /// The headers of a `GET /sandboxes` to send to the other nodes (the caller's key).
 fn cluster_list_request(req: &Request) -> axum::http::HeaderMap {
     let mut headers = axum::http::HeaderMap::new();
-    for name in [axum::http::header::AUTHORIZATION, "x-api-key".try_into().unwrap()] {
+    for name in [
+        axum::http::header::AUTHORIZATION,
+        "x-api-key".try_into().unwrap(),
+    ] {
         if let Some(v) = req.headers().get(&name) {
             headers.insert(name, v.clone());
         }
@@ -247,7 +254,10 @@ mod tests {
             target(&Method::POST, "/sandbox/abc/run/stream"),
             Target::Sandbox("abc".into())
         );
-        assert_eq!(target(&Method::DELETE, "/sandbox/abc"), Target::Sandbox("abc".into()));
+        assert_eq!(
+            target(&Method::DELETE, "/sandbox/abc"),
+            Target::Sandbox("abc".into())
+        );
         assert_eq!(target(&Method::GET, "/sandboxes"), Target::List);
         assert_eq!(target(&Method::POST, "/sandboxes"), Target::Other);
         assert_eq!(target(&Method::POST, "/mcp"), Target::Other);

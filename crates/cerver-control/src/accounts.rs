@@ -399,11 +399,21 @@ impl Accounts {
         let remaining = match (charge, self.shared) {
             (false, _) => {
                 let day = utc_day(now);
-                let used = self.store.requests_on(&user.id, day).await.map_err(store_err)?;
+                let used = self
+                    .store
+                    .requests_on(&user.id, day)
+                    .await
+                    .map_err(store_err)?;
                 limits.requests_per_day.saturating_sub(used)
             }
-            (true, true) => self.charge_in_store(&user, limits.requests_per_day, now).await?,
-            (true, false) => self.charge_in_memory(&user, limits.requests_per_day, now).await?,
+            (true, true) => {
+                self.charge_in_store(&user, limits.requests_per_day, now)
+                    .await?
+            }
+            (true, false) => {
+                self.charge_in_memory(&user, limits.requests_per_day, now)
+                    .await?
+            }
         };
         Ok((
             Caller { user, limits },
@@ -423,8 +433,17 @@ impl Accounts {
     }
 
     /// Cluster mode: one atomic check-and-increment in the shared store per request.
-    async fn charge_in_store(&self, user: &User, limit: u64, now: i64) -> Result<u64, ControlError> {
-        match self.store.try_consume_request(&user.id, utc_day(now), limit).await {
+    async fn charge_in_store(
+        &self,
+        user: &User,
+        limit: u64,
+        now: i64,
+    ) -> Result<u64, ControlError> {
+        match self
+            .store
+            .try_consume_request(&user.id, utc_day(now), limit)
+            .await
+        {
             Ok(remaining) => Ok(remaining),
             Err(StoreError::QuotaExceeded { .. }) => Err(Self::over_limit(user, limit, now)),
             Err(e) => Err(store_err(e)),
@@ -432,7 +451,12 @@ impl Accounts {
     }
 
     /// One server per store: exact counters in memory, flushed to the store in the background.
-    async fn charge_in_memory(&self, user: &User, limit: u64, now: i64) -> Result<u64, ControlError> {
+    async fn charge_in_memory(
+        &self,
+        user: &User,
+        limit: u64,
+        now: i64,
+    ) -> Result<u64, ControlError> {
         let day = utc_day(now);
         let mut usage = self.usage.lock().await;
         let slot = (user.id.clone(), day);

@@ -99,7 +99,9 @@ impl NodeView {
 pub fn socket_addr_of(url: &str) -> Option<SocketAddr> {
     let rest = url.strip_prefix("http://")?;
     let authority = rest.split('/').next()?;
-    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         && !authority.ends_with(']')
     {
         authority.to_string()
@@ -151,7 +153,10 @@ pub fn choose_node<'a>(
     now: i64,
 ) -> Option<&'a NodeView> {
     let usable = |n: &&NodeView| n.is_live(now) && !n.draining && n.addr.is_some();
-    let me_usable = nodes.iter().find(|n| n.name == me).is_none_or(|n| !n.draining);
+    let me_usable = nodes
+        .iter()
+        .find(|n| n.name == me)
+        .is_none_or(|n| !n.draining);
     if here_has_room && me_usable {
         return nodes.iter().find(|n| n.name == me);
     }
@@ -208,8 +213,17 @@ impl Cluster {
         {
             return Ok(nodes.clone());
         }
-        let records = self.store.list_nodes().await.map_err(crate::error::store_err)?;
-        let nodes = Arc::new(records.iter().map(NodeView::from_record).collect::<Vec<_>>());
+        let records = self
+            .store
+            .list_nodes()
+            .await
+            .map_err(crate::registry::store_err)?;
+        let nodes = Arc::new(
+            records
+                .iter()
+                .map(NodeView::from_record)
+                .collect::<Vec<_>>(),
+        );
         *self.nodes.lock().unwrap() = Some((Instant::now(), nodes.clone()));
         Ok(nodes)
     }
@@ -221,7 +235,11 @@ impl Cluster {
 
     /// Where the sandbox `id` (not held here) lives.
     pub async fn locate(&self, id: &str) -> Result<Placement, ControlError> {
-        let record = self.store.sandbox(id).await.map_err(crate::error::store_err)?;
+        let record = self
+            .store
+            .sandbox(id)
+            .await
+            .map_err(crate::registry::store_err)?;
         let owner = record
             .filter(|r| r.deleted_at.is_none())
             .and_then(|r| r.node);
@@ -242,9 +260,9 @@ impl Cluster {
             None => {
                 let owner = self
                     .store
-                    .sandbox_node_by_label(label)
+                    .node_of_label(label)
                     .await
-                    .map_err(crate::error::store_err)?;
+                    .map_err(crate::registry::store_err)?;
                 let mut labels = self.labels.lock().unwrap();
                 labels.retain(|_, (at, _)| at.elapsed() < LABELS_TTL);
                 labels.insert(label.to_string(), (Instant::now(), owner.clone()));
@@ -259,7 +277,22 @@ impl Cluster {
             return Ok(Placement::Here);
         }
         let nodes = self.nodes().await?;
-        Ok(placement_of(owner, &self.cfg.node, &nodes, now_ms(), self.cfg.grace))
+        Ok(placement_of(
+            owner,
+            &self.cfg.node,
+            &nodes,
+            now_ms(),
+            self.cfg.grace,
+        ))
+    }
+
+    /// Ends the sandboxes of nodes whose lease has run out (they answer 404 from then on and
+    /// stop counting against their users' limits); how many.
+    pub async fn sweep(&self) -> Result<u64, ControlError> {
+        self.store
+            .end_sandboxes_of_dead_nodes(&self.cfg.node, now_ms())
+            .await
+            .map_err(crate::registry::store_err)
     }
 
     /// Where a new sandbox goes, given whether this node has a free sandbox slot.
@@ -296,8 +329,14 @@ mod tests {
     #[test]
     fn a_sandbox_is_routed_by_its_owners_lease() {
         let nodes = [node("a", 1, 2_000, false, 0), node("b", 2, 2_000, false, 0)];
-        assert_eq!(placement_of(Some("a"), "a", &nodes, 1_000, GRACE), Placement::Here);
-        assert_eq!(placement_of(None, "a", &nodes, 1_000, GRACE), Placement::Here);
+        assert_eq!(
+            placement_of(Some("a"), "a", &nodes, 1_000, GRACE),
+            Placement::Here
+        );
+        assert_eq!(
+            placement_of(None, "a", &nodes, 1_000, GRACE),
+            Placement::Here
+        );
         assert_eq!(
             placement_of(Some("b"), "a", &nodes, 1_000, GRACE),
             Placement::There {
@@ -314,9 +353,15 @@ mod tests {
             placement_of(Some("b"), "a", &nodes, 16_999, GRACE),
             Placement::Unavailable { node: "b".into() }
         );
-        assert_eq!(placement_of(Some("b"), "a", &nodes, 17_000, GRACE), Placement::Here);
+        assert_eq!(
+            placement_of(Some("b"), "a", &nodes, 17_000, GRACE),
+            Placement::Here
+        );
         // A node nobody registered: nothing to forward to.
-        assert_eq!(placement_of(Some("zz"), "a", &nodes, 1_000, GRACE), Placement::Here);
+        assert_eq!(
+            placement_of(Some("zz"), "a", &nodes, 1_000, GRACE),
+            Placement::Here
+        );
     }
 
     #[test]
@@ -335,7 +380,10 @@ mod tests {
         // Draining here: elsewhere even with room.
         assert_eq!(choose_node("d", true, &nodes, 1_000).unwrap().name, "c");
         // Nobody has room.
-        let full = [node("a", 1, 5_000, false, 10), node("b", 2, 5_000, false, 10)];
+        let full = [
+            node("a", 1, 5_000, false, 10),
+            node("b", 2, 5_000, false, 10),
+        ];
         assert!(choose_node("a", false, &full, 1_000).is_none());
     }
 

@@ -248,6 +248,15 @@ pub trait Store: Send + Sync {
     /// with [`StoreError::NodeNotFound`].
     async fn set_node_draining(&self, name: &str, draining: bool) -> Result<Node>;
 
+    /// The node holding the newest not-deleted sandbox whose id starts with `label` (a port
+    /// host name's label: the id's first hex characters), if any and if it has one.
+    async fn node_of_label(&self, label: &str) -> Result<Option<String>>;
+
+    /// Marks deleted at `now` every not-deleted sandbox held by a node other than `except`
+    /// whose lease ran out at or before `now`; how many. How a cluster ends a dead node's
+    /// sandboxes (they stop counting against their users' limits).
+    async fn end_sandboxes_of_dead_nodes(&self, except: &str, now: i64) -> Result<u64>;
+
     /// Closes every connection; calls after this fail. Cheap to call twice.
     async fn close(&self);
 }

@@ -452,6 +452,14 @@ impl Store for PgStore {
         nodes::set_draining(&self.pool, name, draining).await
     }
 
+    async fn node_of_label(&self, label: &str) -> Result<Option<String>> {
+        nodes::node_of_label(&self.pool, label).await
+    }
+
+    async fn end_sandboxes_of_dead_nodes(&self, except: &str, now: i64) -> Result<u64> {
+        nodes::end_sandboxes_of_dead_nodes(&self.pool, except, now).await
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

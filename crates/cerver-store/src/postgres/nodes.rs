@@ -87,3 +87,31 @@ pub async fn set_draining(pool: &PgPool, name: &str, draining: bool) -> Result<N
         .transpose()?
         .ok_or_else(|| StoreError::NodeNotFound(name.to_owned()))
 }
+
+pub async fn node_of_label(pool: &PgPool, label: &str) -> Result<Option<String>> {
+    // Labels are hex digits only (checked by the caller's host parsing); refuse anything else
+    // rather than let `%` or `_` act as wildcards.
+    if label.is_empty() || !label.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let node: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT node FROM sandboxes WHERE deleted_at IS NULL AND id LIKE $1 || '%' \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(label.to_ascii_lowercase())
+    .fetch_optional(pool)
+    .await?;
+    Ok(node.flatten())
+}
+
+pub async fn end_sandboxes_of_dead_nodes(pool: &PgPool, except: &str, now: i64) -> Result<u64> {
+    let done = sqlx::query(
+        "UPDATE sandboxes SET deleted_at = $2 WHERE deleted_at IS NULL AND node <> $1 \
+         AND node IN (SELECT name FROM nodes WHERE lease_expires_at <= $2)",
+    )
+    .bind(except)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
