@@ -76,6 +76,11 @@ impl Server {
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
         std::fs::create_dir_all(&data_dir).unwrap();
         let key = create_key(&data_dir, "tester@example.com", "pro");
+        Self::start_keyed(data_dir, key, extra)
+    }
+
+    /// Starts a server whose client sends `key` (made elsewhere, e.g. in a shared database).
+    pub fn start_keyed(data_dir: PathBuf, key: String, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cerver"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
