@@ -65,7 +65,13 @@ pub struct Accounts {
     key_use: dashboard::KeyUse,
     /// Per-client-address limits on the routes that need no key.
     clients: ClientLimiter,
+    /// Other servers share the store (cluster mode): see [`Accounts::shared`].
+    shared: bool,
 }
+
+/// In a shared store, how long a cached key stays trusted: a key revoked (or a plan changed)
+/// on another node stops working here within this.
+const SHARED_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
 /// total, so that the server cannot be used to flood an inbox or fill the mail spool.
@@ -120,6 +126,8 @@ pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_
 #[derive(Default)]
 struct KeyCache {
     generation: Option<(u64, SystemTime)>,
+    /// When the cache was last emptied (a shared store's entries live [`SHARED_KEY_CACHE_TTL`]).
+    emptied_at: Option<std::time::Instant>,
     /// Key hash → (key id, its user).
     users: HashMap<String, (String, User)>,
 }
@@ -172,7 +180,17 @@ impl Accounts {
             mail_budget: Default::default(),
             key_use: Default::default(),
             clients: ClientLimiter::new(ClientLimitConfig::default()),
+            shared: false,
         }
+    }
+
+    /// Marks the store as shared with other servers (cluster mode on Postgres): each request
+    /// is then counted in the store, exactly across every server
+    /// ([`Store::try_consume_request`], one round trip), instead of in this server's memory,
+    /// and cached keys are looked up again after [`SHARED_KEY_CACHE_TTL`].
+    pub fn shared(mut self) -> Accounts {
+        self.shared = true;
+        self
     }
 
     /// Replaces the per-client-address limits (settings; the defaults suit production).
@@ -209,9 +227,14 @@ impl Accounts {
             .and_then(|m| Some((m.ino(), m.modified().ok()?)));
         {
             let mut cache = self.keys.lock().unwrap();
-            if cache.generation != generation {
+            let stale = self.shared
+                && cache
+                    .emptied_at
+                    .is_none_or(|at| at.elapsed() >= SHARED_KEY_CACHE_TTL);
+            if cache.generation != generation || stale {
                 cache.users.clear();
                 cache.generation = generation;
+                cache.emptied_at = Some(std::time::Instant::now());
             }
             if let Some(found) = cache.users.get(hash) {
                 return Ok(Some(found.clone()));
@@ -366,6 +389,9 @@ impl Accounts {
         let limits = limits(user.plan);
         let now = now_ms();
         let day = utc_day(now);
+        if self.shared {
+            return self.charge_in_store(user, limits, now).await;
+        }
         let count = {
             let mut usage = self.usage.lock().await;
             let slot = (user.id.clone(), day);
@@ -402,6 +428,36 @@ impl Accounts {
             Caller { user, limits },
             usage_at(limits.requests_per_day, remaining, now),
         ))
+    }
+
+    /// Charges one request to `user`'s budget in the shared store (exact across servers).
+    async fn charge_in_store(
+        &self,
+        user: User,
+        limits: crate::plans::PlanLimits,
+        now: i64,
+    ) -> Result<(Caller, Usage), ControlError> {
+        let charged = self
+            .store
+            .try_consume_request(&user.id, utc_day(now), limits.requests_per_day)
+            .await;
+        match charged {
+            Ok(remaining) => Ok((
+                Caller { user, limits },
+                usage_at(limits.requests_per_day, remaining, now),
+            )),
+            Err(StoreError::QuotaExceeded { .. }) => {
+                crate::metrics::quota_rejected("requests");
+                Err(ControlError::RateLimited {
+                    message: format!(
+                        "daily request limit of {} reached for the {} plan",
+                        limits.requests_per_day, user.plan
+                    ),
+                    usage: usage_at(limits.requests_per_day, 0, now),
+                })
+            }
+            Err(e) => Err(store_err(e)),
+        }
     }
 
     /// Writes the request counts that changed since the last flush, and forgets past days.

@@ -79,13 +79,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let accounts = Arc::new(
-        cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
-            .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
-                mails_per_hour: settings.auth.mails_per_hour,
-                lookups_per_minute: settings.auth.lookups_per_minute,
-            }),
-    );
+    let mut accounts = cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
+        .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
+            mails_per_hour: settings.auth.mails_per_hour,
+            lookups_per_minute: settings.auth.lookups_per_minute,
+        });
+    if settings.cluster.database_url.is_some() {
+        // Other nodes share the database: count requests there, exactly across all of them.
+        accounts = accounts.shared();
+    }
+    let accounts = Arc::new(accounts);
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_timeout_ms: settings.max_timeout_ms,

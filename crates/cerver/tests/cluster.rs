@@ -169,3 +169,86 @@ fn bad_cluster_settings_are_refused_and_secrets_never_print() {
         "{text}"
     );
 }
+
+fn start_node(url: &str, name: &str, key: &str) -> Server {
+    let data_dir = std::env::temp_dir().join(format!("cerver-test-{}", common::rand_suffix()));
+    Server::start_keyed(
+        data_dir,
+        key.to_owned(),
+        &["--database-url", url, "--node-name", name],
+    )
+}
+
+fn new_key(url: &str, email: &str, plan: &str) -> String {
+    let out = ok_stdout(url, &["create-key", "--email", email, "--plan", plan]);
+    out.lines().last().unwrap().trim().to_owned()
+}
+
+/// The quotas across nodes: 150 parallel requests of a fresh trial key spread over two
+/// nodes admit exactly 100; a trial user creating on both nodes at once gets one sandbox; a key
+/// revoked with the admin CLI stops working on every node within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_database_share_exact_quotas_and_revocations() {
+    let pg = PgCluster::start();
+    let url = pg.url();
+    let trial = new_key(&url, "trial@example.com", "trial");
+    let nodes = [
+        start_node(&url, "node-a", &trial),
+        start_node(&url, "node-b", &trial),
+    ];
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        let (client, url) = (nodes[i % 2].client.clone(), nodes[i % 2].url("/sandboxes"));
+        tasks.push(tokio::spawn(async move {
+            client.get(url).send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in tasks {
+        *statuses.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        [(200, 100), (429, 50)].into(),
+        "exactly the daily budget"
+    );
+
+    // One sandbox at a time for a trial user, whichever nodes the creates reach.
+    let other = common::client_with_key(&new_key(&url, "trial2@example.com", "trial"));
+    let creates = nodes.iter().map(|n| {
+        let (client, url) = (other.clone(), n.url("/sandbox"));
+        async move {
+            let r = client
+                .post(url)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }
+    });
+    let mut created = futures::future::join_all(creates).await;
+    created.sort_unstable();
+    assert_eq!(created[0], 200, "{created:?}");
+    assert!((400..500).contains(&created[1]), "{created:?}");
+
+    // A revocation reaches every node (their key caches expire within seconds).
+    let pro = new_key(&url, "pro@example.com", "pro");
+    let client = common::client_with_key(&pro);
+    for n in &nodes {
+        let r = client.get(n.url("/sandboxes")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    ok_stdout(&url, &["revoke-key", "--key", &pro]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in &nodes {
+        loop {
+            let r = client.get(n.url("/sandboxes")).send().await.unwrap();
+            if r.status() == 401 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "revoked key still accepted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
