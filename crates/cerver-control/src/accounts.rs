@@ -65,14 +65,13 @@ pub struct Accounts {
     key_use: dashboard::KeyUse,
     /// Per-client-address limits on the routes that need no key.
     clients: ClientLimiter,
-    /// Cluster mode: other nodes share the store, so every request is counted in the store
-    /// (one atomic statement, exact across nodes) and cached keys are re-read after
-    /// [`SHARED_KEY_TTL`] (a revocation on another node applies within it).
+    /// Other servers share the store (cluster mode): see [`Accounts::shared`].
     shared: bool,
 }
 
-/// How long a cached key serves in cluster mode before the store is asked again.
-pub const SHARED_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// In a shared store, how long a cached key stays trusted: a key revoked (or a plan changed)
+/// on another node stops working here within this.
+const SHARED_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Mails anyone can trigger (sign-up and login need no key) are bounded, per address and in
 /// total, so that the server cannot be used to flood an inbox or fill the mail spool.
@@ -127,8 +126,8 @@ pub const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_
 #[derive(Default)]
 struct KeyCache {
     generation: Option<(u64, SystemTime)>,
-    /// When the cache was last emptied (cluster mode empties it every [`SHARED_KEY_TTL`]).
-    cleared: Option<std::time::Instant>,
+    /// When the cache was last emptied (a shared store's entries live [`SHARED_KEY_CACHE_TTL`]).
+    emptied_at: Option<std::time::Instant>,
     /// Key hash → (key id, its user).
     users: HashMap<String, (String, User)>,
 }
@@ -185,7 +184,10 @@ impl Accounts {
         }
     }
 
-    /// Cluster mode: the store is shared with other nodes (see the `shared` field).
+    /// Marks the store as shared with other servers (cluster mode on Postgres): each request
+    /// is then counted in the store, exactly across every server
+    /// ([`Store::try_consume_request`], one round trip), instead of in this server's memory,
+    /// and cached keys are looked up again after [`SHARED_KEY_CACHE_TTL`].
     pub fn shared(mut self) -> Accounts {
         self.shared = true;
         self
@@ -227,12 +229,12 @@ impl Accounts {
             let mut cache = self.keys.lock().unwrap();
             let stale = self.shared
                 && cache
-                    .cleared
-                    .is_none_or(|at| at.elapsed() >= SHARED_KEY_TTL);
+                    .emptied_at
+                    .is_none_or(|at| at.elapsed() >= SHARED_KEY_CACHE_TTL);
             if cache.generation != generation || stale {
                 cache.users.clear();
                 cache.generation = generation;
-                cache.cleared = Some(std::time::Instant::now());
+                cache.emptied_at = Some(std::time::Instant::now());
             }
             if let Some(found) = cache.users.get(hash) {
                 return Ok(Some(found.clone()));
@@ -378,8 +380,8 @@ impl Accounts {
         self.authenticate_as(key, true).await
     }
 
-    /// Resolves an API key; charges one request to its owner's daily budget if `charge` (a
-    /// request another node forwarded was charged there).
+    /// Resolves an API key; charges one request to its owner's daily budget only if `charge`
+    /// (a request another node forwarded was charged by the node that received it).
     pub async fn authenticate_as(
         &self,
         key: &str,
@@ -396,90 +398,82 @@ impl Accounts {
         self.note_key_use(&key_id);
         let limits = limits(user.plan);
         let now = now_ms();
-        let remaining = match (charge, self.shared) {
-            (false, _) => {
-                let day = utc_day(now);
-                let used = self
+        let day = utc_day(now);
+        if !charge {
+            let used = self.store.requests_on(&user.id, day).await.map_err(store_err)?;
+            let remaining = limits.requests_per_day.saturating_sub(used);
+            let usage = usage_at(limits.requests_per_day, remaining, now);
+            return Ok((Caller { user, limits }, usage));
+        }
+        if self.shared {
+            return self.charge_in_store(user, limits, now).await;
+        }
+        let count = {
+            let mut usage = self.usage.lock().await;
+            let slot = (user.id.clone(), day);
+            if !usage.contains_key(&slot) {
+                let before = self
                     .store
                     .requests_on(&user.id, day)
                     .await
                     .map_err(store_err)?;
-                limits.requests_per_day.saturating_sub(used)
+                usage.insert(
+                    slot.clone(),
+                    Counter {
+                        count: before,
+                        persisted: before,
+                    },
+                );
             }
-            (true, true) => {
-                self.charge_in_store(&user, limits.requests_per_day, now)
-                    .await?
+            let counter = usage.get_mut(&slot).expect("inserted above");
+            if counter.count >= limits.requests_per_day {
+                crate::metrics::quota_rejected("requests");
+                return Err(ControlError::RateLimited {
+                    message: format!(
+                        "daily request limit of {} reached for the {} plan",
+                        limits.requests_per_day, user.plan
+                    ),
+                    usage: usage_at(limits.requests_per_day, 0, now),
+                });
             }
-            (true, false) => {
-                self.charge_in_memory(&user, limits.requests_per_day, now)
-                    .await?
-            }
+            counter.count += 1;
+            counter.count
         };
+        let remaining = limits.requests_per_day - count;
         Ok((
             Caller { user, limits },
             usage_at(limits.requests_per_day, remaining, now),
         ))
     }
 
-    fn over_limit(user: &User, limit: u64, now: i64) -> ControlError {
-        crate::metrics::quota_rejected("requests");
-        ControlError::RateLimited {
-            message: format!(
-                "daily request limit of {limit} reached for the {} plan",
-                user.plan
-            ),
-            usage: usage_at(limit, 0, now),
-        }
-    }
-
-    /// Cluster mode: one atomic check-and-increment in the shared store per request.
+    /// Charges one request to `user`'s budget in the shared store (exact across servers).
     async fn charge_in_store(
         &self,
-        user: &User,
-        limit: u64,
+        user: User,
+        limits: crate::plans::PlanLimits,
         now: i64,
-    ) -> Result<u64, ControlError> {
-        match self
+    ) -> Result<(Caller, Usage), ControlError> {
+        let charged = self
             .store
-            .try_consume_request(&user.id, utc_day(now), limit)
-            .await
-        {
-            Ok(remaining) => Ok(remaining),
-            Err(StoreError::QuotaExceeded { .. }) => Err(Self::over_limit(user, limit, now)),
+            .try_consume_request(&user.id, utc_day(now), limits.requests_per_day)
+            .await;
+        match charged {
+            Ok(remaining) => Ok((
+                Caller { user, limits },
+                usage_at(limits.requests_per_day, remaining, now),
+            )),
+            Err(StoreError::QuotaExceeded { .. }) => {
+                crate::metrics::quota_rejected("requests");
+                Err(ControlError::RateLimited {
+                    message: format!(
+                        "daily request limit of {} reached for the {} plan",
+                        limits.requests_per_day, user.plan
+                    ),
+                    usage: usage_at(limits.requests_per_day, 0, now),
+                })
+            }
             Err(e) => Err(store_err(e)),
         }
-    }
-
-    /// One server per store: exact counters in memory, flushed to the store in the background.
-    async fn charge_in_memory(
-        &self,
-        user: &User,
-        limit: u64,
-        now: i64,
-    ) -> Result<u64, ControlError> {
-        let day = utc_day(now);
-        let mut usage = self.usage.lock().await;
-        let slot = (user.id.clone(), day);
-        if !usage.contains_key(&slot) {
-            let before = self
-                .store
-                .requests_on(&user.id, day)
-                .await
-                .map_err(store_err)?;
-            usage.insert(
-                slot.clone(),
-                Counter {
-                    count: before,
-                    persisted: before,
-                },
-            );
-        }
-        let counter = usage.get_mut(&slot).expect("inserted above");
-        if counter.count >= limit {
-            return Err(Self::over_limit(user, limit, now));
-        }
-        counter.count += 1;
-        Ok(limit - counter.count)
     }
 
     /// Writes the request counts that changed since the last flush, and forgets past days.

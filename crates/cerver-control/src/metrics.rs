@@ -9,6 +9,12 @@ use cerver_runtime::Engine;
 use crate::Control;
 
 impl Control {
+    /// How many sandboxes this server holds in its registry: the load a node reports in its
+    /// heartbeat.
+    pub fn live_sandbox_count(&self) -> usize {
+        self.sandboxes.lock().unwrap().len()
+    }
+
     /// Sets the scrape-time gauges: live sandboxes by engine and status (running: a run or
     /// install holds one of its slots), memory charged to them, warm pool sizes.
     pub fn update_gauges(&self) {

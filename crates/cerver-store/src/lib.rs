@@ -1,14 +1,17 @@
 //! Persistence of the control plane: accounts, API keys, plans, one-time tokens, dashboard
 //! sessions, daily usage and sandbox records.
 //!
-//! Callers hold an `Arc<dyn Store>` and never see SQL. [`SqliteStore`] is the only backend
-//! today; a Postgres one can implement the same trait with its own migrations (the way atuin
-//! keeps one crate per backend) without touching callers.
+//! Callers hold an `Arc<dyn Store>` ([`open_store`]) and never see SQL. Two backends implement
+//! it, each with its own migrations: [`SqliteStore`], one file in the data dir (a single
+//! server, the default), and [`PgStore`], one Postgres database shared by every node of a
+//! cluster. The same contract tests run on both.
 //!
 //! The store records facts and enforces the two limits that must be exact under concurrency —
 //! requests per day ([`Store::try_consume_request`]) and active sandboxes per user
-//! ([`Store::try_insert_sandbox_if_below`]) — each in a single atomic step, so that no
-//! check-then-act race can let a user past a limit. *Which* limit applies to a plan is policy
+//! ([`Store::try_insert_sandbox_if_below`], [`Store::try_resume_sandbox_if_below`]) — each in a
+//! single atomic step, so that no check-then-act race can let a user past a limit, whether the
+//! racers are tasks, processes or nodes (how each backend does it: the module docs of
+//! `sqlite.rs` and `postgres.rs`). *Which* limit applies to a plan is policy
 //! and belongs to the control plane.
 //!
 //! Secrets never reach the database: keys, tokens and session ids are stored as SHA-256 hashes
@@ -19,12 +22,14 @@
 //! | path | what lives there |
 //! |---|---|
 //! | `src/lib.rs` | the [`Store`] trait: every operation and its contract |
-//! | `src/model.rs` | records ([`User`], [`ApiKey`], [`Session`], [`SandboxRecord`], …), [`Plan`], the clock helpers [`now_ms`] and [`utc_day`] |
+//! | `src/model.rs` | records ([`User`], [`ApiKey`], [`Session`], [`SandboxRecord`], [`Node`], …), [`Plan`], the clock helpers [`now_ms`] and [`utc_day`] |
 //! | `src/error.rs` | [`StoreError`], the one error enum |
 //! | `src/keys.rs` | generating and hashing keys, tokens and session ids |
-//! | `src/sqlite.rs` | [`SqliteStore`]: opening `<data-dir>/cerver.db` (WAL, foreign keys, busy timeout), the queries |
-//! | `migrations/` | the SQLite schema, one `NNNN_name.sql` per step, embedded in the binary |
-//! | `tests/store.rs` | every operation against a real database file, concurrency included |
+//! | `src/sqlite.rs`, `src/sqlite/` | [`SqliteStore`]: opening `<data-dir>/cerver.db` (WAL, foreign keys, busy timeout), the queries |
+//! | `src/postgres.rs`, `src/postgres/` | [`PgStore`]: a pool on a Postgres URL, the queries (accounts, sandboxes, nodes) |
+//! | `src/shared.rs` | the embedded-migrations source and conversions both backends use |
+//! | `migrations/sqlite/`, `migrations/postgres/` | each backend's schema, one `NNNN_name.sql` per step, embedded in the binary |
+//! | `tests/store.rs` | every operation on both backends (a real file, a throw-away Postgres cluster from `tests/common/pg.rs`), concurrency included |
 //!
 //! # Conventions
 //!

@@ -102,6 +102,12 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Checks that `url` is one [`connect`](Self::connect) can use, without connecting.
+    pub fn check_url(url: &str) -> Result<()> {
+        url.parse::<PgConnectOptions>()?;
+        Ok(())
+    }
+
     /// Applies the embedded migrations not yet applied. Idempotent, and safe from several
     /// nodes at once: `sqlx` holds a Postgres advisory lock while it migrates.
     pub async fn migrate(&self) -> Result<()> {

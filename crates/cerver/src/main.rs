@@ -6,7 +6,11 @@
 //! - `settings`: the one [`settings::Settings`] type and its layers (file < env < flags).
 //! - `serve`: wiring the server together and the ordered shutdown.
 //! - `http`: the HTTP server loop with its connection bounds.
+//! - `cluster`: the cluster settings and the node's lease in the store.
+//! - `admin`: `cerver admin …`, on the data dir's SQLite or on `--database-url`.
 
+mod admin;
+mod cluster;
 mod http;
 mod serve;
 mod settings;
@@ -33,45 +37,13 @@ struct Cli {
 enum Command {
     /// Start the API server.
     Serve(Box<ServeArgs>),
-    /// Manage users and keys (works while the server runs on the same data dir).
-    Admin {
-        #[command(subcommand)]
-        command: AdminCommand,
-        /// The server's data directory.
-        #[arg(long, env = "CERVER_DATA_DIR", default_value = "./data", global = true)]
-        data_dir: PathBuf,
-    },
+    /// Manage users, keys and nodes (works while the server runs, on its data dir or on the
+    /// cluster's database).
+    Admin(admin::AdminArgs),
     /// Internal: build and supervise one sandbox (spawned by the server, which writes the
     /// sandbox configuration as JSON to its stdin: argv would be visible inside the sandbox).
     #[command(name = "__jail", hide = true)]
     Jail,
-}
-
-#[derive(Subcommand)]
-enum AdminCommand {
-    /// Create the user if needed and a new API key; prints the key alone on the last line.
-    CreateKey {
-        #[arg(long)]
-        email: String,
-        #[arg(long, default_value = "trial")]
-        plan: String,
-    },
-    /// Move a user to another plan (trial, free, pro); takes effect at once.
-    SetPlan {
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        plan: String,
-    },
-    /// Revoke a key, given whole (`--key`) or by its displayed prefix (`--prefix`).
-    RevokeKey {
-        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
-        key: Option<String>,
-        #[arg(long)]
-        prefix: Option<String>,
-    },
-    /// List users with their plans and key counts.
-    ListUsers,
 }
 
 #[derive(clap::Args)]
@@ -96,10 +68,10 @@ fn main() -> anyhow::Result<()> {
             let cfg = serde_json::from_str(&config).context("invalid jail configuration")?;
             std::process::exit(cerver_jail::helper::main(cfg));
         }
-        Command::Admin { command, data_dir } => tokio::runtime::Builder::new_current_thread()
+        Command::Admin(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(admin(command, data_dir)),
+            .block_on(admin::run(args)),
         Command::Serve(args) => {
             let settings = settings::load(args.config.as_deref(), &args.settings)?;
             if args.print_config {
@@ -151,55 +123,4 @@ pub(crate) fn lock_data_dir(
             dir.display()
         )
     })
-}
-
-async fn admin(command: AdminCommand, data_dir: PathBuf) -> anyhow::Result<()> {
-    use cerver_store::{KeyRef, Plan, SqliteStore, Store};
-    let store = SqliteStore::open(&data_dir)
-        .await
-        .context("open the database")?;
-    let plan_of = |p: &str| -> anyhow::Result<Plan> {
-        p.parse()
-            .map_err(|_| anyhow::anyhow!("unknown plan {p:?}: use trial, free or pro"))
-    };
-    match command {
-        AdminCommand::CreateKey { email, plan } => {
-            let (key, user) = cerver_control::accounts::create_key(&store, &email, plan_of(&plan)?)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("user {} ({}), plan {}", user.email, user.id, user.plan);
-            println!("{key}");
-        }
-        AdminCommand::SetPlan { email, plan } => {
-            let user = store
-                .set_plan(&email.to_lowercase(), plan_of(&plan)?)
-                .await?;
-            println!("{} is now on the {} plan", user.email, user.plan);
-        }
-        AdminCommand::RevokeKey { key, prefix } => {
-            let hash;
-            let which = match (&key, &prefix) {
-                (Some(k), _) => {
-                    hash = cerver_store::keys::hash_key(k);
-                    KeyRef::Hash(&hash)
-                }
-                (None, Some(p)) => KeyRef::Prefix(p),
-                (None, None) => anyhow::bail!("give --key or --prefix"),
-            };
-            let revoked = store.revoke_key(which).await?;
-            println!("revoked {}", revoked.prefix);
-        }
-        AdminCommand::ListUsers => {
-            for u in store.list_users().await? {
-                println!(
-                    "{}\t{}\t{}\tkeys: {} active / {} total",
-                    u.user.email, u.user.plan, u.user.id, u.active_keys, u.total_keys
-                );
-            }
-        }
-    }
-    store.close().await;
-    // Tell a running server that accounts changed (it drops its cached keys at once).
-    cerver_control::accounts::bump_generation(&data_dir).context("mark accounts as changed")?;
-    Ok(())
 }

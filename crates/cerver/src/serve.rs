@@ -65,25 +65,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     // The public port defaults to the listen port, known once bound.
     ports.public_port.get_or_insert(addr.port());
-    let sqlite = Arc::new(
-        cerver_store::SqliteStore::open(&data_dir)
-            .await
-            .context("open the database")?,
-    );
-    let store: Arc<dyn cerver_store::Store> = sqlite.clone();
+    let node_name = settings.cluster.node_name()?;
+    let store = cerver_store::open_store(
+        settings.cluster.database_url.as_deref(),
+        &data_dir,
+        Some(&node_name),
+    )
+    .await
+    .context("open the database")?;
     let mailer = cerver_mail::Mailer::new(&settings.mail.to_config()?, &data_dir)
         .context("mail configuration")?;
     let public_url = settings
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let accounts = Arc::new(
-        cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
-            .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
-                mails_per_hour: settings.auth.mails_per_hour,
-                lookups_per_minute: settings.auth.lookups_per_minute,
-            }),
-    );
+    let mut accounts = cerver_control::Accounts::new(store.clone(), mailer, public_url, &data_dir)
+        .with_client_limits(cerver_control::client_limits::ClientLimitConfig {
+            mails_per_hour: settings.auth.mails_per_hour,
+            lookups_per_minute: settings.auth.lookups_per_minute,
+        });
+    if settings.cluster.database_url.is_some() {
+        // Other nodes share the database: count requests there, exactly across all of them.
+        accounts = accounts.shared();
+    }
+    let accounts = Arc::new(accounts);
     accounts.start_usage_flusher();
     let control_cfg = cerver_control::ControlConfig {
         max_timeout_ms: settings.max_timeout_ms,
@@ -101,9 +106,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         trial_egress_rates,
         paused_retention: Duration::from_secs(settings.paused_retention_secs),
     };
-    let control = cerver_control::Control::new(runtime, store, control_cfg)
+    let control = cerver_control::Control::new(runtime, store.clone(), control_cfg)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let node = cerver_store::NodeInfo {
+        name: node_name,
+        advertise_url: settings.cluster.advertise_url.clone(),
+        capacity: Some(settings.max_sandboxes as u64),
+    };
+    // Weak: the heartbeat must not keep the control plane alive past shutdown.
+    let load = {
+        let control = Arc::downgrade(&control);
+        move || {
+            control
+                .upgrade()
+                .map_or(0, |c| c.live_sandbox_count() as u64)
+        }
+    };
+    let lease =
+        crate::cluster::NodeLease::start(store.clone(), node, settings.cluster.lease(), load)
+            .await?;
     let app = cerver_api::router(cerver_api::AppState {
         control: control.clone(),
         accounts: accounts.clone(),
@@ -144,7 +166,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     accounts.flush_usage().await;
     drop(accounts);
     drop(control);
-    sqlite.close().await;
+    // The lease is left to run out: a node restarting within it keeps its sandboxes.
+    drop(lease);
+    store.close().await;
     tracing::info!("shut down");
     Ok(())
 }

@@ -91,6 +91,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub workers: LimitOverrides,
     pub containers: LimitOverrides,
+    pub cluster: crate::cluster::ClusterSettings,
 }
 
 impl Settings {
@@ -151,6 +152,7 @@ impl Default for Settings {
             mail: MailSettings::default(),
             workers: LimitOverrides::default(),
             containers: LimitOverrides::default(),
+            cluster: crate::cluster::ClusterSettings::default(),
         }
     }
 }
@@ -328,7 +330,7 @@ impl LimitOverrides {
 
 /// The TOML type a raw environment or flag value becomes.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Str,
     Int,
     Float,
@@ -343,7 +345,12 @@ pub struct Key {
     kind: Kind,
 }
 
-const fn key(path: &'static str, env: &'static str, flag: &'static str, kind: Kind) -> Key {
+pub(crate) const fn key(
+    path: &'static str,
+    env: &'static str,
+    flag: &'static str,
+    kind: Kind,
+) -> Key {
     Key {
         path,
         env,
@@ -486,6 +493,7 @@ pub fn keys() -> impl Iterator<Item = &'static Key> {
         .chain(std::iter::once(&TIMEOUT_KEY))
         .chain(WORKER_KEYS.iter())
         .chain(CONTAINER_KEYS.iter())
+        .chain(crate::cluster::KEYS.iter())
 }
 
 /// The flags of every setting, as given on the command line (path, raw value).
@@ -557,6 +565,7 @@ pub fn load(file: Option<&Path>, flags: &SettingFlags) -> anyhow::Result<Setting
     }
     let settings = Settings::deserialize(toml::Value::Table(table)).context("invalid settings")?;
     settings.disk_cap_bytes()?;
+    settings.cluster.validate()?;
     Ok(settings)
 }
 
@@ -595,12 +604,14 @@ fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
     }
 }
 
-/// The settings as TOML, secrets (the SMTP password) redacted.
+/// The settings as TOML, secrets (the SMTP password, the metrics token, the cluster secret,
+/// the database password) redacted.
 pub fn printable(settings: &Settings) -> anyhow::Result<String> {
     let mut shown = settings.clone();
     if shown.mail.password.is_some() {
         shown.mail.password = Some("[redacted]".into());
     }
+    shown.cluster.redacted();
     if shown.metrics_token.is_some() {
         shown.metrics_token = Some("[redacted]".into());
     }

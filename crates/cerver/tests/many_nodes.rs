@@ -56,7 +56,7 @@ fn node(url: &str, name: &str, key: &str, extra: &[&str]) -> Server {
         SECRET,
     ];
     args.extend_from_slice(extra);
-    Server::launch(data_dir, &args, key.to_string())
+    Server::start_keyed(data_dir, key.to_string(), &args)
 }
 
 impl Cluster {

@@ -76,12 +76,11 @@ impl Server {
     pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Server {
         std::fs::create_dir_all(&data_dir).unwrap();
         let key = create_key(&data_dir, "tester@example.com", "pro");
-        Self::launch(data_dir, extra, key)
+        Self::start_keyed(data_dir, key, extra)
     }
 
-    /// Starts `cerver serve` on `data_dir` with a client for `key` (made by the caller).
-    pub fn launch(data_dir: PathBuf, extra: &[&str], key: String) -> Server {
-        std::fs::create_dir_all(&data_dir).unwrap();
+    /// Starts a server whose client sends `key` (made elsewhere, e.g. in a shared database).
+    pub fn start_keyed(data_dir: PathBuf, key: String, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cerver"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
