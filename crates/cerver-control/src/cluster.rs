@@ -44,11 +44,10 @@ pub struct ClusterConfig {
     pub advertise_url: String,
     /// What node-to-node requests carry; the same on every node.
     pub secret: String,
-    /// How long after its lease ran out a node's sandboxes answer 503 before they are
-    /// terminated.
+    /// How long after its lease ran out a node's sandboxes still answer 503 rather than 404
+    /// (the lease itself is the grace period a dead node's sandboxes get: while it runs,
+    /// forwarding to the node fails and answers 503).
     pub grace: Duration,
-    /// How often the lease is renewed (a third of the grace or less).
-    pub heartbeat: Duration,
 }
 
 /// Where a sandbox lives, as far as routing a request for it goes.
@@ -277,13 +276,17 @@ impl Cluster {
             return Ok(Placement::Here);
         }
         let nodes = self.nodes().await?;
-        Ok(placement_of(
-            owner,
-            &self.cfg.node,
-            &nodes,
-            now_ms(),
-            self.cfg.grace,
-        ))
+        let now = now_ms();
+        let placement = placement_of(owner, &self.cfg.node, &nodes, now, self.cfg.grace);
+        let dead = nodes
+            .iter()
+            .any(|n| Some(n.name.as_str()) == owner && !n.is_live(now));
+        if placement == Placement::Here && dead {
+            // Its node's lease has run out: end its sandboxes now rather than at the next
+            // sweep, so that the 404 and the user's freed sandbox slot come together.
+            self.sweep().await?;
+        }
+        Ok(placement)
     }
 
     /// Ends the sandboxes of nodes whose lease has run out (they answer 404 from then on and

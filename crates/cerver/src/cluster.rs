@@ -159,6 +159,52 @@ fn redact_password(url: &str) -> String {
     }
 }
 
+/// Routing between nodes (`cerver_control::cluster`), on in cluster mode: a shared database
+/// and a cluster secret. Also starts ending the sandboxes of nodes whose lease has run out
+/// (every third of the lease; the task ends with the returned value's last reference).
+pub fn routing(
+    settings: &ClusterSettings,
+    store: &Arc<dyn Store>,
+    node: String,
+    advertise_url: Option<String>,
+) -> Option<Arc<cerver_control::cluster::Cluster>> {
+    settings.database_url.as_ref()?;
+    let Some(secret) = settings.secret.clone() else {
+        tracing::warn!(
+            "--database-url without --cluster-secret: this node serves only the sandboxes it holds"
+        );
+        return None;
+    };
+    if advertise_url.is_none() {
+        tracing::warn!("no --advertise-url: other nodes cannot forward requests to this node");
+    }
+    let lease = settings.lease();
+    let cfg = cerver_control::cluster::ClusterConfig {
+        node,
+        advertise_url: advertise_url.unwrap_or_default(),
+        secret,
+        grace: Duration::ZERO,
+    };
+    let cluster = cerver_control::cluster::Cluster::new(cfg, store.clone());
+    let weak = Arc::downgrade(&cluster);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cluster) = weak.upgrade() else {
+                return;
+            };
+            match cluster.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(sandboxes = n, "ended the sandboxes of dead nodes"),
+                Err(e) => tracing::warn!("could not end the sandboxes of dead nodes: {e}"),
+            }
+        }
+    });
+    Some(cluster)
+}
+
 /// This node in the store: registered at start, its lease renewed until dropped.
 pub struct NodeLease {
     task: tokio::task::JoinHandle<()>,

@@ -109,9 +109,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let control = cerver_control::Control::new(runtime, store.clone(), control_cfg)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Other nodes reach this one at the advertised URL; by default the address it listens on
+    // (not usable for a wildcard address: then other nodes cannot forward here).
+    let advertise_url = settings
+        .cluster
+        .advertise_url
+        .clone()
+        .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}")));
     let node = cerver_store::NodeInfo {
-        name: node_name,
-        advertise_url: settings.cluster.advertise_url.clone(),
+        name: node_name.clone(),
+        advertise_url: advertise_url.clone(),
         capacity: Some(settings.max_sandboxes as u64),
     };
     // Weak: the heartbeat must not keep the control plane alive past shutdown.
@@ -126,10 +133,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let lease =
         crate::cluster::NodeLease::start(store.clone(), node, settings.cluster.lease(), load)
             .await?;
+    let cluster = crate::cluster::routing(&settings.cluster, &store, node_name, advertise_url);
     let app = cerver_api::router(cerver_api::AppState {
         control: control.clone(),
         accounts: accounts.clone(),
         metrics_token: settings.metrics_token.clone().filter(|t| !t.is_empty()),
+        cluster,
     });
     tracing::info!(%addr, "cerver listening");
     let limits = http::Limits {

@@ -11,9 +11,11 @@ mod pg;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Server, client_with_key, rand_suffix};
+use common::{Server, WEB_SERVER, client_with_key, rand_suffix};
+use futures::SinkExt;
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "cluster-secret-for-tests-0123456789";
 
@@ -35,7 +37,11 @@ fn admin(url: &str, args: &[&str]) -> std::process::Output {
 /// A key made by `cerver admin create-key --database-url` (no data dir).
 fn key(url: &str, email: &str, plan: &str) -> String {
     let out = admin(url, &["create-key", "--email", email, "--plan", plan]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -47,6 +53,20 @@ fn key(url: &str, email: &str, plan: &str) -> String {
 
 fn node(url: &str, name: &str, key: &str, extra: &[&str]) -> Server {
     let data_dir = std::env::temp_dir().join(format!("cerver-test-{name}-{}", rand_suffix()));
+    node_with(url, name, key, data_dir, extra)
+}
+
+fn node_in(url: &str, name: &str, key: &str, data_dir: std::path::PathBuf) -> Server {
+    node_with(url, name, key, data_dir, &[])
+}
+
+fn node_with(
+    url: &str,
+    name: &str,
+    key: &str,
+    data_dir: std::path::PathBuf,
+    extra: &[&str],
+) -> Server {
     let mut args = vec![
         "--database-url",
         url,
@@ -65,10 +85,17 @@ impl Cluster {
         let url = pg.url();
         // The first node creates the schema before the admin CLI and the others use it.
         let migrate = admin(&url, &["list-users"]);
-        assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+        assert!(
+            migrate.status.success(),
+            "{}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
         let key = key(&url, "tester@example.com", "pro");
         let names = ["a", "b", "c", "d"];
-        let nodes = names[..n].iter().map(|name| node(&url, name, &key, extra)).collect();
+        let nodes = names[..n]
+            .iter()
+            .map(|name| node(&url, name, &key, extra))
+            .collect();
         Cluster { nodes, pg }
     }
 
@@ -89,7 +116,10 @@ async fn any_node_serves_any_sandbox() {
     let [a, b, cc] = [&c.nodes[0], &c.nodes[1], &c.nodes[2]];
     let id = a.sandbox().await;
     // Runs through the other nodes land in the same sandbox.
-    assert_eq!(b.output(&id, "open('x','w').write('1'); print('hi')").await, "hi");
+    assert_eq!(
+        b.output(&id, "open('x','w').write('1'); print('hi')").await,
+        "hi"
+    );
     assert_eq!(cc.output(&id, "print(open('x').read())").await, "1");
     let r = b
         .client
@@ -144,7 +174,10 @@ async fn any_node_serves_any_sandbox() {
 
     // Background processes: started through b, listed and killed through c.
     let v = b
-        .run_with(&id, json!({"code": "import time\ntime.sleep(60)", "background": true}))
+        .run_with(
+            &id,
+            json!({"code": "import time\ntime.sleep(60)", "background": true}),
+        )
         .await;
     let pid = v["pid"].as_i64().expect("a pid");
     let (status, v) = cc.get(&format!("/sandbox/{id}/processes")).await;
@@ -189,7 +222,10 @@ async fn quotas_are_exact_across_nodes() {
     let statuses = futures::future::join_all(asks).await;
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!(limited, 50, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 404 || *s == 429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 404 || *s == 429),
+        "{statuses:?}"
+    );
 
     // A trial user never holds two sandboxes by creating on two nodes at once.
     let trial = key(&url, "trial2@example.com", "trial");
@@ -203,8 +239,15 @@ async fn quotas_are_exact_across_nodes() {
         }
     });
     let statuses = futures::future::join_all(creates).await;
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -223,14 +266,22 @@ async fn a_killed_node_answers_503_then_its_sandboxes_end() {
     let b = c.nodes.pop().unwrap();
     let b_dir = b.crash();
     let a = &c.nodes[0];
-    let r = client.get(a.url(&format!("/sandbox/{id}"))).send().await.unwrap();
+    let r = client
+        .get(a.url(&format!("/sandbox/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "node_unavailable", "{v}");
     // Once the lease has run out the sandbox is gone and no longer counts against the limit.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = client.get(a.url(&format!("/sandbox/{id}"))).send().await.unwrap();
+        let r = client
+            .get(a.url(&format!("/sandbox/{id}")))
+            .send()
+            .await
+            .unwrap();
         if r.status() == 404 {
             break;
         }
@@ -238,7 +289,12 @@ async fn a_killed_node_answers_503_then_its_sandboxes_end() {
         assert!(Instant::now() < deadline, "still {}", r.status());
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let r = client.post(a.url("/sandbox")).json(&json!({})).send().await.unwrap();
+    let r = client
+        .post(a.url("/sandbox"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     let _ = std::fs::remove_dir_all(b_dir);
 }
@@ -247,7 +303,11 @@ async fn a_killed_node_answers_503_then_its_sandboxes_end() {
 async fn a_drained_node_places_creates_elsewhere_and_secrets_are_checked() {
     let c = Cluster::start(2, &[]);
     let out = admin(&c.url(), &["drain", "--node", "a"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let a = &c.nodes[0];
     // The node table is re-read within a second.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -290,10 +350,80 @@ async fn the_port_proxy_reaches_a_sandbox_on_another_node() {
     let c = Cluster::start(2, &[]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     let id = a.sandbox_with(json!({"engine": "containers"})).await;
-    let (status, v) = b.get(&format!("/sandbox/{id}/host?port=8000")).await;
+    let (status, v) = b
+        .post(
+            &format!("/sandbox/{id}/files"),
+            json!({"path": "index.html", "content": "hello from a"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    b.run_with(&id, json!({"code": WEB_SERVER, "background": true}))
+        .await;
+    let (status, v) = b.get(&format!("/sandbox/{id}/host?port=8080")).await;
     assert_eq!(status, 200, "{v}");
     let host = v["host"].as_str().unwrap().to_string();
-    // Served by a's sandbox, asked of b.
-    let page = b.serve_and_fetch_page(&id, &host, "hello from a").await;
+    // Served by a's sandbox, asked of b (the server may take a moment to listen).
+    let mut page = String::new();
+    for _ in 0..100 {
+        let r = reqwest::Client::new()
+            .get(b.url("/index.html"))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            page = r.text().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(page, "hello from a");
+    // A WebSocket echo through b to a's sandbox.
+    let stream = tokio::net::TcpStream::connect(b.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut ws, response) = tokio_tungstenite::client_async(format!("ws://{host}/ws"), stream)
+        .await
+        .expect("the WebSocket upgrade went through both nodes");
+    assert_eq!(response.status(), 101);
+    for msg in [Message::text("hello"), Message::binary(vec![7u8; 70_000])] {
+        ws.send(msg.clone()).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an echo")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, msg);
+    }
+    let _ = ws.close(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_restarted_within_its_lease_keeps_its_sandboxes() {
+    let mut c = Cluster::start(2, &[]);
+    let b = c.nodes.pop().unwrap();
+    let id = b.sandbox().await;
+    b.output(&id, "open('kept','w').write('yes')").await;
+    let key = b.key.clone();
+    let dir = b.crash();
+    let b = node_in(&c.url(), "b", &key, dir);
+    let a = &c.nodes[0];
+    // a learns b's new address within a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v) = a
+            .post(
+                &format!("/sandbox/{id}/run"),
+                json!({"code": "print(open('kept').read())"}),
+            )
+            .await;
+        if status == 200 {
+            assert_eq!(v["output"], "yes", "{v}");
+            break;
+        }
+        assert_eq!(v["code"], "node_unavailable", "{v}");
+        assert!(Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(b);
 }

@@ -313,3 +313,70 @@ pub fn rand_suffix() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{}-{}-{}", std::process::id(), n, nanos)
 }
+
+/// A web server in the sandbox: `http.server` for files, plus a WebSocket echo on `/ws`
+/// written with the standard library (handshake with hashlib/base64, unmasked replies).
+pub const WEB_SERVER: &str = r#"
+import base64, hashlib, os, struct
+from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+class Handler(SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self.websocket()
+        return super().do_GET()
+
+    def recv_exact(self, n):
+        data = b""
+        while len(data) < n:
+            chunk = self.rfile.read(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def websocket(self):
+        key = self.headers["Sec-WebSocket-Key"]
+        accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            while True:
+                b0, b1 = self.recv_exact(2)
+                opcode, n = b0 & 0x0F, b1 & 0x7F
+                if n == 126:
+                    n = struct.unpack(">H", self.recv_exact(2))[0]
+                elif n == 127:
+                    n = struct.unpack(">Q", self.recv_exact(8))[0]
+                mask = self.recv_exact(4) if b1 & 0x80 else b"\0\0\0\0"
+                data = bytes(c ^ mask[i % 4] for i, c in enumerate(self.recv_exact(n)))
+                if opcode == 8:
+                    self.wfile.write(b"\x88\x00")
+                    return
+                header = bytes([0x80 | opcode])
+                if len(data) < 126:
+                    header += bytes([len(data)])
+                elif len(data) < 65536:
+                    header += bytes([126]) + struct.pack(">H", len(data))
+                else:
+                    header += bytes([127]) + struct.pack(">Q", len(data))
+                self.wfile.write(header + data)
+                self.wfile.flush()
+        except EOFError:
+            return
+        finally:
+            self.close_connection = True
+
+os.chdir(os.path.expanduser("~"))
+with open("server.pid", "w") as f:
+    f.write(str(os.getpid()))
+ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+"#;
