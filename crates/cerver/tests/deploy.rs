@@ -444,7 +444,7 @@ fn the_nodes_use_flags_and_variables_the_binary_has() {
 fn unit_value(unit: &str, key: &str) -> String {
     unit.lines()
         .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no {key}= in the unit"))
         .trim()
         .to_string()
@@ -588,4 +588,29 @@ fn the_systemd_unit_verifies() {
         assert!(text(&out).contains(message), "{to}: {}", text(&out));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The image installs the uv `scripts/setup` pins and builds with the workspace's Rust, and
+/// its entrypoint is what the pods' arguments follow (`serve ...`).
+#[test]
+fn the_image_follows_the_bare_host_setup() {
+    let read = |p: &str| std::fs::read_to_string(repo_root().join(p)).unwrap();
+    let dockerfile = read("deploy/kubernetes/Dockerfile");
+    let setup = read("scripts/setup");
+    let uv = setup
+        .lines()
+        .find_map(|l| l.strip_prefix("UV_VERSION="))
+        .expect("UV_VERSION");
+    assert!(dockerfile.contains(&format!("\"uv=={uv}\"")), "uv {uv}");
+    let cargo = read("Cargo.toml");
+    let rust = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("rust-version")
+        .trim_matches('"');
+    assert!(
+        dockerfile.contains(&format!("FROM rust:{rust}-bookworm ")),
+        "Rust {rust}"
+    );
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/cerver"]"#));
 }
