@@ -56,8 +56,8 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The documents of `files`, each with the file it came from.
-fn load(files: &[PathBuf]) -> Vec<(String, Value)> {
+/// The documents of `files`.
+fn load(files: &[PathBuf]) -> Vec<Value> {
     let out = Command::new(venv_python())
         .arg(repo_root().join("tests/python/yaml_to_json.py"))
         .args(files)
@@ -65,30 +65,21 @@ fn load(files: &[PathBuf]) -> Vec<(String, Value)> {
         .expect("run yaml_to_json.py");
     assert!(out.status.success(), "yaml_to_json.py: {}", text(&out));
     let docs: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON");
-    docs.into_iter()
-        .map(|d| (d["file"].as_str().unwrap().to_string(), d["doc"].clone()))
-        .collect()
+    docs.into_iter().map(|d| d["doc"].clone()).collect()
 }
 
 /// The files `kubectl apply -k` applies (kustomization.yaml's resources), then the Secret's
 /// example (which it does not apply, but the pods read a Secret of that shape).
 fn manifest_files() -> Vec<PathBuf> {
     let kustomization = load(&[kube_dir().join("kustomization.yaml")]);
-    let mut files: Vec<PathBuf> = kustomization[0].1["resources"]
-        .as_array()
-        .expect("resources")
-        .iter()
-        .map(|r| kube_dir().join(r.as_str().unwrap()))
-        .collect();
+    let resources = strs(&kustomization[0]["resources"]);
+    let mut files: Vec<PathBuf> = resources.iter().map(|r| kube_dir().join(r)).collect();
     files.push(kube_dir().join("secret.example.yaml"));
     files
 }
 
 fn manifests() -> Vec<Value> {
     load(&manifest_files())
-        .into_iter()
-        .map(|(_, d)| d)
-        .collect()
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -196,7 +187,7 @@ fn the_kustomization_lists_every_manifest_and_the_image() {
         .unwrap()
         .to_string();
     let name = image.split(':').next().unwrap();
-    assert_eq!(kustomization[0].1["images"][0]["name"], name);
+    assert_eq!(kustomization[0]["images"][0]["name"], name);
 }
 
 #[test]
@@ -365,69 +356,80 @@ fn flags_of<'a>(args: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// The strings of a YAML list.
+fn strs(list: &Value) -> Vec<&str> {
+    let items = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"));
+    items.iter().map(|a| a.as_str().unwrap()).collect()
+}
+
+/// The names of a container's `env`.
+fn env_of(c: &Value) -> BTreeSet<&str> {
+    let env = c["env"].as_array().expect("env");
+    env.iter().map(|e| e["name"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn the_nodes_args_use_only_variables_of_the_pod() {
+    let docs = manifests();
+    let c = cerver_container(&docs);
+    let env = env_of(c);
+    // Kubernetes leaves a $(VAR) of an undefined variable as it is.
+    let mut used = 0;
+    for arg in strs(&c["args"]) {
+        for (i, _) in arg.match_indices("$(") {
+            let var = &arg[i + 2..i + arg[i..].find(')').unwrap()];
+            assert!(env.contains(var), "{arg}: {var} is not in the pod's env");
+            used += 1;
+        }
+    }
+    assert!(used >= 2, "the node name and address come from the pod");
+}
+
 #[test]
 fn the_nodes_use_flags_and_variables_the_binary_has() {
     let (flags, envs) = serve_help();
-    assert!(
-        flags.contains("--listen") && envs.contains("CERVER_LISTEN"),
-        "{flags:?}"
-    );
+    assert!(flags.contains("--listen") && envs.contains("CERVER_LISTEN"));
     let docs = manifests();
     let c = cerver_container(&docs);
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = strs(&c["args"]);
     assert_eq!(args[0], "serve");
-    for f in flags_of(args.iter().copied()) {
+    for f in flags_of(args) {
         assert!(
             flags.contains(&f),
-            "the pods pass {f}, which `cerver serve` does not have"
+            "the pods pass {f}: not a flag of `cerver serve`"
         );
     }
-    let pod_env: BTreeSet<&str> = c["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["name"].as_str().unwrap())
-        .collect();
-    for name in pod_env.iter().filter(|n| n.starts_with("CERVER_")) {
+    for name in env_of(c).into_iter().filter(|n| n.starts_with("CERVER_")) {
         assert!(
-            envs.contains(*name),
-            "the pods set {name}, which `cerver serve` does not read"
+            envs.contains(name),
+            "the pods set {name}: `cerver serve` does not read it"
         );
     }
-    // Kubernetes leaves a $(VAR) of an undefined variable as it is.
-    for arg in &args {
-        for (i, _) in arg.match_indices("$(") {
-            let var = &arg[i + 2..i + arg[i..].find(')').unwrap()];
-            assert!(
-                pod_env.contains(var),
-                "{arg}: {var} is not in the pod's env"
-            );
-        }
-    }
+}
 
+#[test]
+fn the_systemd_unit_uses_flags_and_variables_the_binary_has() {
+    let (flags, envs) = serve_help();
     let unit = std::fs::read_to_string(repo_root().join("deploy/systemd/cerver.service")).unwrap();
     let exec = unit_value(&unit, "ExecStart");
-    let exec_args: Vec<&str> = exec.split_whitespace().collect();
-    assert_eq!(exec_args[..2], ["/usr/local/bin/cerver", "serve"], "{exec}");
-    for f in flags_of(exec_args.iter().copied()) {
-        assert!(
-            flags.contains(&f),
-            "the unit passes {f}, which `cerver serve` does not have"
-        );
-    }
+    let args: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(args[..2], ["/usr/local/bin/cerver", "serve"], "{exec}");
     let data_dir = format!(
         "--data-dir=/var/lib/{}",
         unit_value(&unit, "StateDirectory")
     );
     assert!(
-        exec_args.contains(&data_dir.as_str()),
+        args.contains(&data_dir.as_str()),
         "{exec}: not the StateDirectory"
     );
+    for f in flags_of(args) {
+        assert!(
+            flags.contains(&f),
+            "the unit passes {f}: not a flag of `cerver serve`"
+        );
+    }
     // Every variable the env file names, set or commented out.
     let env_file = std::fs::read_to_string(repo_root().join("deploy/systemd/cerver.env")).unwrap();
     let named = env_names(&env_file);
@@ -435,7 +437,7 @@ fn the_nodes_use_flags_and_variables_the_binary_has() {
     for name in named {
         assert!(
             envs.contains(&name),
-            "cerver.env names {name}, which `cerver serve` does not read"
+            "cerver.env names {name}: `cerver serve` does not read it"
         );
     }
 }
@@ -450,33 +452,22 @@ fn unit_value(unit: &str, key: &str) -> String {
         .to_string()
 }
 
-/// The port of `--listen=HOST:PORT` in the nodes' arguments.
-fn listen_port(c: &Value) -> u64 {
-    let args = c["args"].as_array().unwrap();
-    let listen = args
-        .iter()
-        .find_map(|a| a.as_str()?.strip_prefix("--listen="))
-        .expect("--listen");
-    listen.rsplit(':').next().unwrap().parse().unwrap()
+/// The value of `--flag=VALUE` in `args`.
+fn flag_value<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
 }
 
 #[tokio::test]
 async fn the_probes_and_ports_line_up_with_the_server() {
     let docs = manifests();
     let c = cerver_container(&docs);
-    let port = listen_port(c);
-    let http = c["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "http")
-        .unwrap();
-    assert_eq!(http["containerPort"], port);
-    let advertise = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find_map(|a| a.as_str()?.strip_prefix("--advertise-url="));
+    let args = strs(&c["args"]);
+    let listen = flag_value(&args, "--listen").expect("--listen");
+    let port: u64 = listen.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(c["ports"][0]["name"], "http");
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    let advertise = flag_value(&args, "--advertise-url");
     assert_eq!(advertise, Some(format!("http://$(POD_IP):{port}").as_str()));
     // Exposed ports' URLs carry the listen port unless --sandbox-public-port says otherwise.
     let svc = find(&docs, "Service", "cerver");
@@ -496,9 +487,8 @@ async fn the_probes_and_ports_line_up_with_the_server() {
 }
 
 /// The seconds of `--shutdown-grace-secs=N` in `args`, or the default.
-fn shutdown_grace<'a>(args: impl IntoIterator<Item = &'a str>) -> u64 {
-    args.into_iter()
-        .find_map(|a| a.strip_prefix("--shutdown-grace-secs="))
+fn shutdown_grace(args: &[&str]) -> u64 {
+    flag_value(args, "--shutdown-grace-secs")
         .map_or(DEFAULT_SHUTDOWN_GRACE_SECS, |s| s.parse().unwrap())
 }
 
@@ -507,20 +497,10 @@ fn the_stop_timeouts_cover_the_servers_shutdown() {
     let docs = manifests();
     let pod = &find(&docs, "DaemonSet", "cerver")["spec"]["template"]["spec"];
     let c = cerver_container(&docs);
-    let args = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap());
-    let pre_stop: Vec<&str> = c["lifecycle"]["preStop"]["exec"]["command"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let pre_stop = strs(&c["lifecycle"]["preStop"]["exec"]["command"]);
     assert_eq!(pre_stop[0], "sleep");
     let needed = pre_stop[1].parse::<u64>().unwrap()
-        + shutdown_grace(args)
+        + shutdown_grace(&strs(&c["args"]))
         + AFTER_GRACE_SECS
         + STOP_MARGIN_SECS;
     let given = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
@@ -536,7 +516,8 @@ fn the_stop_timeouts_cover_the_servers_shutdown() {
         .find_map(|l| l.strip_prefix("CERVER_SHUTDOWN_GRACE_SECS="))
         .map_or(DEFAULT_SHUTDOWN_GRACE_SECS, |s| s.trim().parse().unwrap());
     let exec = unit_value(&unit, "ExecStart");
-    let grace = grace.max(shutdown_grace(exec.split_whitespace()));
+    let exec_args: Vec<&str> = exec.split_whitespace().collect();
+    let grace = grace.max(shutdown_grace(&exec_args));
     let timeout: u64 = unit_value(&unit, "TimeoutStopSec").parse().unwrap();
     assert!(
         timeout >= grace + AFTER_GRACE_SECS + STOP_MARGIN_SECS,
