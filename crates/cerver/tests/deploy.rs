@@ -175,7 +175,11 @@ fn the_kustomization_lists_every_manifest_and_the_image() {
     for entry in std::fs::read_dir(kube_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("kustomization.yaml") {
-            assert!(listed.contains(&path), "{} is not applied", path.display());
+            assert!(
+                listed.contains(&path),
+                "{} is not in kustomization.yaml",
+                path.display()
+            );
         }
     }
     for path in &listed {
