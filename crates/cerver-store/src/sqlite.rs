@@ -1,9 +1,8 @@
 //! [`SqliteStore`]: the [`Store`] on one SQLite file, `<data-dir>/cerver.db`.
 //!
-//! Longer than the ~600-line aim: it is the one `impl Store` block, one short method per
-//! trait method, kept together so each atomic statement sits beside its siblings; the
-//! dashboard's queries already live in `sqlite/dashboard.rs`, and the next backend's split
-//! (Postgres) is the moment to move accounts/usage/sandboxes into modules of their own.
+//! The `impl Store` block is here with the usage and sandbox statements (the atomic ones side
+//! by side); users, keys, tokens and sessions are in `sqlite/accounts.rs`, the dashboard's
+//! queries in `sqlite/dashboard.rs`, the nodes in `sqlite/nodes.rs`.
 //!
 //! The file is opened in WAL mode, so readers never block the writer and the server and an
 //! admin CLI can use it at once; writers queue on SQLite's write lock for up to the busy
@@ -33,6 +32,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Executor, Row, Sqlite};
 
+mod accounts;
 mod dashboard;
 mod nodes;
 
@@ -40,9 +40,9 @@ use crate::Store;
 use crate::error::{Result, StoreError};
 use crate::model::{
     ApiKey, KeyRef, NewSandbox, Node, NodeInfo, Plan, SandboxRecord, Session, TokenKind, User,
-    UserSummary, normalize_email, now_ms,
+    UserSummary,
 };
-use crate::shared::{Embedded, count, new_id, sql_limit};
+use crate::shared::{Embedded, count, sql_limit};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE_NAME: &str = "cerver.db";
@@ -199,38 +199,6 @@ fn is_busy(err: &sqlx::Error) -> bool {
     }
 }
 
-// Column lists, aliased so that rows of joins decode with the same functions. `RETURNING`
-// cannot name a table, hence the unqualified forms.
-macro_rules! user_columns {
-    () => {
-        "u.id AS u_id, u.email AS u_email, u.plan AS u_plan, u.created_at AS u_created_at"
-    };
-}
-macro_rules! user_returning {
-    () => {
-        "id AS u_id, email AS u_email, plan AS u_plan, created_at AS u_created_at"
-    };
-}
-macro_rules! key_columns {
-    () => {
-        "k.id AS k_id, k.user_id AS k_user_id, k.prefix AS k_prefix, \
-         k.created_at AS k_created_at, k.revoked_at AS k_revoked_at, k.name AS k_name, \
-         k.last_used_at AS k_last_used_at"
-    };
-}
-macro_rules! key_returning {
-    () => {
-        "id AS k_id, user_id AS k_user_id, prefix AS k_prefix, \
-         created_at AS k_created_at, revoked_at AS k_revoked_at, name AS k_name, \
-         last_used_at AS k_last_used_at"
-    };
-}
-macro_rules! session_columns {
-    () => {
-        "s.id_hash AS s_id_hash, s.user_id AS s_user_id, s.created_at AS s_created_at, \
-         s.expires_at AS s_expires_at"
-    };
-}
 /// A sandbox that is not paused (pause state lives in the durable JSON; see
 /// [`Store::set_sandbox_paused`]).
 macro_rules! unpaused {
@@ -243,36 +211,6 @@ macro_rules! sandbox_columns {
     () => {
         "id, user_id, engine, created_at, expires_at, deleted_at, metadata, durable, node"
     };
-}
-
-fn user_from(row: &SqliteRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("u_id")?,
-        email: row.try_get("u_email")?,
-        plan: row.try_get::<&str, _>("u_plan")?.parse()?,
-        created_at: row.try_get("u_created_at")?,
-    })
-}
-
-fn key_from(row: &SqliteRow) -> Result<ApiKey> {
-    Ok(ApiKey {
-        id: row.try_get("k_id")?,
-        user_id: row.try_get("k_user_id")?,
-        prefix: row.try_get("k_prefix")?,
-        created_at: row.try_get("k_created_at")?,
-        revoked_at: row.try_get("k_revoked_at")?,
-        name: row.try_get("k_name")?,
-        last_used_at: row.try_get("k_last_used_at")?,
-    })
-}
-
-fn session_from(row: &SqliteRow) -> Result<Session> {
-    Ok(Session {
-        id_hash: row.try_get("s_id_hash")?,
-        user_id: row.try_get("s_user_id")?,
-        created_at: row.try_get("s_created_at")?,
-        expires_at: row.try_get("s_expires_at")?,
-    })
 }
 
 fn sandbox_from(row: &SqliteRow) -> Result<SandboxRecord> {
@@ -321,149 +259,35 @@ where
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_user_if_missing(&self, email: &str, plan: Plan) -> Result<User> {
-        let email = normalize_email(email)?;
-        // Racing callers both insert; one wins, the other does nothing, both read the winner.
-        sqlx::query(
-            "INSERT INTO users (id, email, plan, created_at) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(new_id())
-        .bind(&email)
-        .bind(plan.as_str())
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
-        self.user_by_email(&email)
-            .await?
-            .ok_or(StoreError::UserNotFound)
+        accounts::create_user_if_missing(&self.pool, email, plan).await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        let email = normalize_email(email)?;
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users u WHERE u.email = ?1"
-        ))
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(user_from).transpose()
+        accounts::user_by_email(&self.pool, email).await
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            " FROM users u WHERE u.id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(user_from).transpose()
+        accounts::user_by_id(&self.pool, id).await
     }
 
     async fn set_plan(&self, email: &str, plan: Plan) -> Result<User> {
-        let email = normalize_email(email)?;
-        let row = sqlx::query(concat!(
-            "UPDATE users SET plan = ?1 WHERE email = ?2 RETURNING ",
-            user_returning!()
-        ))
-        .bind(plan.as_str())
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(user_from)
-            .transpose()?
-            .ok_or(StoreError::UserNotFound)
+        accounts::set_plan(&self.pool, email, plan).await
     }
 
     async fn list_users(&self) -> Result<Vec<UserSummary>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            user_columns!(),
-            ", COUNT(k.id) AS total_keys, COUNT(k.id) - COUNT(k.revoked_at) AS active_keys \
-             FROM users u LEFT JOIN api_keys k ON k.user_id = u.id \
-             GROUP BY u.id ORDER BY u.created_at, u.email"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UserSummary {
-                    user: user_from(row)?,
-                    active_keys: count(row.try_get("active_keys")?),
-                    total_keys: count(row.try_get("total_keys")?),
-                })
-            })
-            .collect()
+        accounts::list_users(&self.pool).await
     }
 
     async fn insert_key(&self, user_id: &str, prefix: &str, hash: &str) -> Result<ApiKey> {
-        let row = sqlx::query(concat!(
-            "INSERT INTO api_keys (id, user_id, prefix, hash, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING ",
-            key_returning!()
-        ))
-        .bind(new_id())
-        .bind(user_id)
-        .bind(prefix)
-        .bind(hash)
-        .bind(now_ms())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| StoreError::from_insert(e, "API key hash"))?;
-        key_from(&row)
+        accounts::insert_key(&self.pool, user_id, prefix, hash).await
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<(ApiKey, User)>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            ", ",
-            user_columns!(),
-            " FROM api_keys k JOIN users u ON u.id = k.user_id \
-             WHERE k.hash = ?1 AND k.revoked_at IS NULL"
-        ))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| Ok((key_from(&row)?, user_from(&row)?)))
-            .transpose()
+        accounts::key_by_hash(&self.pool, hash).await
     }
 
     async fn revoke_key(&self, key: KeyRef<'_>) -> Result<ApiKey> {
-        let (select, value) = match key {
-            KeyRef::Id(v) => ("SELECT id FROM api_keys WHERE id = ?1", v),
-            KeyRef::Prefix(v) => ("SELECT id FROM api_keys WHERE prefix = ?1", v),
-            KeyRef::Hash(v) => ("SELECT id FROM api_keys WHERE hash = ?1", v),
-        };
-        let ids: Vec<String> = sqlx::query_scalar(select)
-            .bind(value)
-            .fetch_all(&self.pool)
-            .await?;
-        let id = match ids.as_slice() {
-            [] => return Err(StoreError::KeyNotFound),
-            [id] => id,
-            many => {
-                return Err(StoreError::AmbiguousKey {
-                    matches: many.len() as u64,
-                });
-            }
-        };
-        let row = sqlx::query(concat!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2 RETURNING ",
-            key_returning!()
-        ))
-        .bind(now_ms())
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref()
-            .map(key_from)
-            .transpose()?
-            .ok_or(StoreError::KeyNotFound)
+        accounts::revoke_key(&self.pool, key).await
     }
 
     async fn set_key_name(&self, key_id: &str, name: Option<&str>) -> Result<bool> {
@@ -475,15 +299,7 @@ impl Store for SqliteStore {
     }
 
     async fn keys_of(&self, user_id: &str) -> Result<Vec<ApiKey>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            key_columns!(),
-            " FROM api_keys k WHERE k.user_id = ?1 ORDER BY k.created_at, k.id"
-        ))
-        .bind(user_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(key_from).collect()
+        accounts::keys_of(&self.pool, user_id).await
     }
 
     async fn insert_token(
@@ -493,20 +309,7 @@ impl Store for SqliteStore {
         email: &str,
         expires_at: i64,
     ) -> Result<()> {
-        let email = normalize_email(email)?;
-        sqlx::query(
-            "INSERT INTO one_time_tokens (hash, kind, email, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .bind(hash)
-        .bind(kind.as_str())
-        .bind(email)
-        .bind(now_ms())
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::from_insert(e, "token hash"))?;
-        Ok(())
+        accounts::insert_token(&self.pool, hash, kind, email, expires_at).await
     }
 
     async fn consume_token(&self, hash: &str, kind: TokenKind, now: i64) -> Result<Option<String>> {
@@ -528,41 +331,11 @@ impl Store for SqliteStore {
         user_id: &str,
         expires_at: i64,
     ) -> Result<Session> {
-        let session = Session {
-            id_hash: id_hash.to_owned(),
-            user_id: user_id.to_owned(),
-            created_at: now_ms(),
-            expires_at,
-        };
-        sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, created_at, expires_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(&session.id_hash)
-        .bind(&session.user_id)
-        .bind(session.created_at)
-        .bind(session.expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::from_insert(e, "session"))?;
-        Ok(session)
+        accounts::insert_session(&self.pool, id_hash, user_id, expires_at).await
     }
 
     async fn session(&self, id_hash: &str, now: i64) -> Result<Option<(Session, User)>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            session_columns!(),
-            ", ",
-            user_columns!(),
-            " FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id_hash = ?1 AND s.expires_at > ?2"
-        ))
-        .bind(id_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| Ok((session_from(&row)?, user_from(&row)?)))
-            .transpose()
+        accounts::session(&self.pool, id_hash, now).await
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool> {
@@ -574,17 +347,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, now: i64) -> Result<u64> {
-        let tokens = sqlx::query(
-            "DELETE FROM one_time_tokens WHERE expires_at <= ?1 OR used_at IS NOT NULL",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(tokens.rows_affected() + sessions.rows_affected())
+        accounts::purge_expired(&self.pool, now).await
     }
 
     async fn try_consume_request(&self, user_id: &str, day: i64, limit: u64) -> Result<u64> {

@@ -252,3 +252,30 @@ async fn two_nodes_on_one_database_share_exact_quotas_and_revocations() {
         }
     }
 }
+
+/// Single-node SQLite mode registers its node too, so `cerver admin nodes` answers the same
+/// everywhere; a wrong database URL is a clear error.
+#[test]
+fn a_sqlite_server_lists_its_node_and_a_bad_url_is_refused() {
+    let server = Server::start_with(&["--node-name", "solo"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_cerver"))
+        .args(["admin", "nodes", "--data-dir"])
+        .arg(&server.data_dir)
+        .env_remove("CERVER_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("solo "))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..4], ["solo", "-", "alive", "no"]);
+
+    let (out, _) = admin("mysql://db/cerver", &["nodes"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("postgres://"), "{err}");
+}
