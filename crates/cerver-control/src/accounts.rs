@@ -400,7 +400,11 @@ impl Accounts {
         let now = now_ms();
         let day = utc_day(now);
         if !charge {
-            let used = self.store.requests_on(&user.id, day).await.map_err(store_err)?;
+            let used = self
+                .store
+                .requests_on(&user.id, day)
+                .await
+                .map_err(store_err)?;
             let remaining = limits.requests_per_day.saturating_sub(used);
             let usage = usage_at(limits.requests_per_day, remaining, now);
             return Ok((Caller { user, limits }, usage));

@@ -22,6 +22,7 @@ use tempfile::TempDir;
 
 use common::Db;
 use nodes::{
+    dead_nodes_sandboxes_end_and_labels_find_their_node,
     nodes_register_renew_their_lease_and_drain,
     one_sandbox_slot_claimed_on_three_nodes_at_once_goes_once, quota_is_exact_across_three_nodes,
     sandboxes_belong_to_the_node_that_recorded_them,
@@ -956,4 +957,5 @@ both! {
     sandboxes_belong_to_the_node_that_recorded_them,
     quota_is_exact_across_three_nodes,
     one_sandbox_slot_claimed_on_three_nodes_at_once_goes_once,
+    dead_nodes_sandboxes_end_and_labels_find_their_node,
 }

@@ -207,3 +207,62 @@ pub async fn one_sandbox_slot_claimed_on_three_nodes_at_once_goes_once(db: Db) {
         1
     );
 }
+
+pub async fn dead_nodes_sandboxes_end_and_labels_find_their_node(db: Db) {
+    let a = db.open_as(2, Some("node-a")).await;
+    let b = db.open_as(2, Some("node-b")).await;
+    let alice = user(&*a, "alice@example.com").await;
+    let now = now_ms();
+    for (store, name) in [(&a, "node-a"), (&b, "node-b")] {
+        store
+            .register_node(&info(name, "http://127.0.0.1:1", None), now, LEASE)
+            .await
+            .unwrap();
+    }
+    let on_a = "0a1b2c3d-0000-4000-8000-000000000001";
+    let on_b = "9f8e7d6c-0000-4000-8000-000000000002";
+    a.insert_sandbox(sandbox(on_a, &alice.id, now, now + HOUR))
+        .await
+        .unwrap();
+    b.insert_sandbox(sandbox(on_b, &alice.id, now, now + HOUR))
+        .await
+        .unwrap();
+
+    // Labels (an id's first hex digits) find the holding node; wildcards find nothing.
+    assert_eq!(
+        a.node_of_label("0a1b2c3d").await.unwrap().as_deref(),
+        Some("node-a")
+    );
+    assert_eq!(
+        a.node_of_label("9F8E7D6C").await.unwrap().as_deref(),
+        Some("node-b")
+    );
+    for nothing in ["", "%", "0a1b%", "_a1b2c3d", "ffffffff"] {
+        assert_eq!(a.node_of_label(nothing).await.unwrap(), None, "{nothing:?}");
+    }
+
+    // While every lease runs nothing ends; once b's has run out, a ends b's sandboxes (never
+    // its own), once.
+    assert_eq!(
+        a.end_sandboxes_of_dead_nodes("node-a", now).await.unwrap(),
+        0
+    );
+    let later = now + LEASE;
+    a.heartbeat_node("node-a", later, LEASE, 1).await.unwrap();
+    assert_eq!(
+        a.end_sandboxes_of_dead_nodes("node-a", later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        a.end_sandboxes_of_dead_nodes("node-a", later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(a.sandbox(on_b).await.unwrap().unwrap().deleted_at.is_some());
+    assert!(a.sandbox(on_a).await.unwrap().unwrap().deleted_at.is_none());
+    assert_eq!(a.node_of_label("9f8e7d6c").await.unwrap(), None);
+    assert_eq!(a.active_sandbox_count(&alice.id, later).await.unwrap(), 1);
+}
