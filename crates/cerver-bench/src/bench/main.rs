@@ -78,6 +78,10 @@ struct Args {
     /// Creates (and runs) timed at each memory level.
     #[arg(long, default_value_t = 10)]
     level_probes: usize,
+    /// Workspace image size (MiB) of the memory levels' sandboxes (`--workers-workspace-mb`
+    /// of their server).
+    #[arg(long, default_value_t = 64)]
+    levels_workspace_mb: u64,
     /// Pause before each memory snapshot, in ms.
     #[arg(long, default_value_t = 1000)]
     settle_ms: u64,
@@ -291,7 +295,7 @@ async fn warm_server(args: &Args, report: &mut Report) -> anyhow::Result<bool> {
     Ok(unavailable.is_none())
 }
 
-/// On a server without a pool: cold creates, then the memory levels.
+/// On servers without a pool: cold creates, then the memory levels.
 async fn cold_server(args: &Args, containers: bool, report: &mut Report) -> anyhow::Result<()> {
     let gap = Duration::from_millis(args.create_gap_ms);
     let levels = args.levels();
@@ -316,19 +320,44 @@ async fn cold_server(args: &Args, containers: bool, report: &mut Report) -> anyh
         let cold_creates = latency::cold_creates(&cold, args.cold_iterations, gap, "containers");
         report.ours.push(cold_creates.await?);
     }
+    drop(cold);
     if levels.is_empty() {
         report
             .notes
             .push("memory levels skipped (--max-level 0)".into());
         return Ok(());
     }
+    // A third server for the levels: its sandboxes' images are smaller than the default, since
+    // the server refuses a sandbox unless 10% of its disk stays free with every image grown
+    // to its full size (1,000 x 1 GiB is more than this machine's disk).
+    let workspace = args.levels_workspace_mb.to_string();
+    progress(&format!(
+        "starting {} --pool-size 0 --max-sandboxes {max_sandboxes} --workers-workspace-mb {workspace}",
+        args.server.display()
+    ));
+    let server = Server::start_with(
+        &args.server,
+        0,
+        "levels",
+        &[
+            "--max-sandboxes",
+            &max_sandboxes,
+            "--workers-workspace-mb",
+            &workspace,
+        ],
+    )?;
+    report.notes.push(format!(
+        "memory levels: a server with --workers-workspace-mb {workspace} (images of that size; \
+         the default 1 GiB would need about {} GiB of free disk for {max} sandboxes)",
+        max * 11 / 10
+    ));
     let mut users = Vec::new();
     for i in 0..max.div_ceil(scale::PER_USER) + 1 {
-        let key = cold.mint_key(&args.server, &format!("bench{i}@example.com"))?;
-        users.push(cold.api_with_key(&key)?);
+        let key = server.mint_key(&args.server, &format!("bench{i}@example.com"))?;
+        users.push(server.api_with_key(&key)?);
     }
     let settle = Duration::from_millis(args.settle_ms);
-    report.memory = scale::memory(&cold, &users, &levels, args.level_probes, settle).await?;
+    report.memory = scale::memory(&server, &users, &levels, args.level_probes, settle).await?;
     Ok(())
 }
 
