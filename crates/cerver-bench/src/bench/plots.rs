@@ -206,10 +206,10 @@ fn memory(report: &Report, path: &Path) -> anyhow::Result<()> {
                 .collect(),
         ),
     ];
-    let max_mib = lines
-        .iter()
-        .flat_map(|(_, p)| p.iter().map(|p| p.1))
-        .fold(1.0, f64::max);
+    let values = || lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.1));
+    let max_mib = values().fold(1.0, f64::max);
+    // The MemAvailable drop can be negative at a small level (the page cache moved more).
+    let min_mib = values().fold(0.0, f64::min);
     let root = BitMapBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = ChartBuilder::on(&root)
@@ -217,7 +217,10 @@ fn memory(report: &Report, path: &Path) -> anyhow::Result<()> {
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d((5.0..max_n * 1.6).log_scale(), 0f64..max_mib * 1.25)
+        .build_cartesian_2d(
+            (5.0..max_n * 1.6).log_scale(),
+            min_mib * 1.25..max_mib * 1.25,
+        )
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -246,4 +249,76 @@ fn memory(report: &Report, path: &Path) -> anyhow::Result<()> {
     legend(&mut chart)?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use cerver_bench::stats::Summary;
+
+    use super::*;
+    use crate::report::Series;
+    use crate::scale::{Level, Memory, Throughput};
+
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
+    /// Every plot is drawn as a PNG, a negative MemAvailable drop included (it happens at
+    /// small levels).
+    #[test]
+    fn draws_every_plot() {
+        let summary = Summary::of(&ms(&[1, 2, 3])).unwrap();
+        let level = |sandboxes, mem_available| Level {
+            sandboxes,
+            pss: 9.6,
+            pss_anon: 9.5,
+            cgroup: Some(9.3),
+            mem_available,
+            processes: 5 * sandboxes,
+            server_rss: 20.0,
+            server_pss: 15.0,
+            create: summary.clone(),
+            run: summary.clone(),
+        };
+        let report = Report {
+            machine: serde_json::json!({}),
+            command: String::new(),
+            baselines: vec![Series::new("bare", "A", ms(&[5, 6, 7]))],
+            ours: vec![
+                Series::new("run", "run", ms(&[2, 3, 4])),
+                Series::new("create", "create", ms(&[1, 1, 2])),
+            ],
+            skipped: Vec::new(),
+            first_install: None,
+            throughput: [1, 4]
+                .map(|clients| Throughput {
+                    clients,
+                    runs: 100 * clients,
+                    secs: 1.0,
+                    latency: summary.clone(),
+                })
+                .into(),
+            throughput_failure: None,
+            memory: Memory {
+                levels: vec![level(10, -16.0), level(100, 8.4)],
+                failure: None,
+            },
+            notes: Vec::new(),
+            elapsed: Duration::ZERO,
+        };
+        let dir = std::env::temp_dir().join(format!("cerver-bench-plots-{}", std::process::id()));
+        let files = draw(&report, &dir).unwrap();
+        assert_eq!(files.len(), 3);
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            assert!(
+                bytes.starts_with(b"\x89PNG") && bytes.len() > 1000,
+                "{}",
+                f.display()
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
