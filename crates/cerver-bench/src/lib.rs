@@ -4,6 +4,7 @@
 //! `cerver-soak` (src/soak/) puts many users and abusive sandboxes on one server at once and
 //! checks that it comes back to where it started.
 
+pub mod api;
 pub mod procs;
 pub mod server;
 pub mod stats;

@@ -7,15 +7,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::api::Api;
 use crate::procs;
 
 /// How long the server may take to print its `listening on` line.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long SIGTERM may take (the server destroys its sandboxes first) before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest any one API request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Server {
     /// `http://127.0.0.1:PORT`
@@ -25,7 +28,9 @@ pub struct Server {
     work_dir: PathBuf,
     pid: u32,
     child: Mutex<Option<Child>>,
-    client: reqwest::Client,
+    /// The pro key minted at start, and the API with it.
+    key: String,
+    api: Api,
 }
 
 impl Server {
@@ -53,11 +58,6 @@ impl Server {
             .with_context(|| format!("create {}", data_dir.display()))?;
         // A pro-plan key, so that plan quotas never limit the benchmark.
         let key = create_key(binary, &data_dir, "bench@example.com")?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {key}").parse().context("API key header")?,
-        );
         let log = std::fs::File::create(work_dir.join("server.log"))?;
         let mut child = Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -92,14 +92,14 @@ impl Server {
             work_dir,
             pid: child.id(),
             child: Mutex::new(Some(child)),
-            client: reqwest::Client::builder()
-                .default_headers(headers)
-                .timeout(Duration::from_secs(120))
-                .pool_max_idle_per_host(4)
-                .build()?,
+            api: Api::new("http://127.0.0.1:0", &key, REQUEST_TIMEOUT)?,
+            key,
         };
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(base) if base.starts_with("http://127.0.0.1:") => server.base = base,
+            Ok(base) if base.starts_with("http://127.0.0.1:") => {
+                server.api = Api::new(&base, &server.key, REQUEST_TIMEOUT)?;
+                server.base = base;
+            }
             Ok(base) => bail!("server listens on {base}, not on 127.0.0.1"),
             Err(_) => {
                 server.check_alive()?;
@@ -150,30 +150,27 @@ impl Server {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    /// The API with the server's own key (a pro user's).
+    pub fn api(&self) -> &Api {
+        &self.api
     }
 
-    async fn call(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Value> {
-        let resp = match req.send().await {
-            Ok(resp) => resp,
-            Err(e) => {
-                self.check_alive()?;
-                return Err(e).context(format!("{what}: request failed"));
-            }
-        };
-        let status = resp.status();
-        let body = resp
-            .text()
-            .await
-            .with_context(|| format!("{what}: read body"))?;
-        if !status.is_success() {
-            bail!("{what}: HTTP {status}: {body}");
+    /// The server's own key.
+    pub fn api_key(&self) -> &str {
+        &self.key
+    }
+
+    /// The API with another key (its own HTTP client).
+    pub fn api_with_key(&self, key: &str) -> anyhow::Result<Api> {
+        Api::new(&self.base, key, REQUEST_TIMEOUT)
+    }
+
+    /// `r`, with the server's exit (and log tail) in place of the error when it has died.
+    fn alive<T>(&self, r: anyhow::Result<T>) -> anyhow::Result<T> {
+        if r.is_err() {
+            self.check_alive()?;
         }
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&body).with_context(|| format!("{what}: bad JSON: {body}"))
+        r
     }
 
     /// `POST /sandbox` (empty body) -> (sandbox id, engine).
@@ -183,50 +180,24 @@ impl Server {
 
     /// `POST /sandbox`, with `{"engine": engine}` when given (no body otherwise).
     pub async fn create_with(&self, engine: Option<&str>) -> anyhow::Result<(String, String)> {
-        let mut req = self.client.post(self.url("/sandbox"));
-        if let Some(engine) = engine {
-            req = req.json(&json!({ "engine": engine }));
-        }
-        let v = self.call(req, "create sandbox").await?;
-        let id = v["sandbox_id"]
-            .as_str()
-            .ok_or_else(|| anyhow!("create sandbox: no sandbox_id in {v}"))?;
-        let engine = v["engine"].as_str().unwrap_or("?");
-        Ok((id.to_string(), engine.to_string()))
+        let body = engine.map_or(Value::Null, |e| json!({ "engine": e }));
+        self.alive(self.api.create(body).await)
     }
 
     /// `POST /sandbox/{id}/install` of `packages`; fails unless it succeeded.
     pub async fn install(&self, id: &str, packages: &str) -> anyhow::Result<()> {
-        let req = self
-            .client
-            .post(self.url(&format!("/sandbox/{id}/install")))
-            .json(&json!({ "packages": packages }));
-        let v = self.call(req, "install").await?;
-        if v["success"] != true {
-            bail!("install {packages:?}: {v}");
-        }
-        Ok(())
+        self.alive(self.api.install(id, packages).await)
     }
 
     /// `POST /sandbox/{id}/run`; fails unless the run exits 0 with `expect` as its output.
     /// Returns the run's `duration` as the server reports it (whole ms).
     pub async fn run(&self, id: &str, code: &str, expect: &str) -> anyhow::Result<Duration> {
-        let req = self
-            .client
-            .post(self.url(&format!("/sandbox/{id}/run")))
-            .json(&json!({ "code": code }));
-        let v = self.call(req, "run").await?;
-        let output = v["output"].as_str().unwrap_or_default();
-        if v["exit_code"] != 0 || output.trim_end() != expect {
-            bail!("run {code:?}: expected output {expect:?} and exit code 0, got {v}");
-        }
-        Ok(Duration::from_millis(v["duration"].as_u64().unwrap_or(0)))
+        self.alive(self.api.run(id, code, expect).await)
     }
 
     /// `DELETE /sandbox/{id}`.
     pub async fn delete(&self, id: &str) -> anyhow::Result<()> {
-        let req = self.client.delete(self.url(&format!("/sandbox/{id}")));
-        self.call(req, "delete sandbox").await.map(|_| ())
+        self.alive(self.api.delete(id).await)
     }
 
     /// Waits until the server has `helpers` sandbox helpers (exactly, or at least when
