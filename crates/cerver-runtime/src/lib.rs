@@ -118,6 +118,9 @@ pub struct Runtime {
     fetch_lock: tokio::sync::Mutex<()>,
     /// The sandboxes' disk images.
     disks: Arc<disk::Disks>,
+    /// The zygote's programs compiled once by the sandboxes' interpreter (hex), handed to
+    /// every helper; `None` if that failed (each zygote then compiles them itself).
+    zygote_code: Option<Arc<str>>,
 }
 
 impl Runtime {
@@ -183,6 +186,7 @@ impl Runtime {
                 cfg.wheelhouse.display()
             ))
         })?;
+        let zygote_code = precompile_zygote(&cfg).await;
         let rt = Arc::new(Runtime {
             cfg,
             cgroup_parent,
@@ -191,6 +195,7 @@ impl Runtime {
             installer,
             fetch_lock: tokio::sync::Mutex::new(()),
             disks,
+            zygote_code,
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -271,10 +276,12 @@ impl Runtime {
         let setup = match engine {
             Engine::Workers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
+                zygote_code: self.zygote_code.clone(),
                 ..Default::default()
             },
             Engine::Containers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
+                zygote_code: self.zygote_code.clone(),
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"
@@ -311,6 +318,29 @@ impl Runtime {
             for sb in drained {
                 sb.destroy().await;
             }
+        }
+    }
+}
+
+/// Compiles the zygote's programs with the sandboxes' interpreter (`cerver_jail::zygote::
+/// precompile`), hex-encoded for the helpers' configuration. A failure is logged and leaves
+/// each zygote to compile its sources itself.
+async fn precompile_zygote(cfg: &RuntimeConfig) -> Option<Arc<str>> {
+    let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
+    let compiled =
+        tokio::task::spawn_blocking(move || cerver_jail::zygote::precompile(&python)).await;
+    match compiled {
+        Ok(Ok(bytes)) => {
+            tracing::debug!(bytes = bytes.len(), "zygote precompiled");
+            Some(cerver_jail::zygote::hex(&bytes).into())
+        }
+        Ok(Err(e)) => {
+            tracing::warn!("{e}; every zygote compiles its own program");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("precompile the zygote: {e}");
+            None
         }
     }
 }

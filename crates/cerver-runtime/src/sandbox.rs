@@ -76,6 +76,8 @@ pub(crate) struct Setup {
     pub packages: Option<cerver_jail::protocol::Packages>,
     /// Where the sandbox's disk image is made (`None`: tmpfs workspace, for tests only).
     pub disks: Option<Arc<Disks>>,
+    /// The zygote's precompiled programs (`JailConfig::zygote_code`).
+    pub zygote_code: Option<Arc<str>>,
 }
 
 impl Sandbox {
@@ -145,6 +147,7 @@ impl Sandbox {
             network,
             packages: setup.packages,
             disk: image,
+            zygote_code: setup.zygote_code.as_deref().map(str::to_string),
         };
         let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
         let (life_read, life_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
