@@ -113,7 +113,7 @@ fn program(compiled: Option<&[u8]>, sources: &[&str; 3]) -> Vec<u8> {
 
 /// Hex (as [`JailConfig::zygote_code`] carries it) to bytes; `None` if malformed.
 pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
@@ -293,13 +293,20 @@ mod tests {
             .output()
             .unwrap();
         let _ = std::fs::remove_file(&dir);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     fn rand_suffix() -> String {
         use std::time::{SystemTime, UNIX_EPOCH};
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         format!("{}-{nanos}", std::process::id())
     }
 
@@ -310,7 +317,10 @@ mod tests {
         let compiled = compile_with(Path::new(PYTHON), &FAKE).unwrap();
         // The sources in the memfd differ: only the compiled code gives the expected output.
         let other_sources = ["print('compiled from the sources')", "", ""];
-        assert_eq!(bootstrap(&program(Some(&compiled), &other_sources)), EXPECTED);
+        assert_eq!(
+            bootstrap(&program(Some(&compiled), &other_sources)),
+            EXPECTED
+        );
     }
 
     #[test]
