@@ -326,23 +326,25 @@ impl Runtime {
 /// precompile`), hex-encoded for the helpers' configuration. A failure is logged and leaves
 /// each zygote to compile its sources itself.
 async fn precompile_zygote(cfg: &RuntimeConfig) -> Option<Arc<str>> {
+    // A healthy interpreter needs ~50 ms; a stuck one must not hold up the server's start.
+    const PRECOMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
-    let compiled =
-        tokio::task::spawn_blocking(move || cerver_jail::zygote::precompile(&python)).await;
-    match compiled {
-        Ok(Ok(bytes)) => {
+    let compiled = tokio::time::timeout(
+        PRECOMPILE_TIMEOUT,
+        tokio::task::spawn_blocking(move || cerver_jail::zygote::precompile(&python)),
+    )
+    .await;
+    let failure = match compiled {
+        Ok(Ok(Ok(bytes))) => {
             tracing::debug!(bytes = bytes.len(), "zygote precompiled");
-            Some(cerver_jail::zygote::hex(&bytes).into())
+            return Some(cerver_jail::zygote::hex(&bytes).into());
         }
-        Ok(Err(e)) => {
-            tracing::warn!("{e}; every zygote compiles its own program");
-            None
-        }
-        Err(e) => {
-            tracing::warn!("precompile the zygote: {e}");
-            None
-        }
-    }
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => format!("precompile the zygote: {e}"),
+        Err(_) => format!("precompile the zygote: no answer in {PRECOMPILE_TIMEOUT:?}"),
+    };
+    tracing::warn!("{failure}; every zygote compiles its own program");
+    None
 }
 
 /// The absolute path of `name` on `PATH`.
