@@ -12,22 +12,26 @@
 //! cost ~6 ms of compiling per sandbox start and left each zygote with 2.6 MiB more anonymous
 //! memory (7.5 against 4.8 MiB; pymalloc keeps the arenas the compiler and the 40 KB command
 //! line's copies dirtied). The runtime therefore compiles the three sources once per server
-//! with the sandboxes' own interpreter ([`precompile`]) and hands the `marshal` bytes to every
-//! helper; the zygote gets its program in a memfd on [`PROGRAM_FD`] ([`program`]'s layout) and
-//! its `-c` command is only [`BOOTSTRAP`]. The sources travel in the same memfd: an interpreter
-//! whose version differs from the one that compiled (or a helper given no code) compiles them
+//! with the sandboxes' own interpreter ([`precompile`]) into one sealed memfd
+//! ([`program_memfd`]) that every helper gets on [`crate::protocol::PROGRAM_FD`]; each zygote
+//! finds it on [`ZYGOTE_PROGRAM_FD`] and its `-c` command is only [`BOOTSTRAP`]. No copy of it
+//! is made per sandbox (a hex copy in the helper's configuration cost 0.36 MiB of helper and
+//! init heap per sandbox). The sources travel in the same memfd: an interpreter whose version
+//! differs from the one that compiled (or a runtime whose precompile failed) compiles them
 //! itself (5.6 MiB).
 
 use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use nix::sys::signal::SigSet;
 use nix::unistd::{ForkResult, Pid, fork};
 
 use crate::JailError;
-use crate::protocol::{CONTROL_FD, JailConfig, ROOT_PROCESS_RESERVE, SANDBOX_UID, WORKSPACE};
+use crate::protocol::{
+    CONTROL_FD, JailConfig, PROGRAM_FD, ROOT_PROCESS_RESERVE, SANDBOX_UID, WORKSPACE,
+};
 
 /// The zygote program (run as `__main__`, under the file name `<string>` as `python -c` would).
 pub const ZYGOTE_SOURCE: &str = include_str!("zygote.py");
@@ -39,11 +43,13 @@ pub const CONTEXT_SOURCE: &str = include_str!("context.py");
 /// `cerver_display`, `cerver_context`).
 const SOURCES: [&str; 3] = [ZYGOTE_SOURCE, DISPLAY_SOURCE, CONTEXT_SOURCE];
 
-/// Where the zygote finds its program (a memfd; closed before the program runs).
-pub const PROGRAM_FD: i32 = CONTROL_FD + 1;
+/// Where the zygote finds its program (the memfd of [`program_memfd`]; closed before the
+/// program runs).
+pub const ZYGOTE_PROGRAM_FD: i32 = CONTROL_FD + 1;
 
 /// The zygote's `python3 -I -S -c` command: loads `CODE` (the three code objects) from the
-/// memfd on [`PROGRAM_FD`] and runs the first. Layout of the memfd: `sys.hexversion` of the
+/// memfd on [`ZYGOTE_PROGRAM_FD`] (read with `pread`: the memfd's offset is shared) and runs
+/// the first. Layout of the memfd: `sys.hexversion` of the
 /// compiling interpreter (u32 LE), the length N of the marshal data (u32 LE, 0 when none),
 /// the marshal data, then the three sources joined by NUL bytes.
 pub const BOOTSTRAP: &str = r#"import marshal, os, sys
@@ -61,8 +67,8 @@ exec(CODE[0])
 "#;
 
 /// Compiles the zygote's three programs with `python` (a host path of the sandboxes'
-/// interpreter) into the bytes [`JailConfig::zygote_code`] carries (hex-encoded there):
-/// `sys.hexversion` (u32 LE) followed by the marshal data of the tuple of code objects.
+/// interpreter), for [`program_memfd`]: `sys.hexversion` (u32 LE) followed by the marshal data
+/// of the tuple of code objects.
 pub fn precompile(python: &Path) -> Result<Vec<u8>, JailError> {
     compile_with(python, &SOURCES)
 }
@@ -113,17 +119,6 @@ fn program(compiled: Option<&[u8]>, sources: &[&str; 3]) -> Vec<u8> {
     out
 }
 
-/// Hex (as [`JailConfig::zygote_code`] carries it) to bytes; `None` if malformed.
-pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// Environment of the zygote itself; each run gets its own environment from the runtime.
 fn zygote_env() -> [String; 3] {
     use crate::layout::{HOME, LANG, PATH};
@@ -166,14 +161,17 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
         .map(|s| cstring(s))
         .collect::<Result<Vec<_>, _>>()?;
     let python = cstring(&cfg.python)?;
-    let compiled = cfg.zygote_code.as_deref().and_then(from_hex);
-    let code = program_memfd(&program(compiled.as_deref(), &SOURCES))?;
+    // SAFETY: PROGRAM_FD was placed by the runtime when it spawned the helper and stays open
+    // in the init for the sandbox's life; borrowed only to check it and to dup it in the child.
+    let code = unsafe { BorrowedFd::borrow_raw(PROGRAM_FD) };
+    nix::fcntl::fcntl(code, nix::fcntl::FcntlArg::F_GETFD)
+        .map_err(|e| JailError::Setup(format!("the zygote's program (fd {PROGRAM_FD}): {e}")))?;
 
     // SAFETY: the init is single-threaded; the child only makes syscalls and execs (or exits).
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => Ok(child),
         Ok(ForkResult::Child) => {
-            let err = exec(cfg, &code, &python, &argv, &env);
+            let err = exec(cfg, code, &python, &argv, &env);
             eprintln!("zygote: {err}");
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(127) }
@@ -182,8 +180,10 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
     }
 }
 
-/// A sealed memfd holding `content` (the zygote's program, see [`BOOTSTRAP`]).
-fn program_memfd(content: &[u8]) -> Result<OwnedFd, JailError> {
+/// One sealed memfd holding the zygote's program ([`BOOTSTRAP`]'s layout) from
+/// [`precompile`]'s bytes, if any: made once by the runtime, handed to every helper. Sealed, so
+/// nothing can change it; zygotes only `pread` it.
+pub fn program_memfd(compiled: Option<&[u8]>) -> Result<OwnedFd, JailError> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
     let err = |what: &'static str| move |e: nix::Error| JailError::Setup(format!("{what}: {e}"));
@@ -193,10 +193,9 @@ fn program_memfd(content: &[u8]) -> Result<OwnedFd, JailError> {
     )
     .map_err(err("memfd"))?;
     let mut file = std::fs::File::from(fd);
-    file.write_all(content)
+    file.write_all(&program(compiled, &SOURCES))
         .map_err(|e| JailError::Setup(format!("write zygote program: {e}")))?;
     let fd = OwnedFd::from(file);
-    // Nothing can change the program once it is written (the zygote only reads it).
     fcntl(
         &fd,
         FcntlArg::F_ADD_SEALS(
@@ -210,17 +209,11 @@ fn program_memfd(content: &[u8]) -> Result<OwnedFd, JailError> {
     Ok(fd)
 }
 
-/// Puts the program memfd on [`PROGRAM_FD`], inherited across the exec.
-fn place_program(code: &OwnedFd) -> Result<(), JailError> {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    if code.as_raw_fd() == PROGRAM_FD {
-        fcntl(code, FcntlArg::F_SETFD(FdFlag::empty()))
-            .map_err(|e| JailError::Setup(format!("program fd: {e}")))?;
-        return Ok(());
-    }
-    // SAFETY: dup2 onto PROGRAM_FD, a number this (forked, single-threaded) child does not use
-    // otherwise: the init closed its lifeline, which had that number, at start.
-    if unsafe { libc::dup2(code.as_raw_fd(), PROGRAM_FD) } != PROGRAM_FD {
+/// Puts the program memfd on [`ZYGOTE_PROGRAM_FD`], inherited across the exec.
+fn place_program(code: BorrowedFd<'_>) -> Result<(), JailError> {
+    // SAFETY: dup2 onto ZYGOTE_PROGRAM_FD, a number this (forked, single-threaded) child does
+    // not use otherwise: the init closed its lifeline, which had that number, at start.
+    if unsafe { libc::dup2(code.as_raw_fd(), ZYGOTE_PROGRAM_FD) } != ZYGOTE_PROGRAM_FD {
         return Err(JailError::Setup(format!(
             "program fd: {}",
             std::io::Error::last_os_error()
@@ -231,7 +224,7 @@ fn place_program(code: &OwnedFd) -> Result<(), JailError> {
 
 fn exec(
     cfg: &JailConfig,
-    code: &OwnedFd,
+    code: BorrowedFd<'_>,
     python: &CString,
     argv: &[CString],
     env: &[CString],
@@ -248,8 +241,9 @@ fn exec(
         crate::harden::landlock()?;
         // Only stdio, the control socket and the program cross into the interpreter (which
         // closes the program's memfd before it runs it).
-        // SAFETY: close_range on descriptors above PROGRAM_FD, none of which we use again.
-        if unsafe { libc::close_range(PROGRAM_FD as u32 + 1, u32::MAX, 0) } != 0 {
+        // SAFETY: close_range on descriptors above ZYGOTE_PROGRAM_FD (the init's PROGRAM_FD
+        // among them), none of which we use again.
+        if unsafe { libc::close_range(ZYGOTE_PROGRAM_FD as u32 + 1, u32::MAX, 0) } != 0 {
             return Err(JailError::Setup("close_range failed".into()));
         }
         crate::seccomp::install_zygote_filters()
@@ -265,8 +259,7 @@ fn exec(
     }
 }
 
-/// Lower-case hex of `bytes` (the run filter in the settings, [`JailConfig::zygote_code`]).
-pub fn hex(bytes: &[u8]) -> String {
+fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -338,8 +331,17 @@ mod tests {
     fn the_real_programs_precompile() {
         let compiled = precompile(Path::new(PYTHON)).unwrap();
         assert!(compiled.len() > 4);
-        assert_eq!(from_hex(&hex(&compiled)).unwrap(), compiled);
-        assert_eq!(from_hex("0g"), None);
-        assert_eq!(from_hex("abc"), None);
+        let fd = program_memfd(Some(&compiled)).unwrap();
+        let mut file = std::fs::File::from(fd);
+        let expected = program(Some(&compiled), &SOURCES);
+        let mut content = vec![0u8; expected.len() + 1];
+        let n = std::os::unix::fs::FileExt::read_at(&file, &mut content, 0).unwrap();
+        assert!(
+            n == expected.len() && content[..n] == expected[..],
+            "memfd content differs"
+        );
+        // Sealed: nobody can change the program every zygote loads.
+        assert!(file.write_all(b"x").is_err());
+        assert!(file.set_len(1).is_err());
     }
 }
