@@ -2,7 +2,7 @@
 //! other. These are internal messages, not the HTTP wire format (that lives in `cerver-types`).
 //!
 //! Flow: the runtime spawns `cerver __jail <JailConfig as JSON>` with the control socket on
-//! [`CONTROL_FD`] and a lifeline pipe on [`LIFELINE_FD`]. The zygote inside the sandbox announces
+//! [`CONTROL_FD`], a lifeline pipe on [`LIFELINE_FD`] and the zygote's program on [`PROGRAM_FD`]. The zygote inside the sandbox announces
 //! itself with [`ZygoteEvent::Ready`]; the runtime then sends [`ZygoteRequest`]s, each `Run`
 //! carrying [`RUN_FDS`] file descriptors (SCM_RIGHTS) in this order: spec (a memfd holding a
 //! [`RunSpec`] as JSON), stdin, stdout, stderr, status, results (JSON lines of rich results that
@@ -20,6 +20,9 @@ pub const CONTROL_FD: i32 = 3;
 /// File descriptor number of the lifeline pipe's read end in the helper: EOF means the server is
 /// gone and the sandbox must be torn down.
 pub const LIFELINE_FD: i32 = 4;
+/// File descriptor number of the zygote's program in the helper and the init: one sealed memfd
+/// the runtime makes at start and hands to every helper ([`crate::zygote::program_memfd`]).
+pub const PROGRAM_FD: i32 = 5;
 /// Number of file descriptors attached to a `Run` request.
 pub const RUN_FDS: usize = 6;
 /// Largest control message, in bytes.

@@ -1,7 +1,8 @@
 # The Cerver zygote: a warm interpreter that forks one child per run.
 #
-# Started by the sandbox init as `python3 -I -S -c <this> <settings-json>`, as root of the
-# sandbox's user namespace with CAP_SYS_ADMIN, CAP_SETUID, CAP_SETGID and CAP_SETPCAP only,
+# Started by the sandbox init as `python3 -I -S -c <BOOTSTRAP> <settings-json>`, which loads this
+# program (precompiled, see zygote.rs) from a memfd, as root of the sandbox's user namespace
+# with CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL only,
 # under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
 #
 # Per run:  zygote --fork--> leader (child subreaper: every orphan of the run comes back to it)
@@ -74,11 +75,11 @@ RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.
 
 # Rich results (display.py), as the module `cerver_display`: defined once here, used per run.
 display = types.ModuleType("cerver_display")
-exec(compile(SETTINGS["display_source"], "cerver_display", "exec"), display.__dict__)
+exec(CODE[1], display.__dict__)  # CODE: set by the bootstrap (zygote.rs)
 sys.modules["cerver_display"] = display
 # Persistent interpreters (context.py): a run of kind "context" serves executions until closed.
 context = types.ModuleType("cerver_context")
-exec(compile(SETTINGS["context_source"], "cerver_context", "exec"), context.__dict__)
+exec(CODE[2], context.__dict__)
 import _ast  # the C module: the notebook-cell split of run_code, without importing `ast`
 
 CTRL = _socket.socket(fileno=CONTROL_FD)

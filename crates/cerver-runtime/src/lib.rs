@@ -118,6 +118,9 @@ pub struct Runtime {
     fetch_lock: tokio::sync::Mutex<()>,
     /// The sandboxes' disk images.
     disks: Arc<disk::Disks>,
+    /// The zygote's programs, compiled once by the sandboxes' interpreter when that works, in
+    /// one sealed memfd that every helper gets (`cerver_jail::zygote::program_memfd`).
+    zygote_program: Arc<std::os::fd::OwnedFd>,
 }
 
 impl Runtime {
@@ -183,6 +186,10 @@ impl Runtime {
                 cfg.wheelhouse.display()
             ))
         })?;
+        let compiled = precompile_zygote(&cfg).await;
+        let zygote_program = cerver_jail::zygote::program_memfd(compiled.as_deref())
+            .map(Arc::new)
+            .map_err(|e| RuntimeError::Create(e.to_string()))?;
         let rt = Arc::new(Runtime {
             cfg,
             cgroup_parent,
@@ -191,6 +198,7 @@ impl Runtime {
             installer,
             fetch_lock: tokio::sync::Mutex::new(()),
             disks,
+            zygote_program,
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -271,10 +279,12 @@ impl Runtime {
         let setup = match engine {
             Engine::Workers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
+                zygote_program: Some(self.zygote_program.clone()),
                 ..Default::default()
             },
             Engine::Containers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
+                zygote_program: Some(self.zygote_program.clone()),
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"
@@ -313,6 +323,30 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Compiles the zygote's programs with the sandboxes' interpreter (`cerver_jail::zygote::
+/// precompile`). A failure is logged and leaves each zygote to compile its sources itself.
+async fn precompile_zygote(cfg: &RuntimeConfig) -> Option<Vec<u8>> {
+    // A healthy interpreter needs ~50 ms; a stuck one must not hold up the server's start.
+    const PRECOMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    let python = cfg.rootfs.join(cfg.python.trim_start_matches('/'));
+    let compiled = tokio::time::timeout(
+        PRECOMPILE_TIMEOUT,
+        tokio::task::spawn_blocking(move || cerver_jail::zygote::precompile(&python)),
+    )
+    .await;
+    let failure = match compiled {
+        Ok(Ok(Ok(bytes))) => {
+            tracing::debug!(bytes = bytes.len(), "zygote precompiled");
+            return Some(bytes);
+        }
+        Ok(Ok(Err(e))) => e.to_string(),
+        Ok(Err(e)) => format!("precompile the zygote: {e}"),
+        Err(_) => format!("precompile the zygote: no answer in {PRECOMPILE_TIMEOUT:?}"),
+    };
+    tracing::warn!("{failure}; every zygote compiles its own program");
+    None
 }
 
 /// The absolute path of `name` on `PATH`.

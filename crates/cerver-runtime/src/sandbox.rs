@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use cerver_jail::cgroup::SandboxCgroup;
 use cerver_jail::protocol::{
-    CONTROL_FD, JailConfig, LIFELINE_FD, Limits, MAX_CONTROL_MESSAGE, Network, ZygoteEvent,
-    ZygoteRequest,
+    CONTROL_FD, JailConfig, LIFELINE_FD, Limits, MAX_CONTROL_MESSAGE, Network, PROGRAM_FD,
+    ZygoteEvent, ZygoteRequest,
 };
 use command_fds::{CommandFdExt, FdMapping};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -76,6 +76,9 @@ pub(crate) struct Setup {
     pub packages: Option<cerver_jail::protocol::Packages>,
     /// Where the sandbox's disk image is made (`None`: tmpfs workspace, for tests only).
     pub disks: Option<Arc<Disks>>,
+    /// The zygote's program (`cerver_jail::zygote::program_memfd`), given to the helper on
+    /// `PROGRAM_FD`; a sandbox cannot start without it.
+    pub zygote_program: Option<Arc<OwnedFd>>,
 }
 
 impl Sandbox {
@@ -159,6 +162,12 @@ impl Sandbox {
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        let program = setup
+            .zygote_program
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Internal("no zygote program".into()))?
+            .try_clone()
+            .map_err(io("zygote program"))?;
         cmd.fd_mappings(vec![
             FdMapping {
                 parent_fd: OwnedFd::from(theirs),
@@ -167,6 +176,10 @@ impl Sandbox {
             FdMapping {
                 parent_fd: life_read,
                 child_fd: LIFELINE_FD,
+            },
+            FdMapping {
+                parent_fd: program,
+                child_fd: PROGRAM_FD,
             },
         ])
         .map_err(|_| RuntimeError::Create("fd mapping collision".into()))?;

@@ -445,3 +445,26 @@ async fn llms_txt_and_health() {
     let (status, v) = s.get("/health").await;
     assert_eq!((status, v["status"].as_str()), (200, Some("ok")));
 }
+
+#[tokio::test]
+async fn the_zygote_runs_the_precompiled_program() {
+    // The runtime compiles the zygote's program once per server; a zygote that compiles it
+    // itself (a broken hand-over falls back to that silently) keeps more anonymous memory in
+    // every sandbox. Measured with CPython 3.11: 4,848 KiB precompiled, 5,612 KiB compiling
+    // from the memfd, 7,528 KiB as the whole program on the command line (before).
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let code = "import os\n\
+        def field(pid, name):\n    \
+            for line in open(f'/proc/{pid}/status'):\n        \
+                if line.startswith(name + ':'):\n            \
+                    return int(line.split()[1])\n\
+        zygote = field(os.getppid(), 'PPid')\n\
+        argv = open(f'/proc/{zygote}/cmdline', 'rb').read().split(b'\\0')\n\
+        print(field(zygote, 'RssAnon'), argv[4].split(b'\\n')[0].decode())";
+    let out = s.output(&id, code).await;
+    let (anon, bootstrap) = out.split_once(' ').expect("two fields");
+    assert_eq!(bootstrap, "import marshal, os, sys", "{out}");
+    let anon_kib: u64 = anon.parse().unwrap();
+    assert!(anon_kib < 5376, "zygote anonymous memory {anon_kib} KiB");
+}
