@@ -34,6 +34,10 @@ pub const SECRET_HEADER: &str = "x-cerver-cluster-secret";
 pub const NODES_TTL: Duration = Duration::from_secs(1);
 /// How long a label → node lookup (port proxy) is remembered.
 const LABELS_TTL: Duration = Duration::from_secs(2);
+/// How long a sandbox → node lookup is remembered, and how many are (then the memory starts
+/// over: a client sending random ids must not grow it; unknown ids are not remembered).
+const OWNERS_TTL: Duration = Duration::from_secs(30);
+const MAX_CACHED_OWNERS: usize = 100_000;
 
 /// The settings of this node in a cluster.
 #[derive(Clone, Debug)]
@@ -184,6 +188,7 @@ pub struct Cluster {
     store: Arc<dyn Store>,
     nodes: Mutex<Option<(Instant, Arc<Vec<NodeView>>)>>,
     labels: Mutex<HashMap<String, (Instant, Option<String>)>>,
+    owners: Mutex<HashMap<String, (Instant, String)>>,
 }
 
 impl Cluster {
@@ -193,6 +198,7 @@ impl Cluster {
             store,
             nodes: Mutex::new(None),
             labels: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
         })
     }
 
@@ -232,16 +238,38 @@ impl Cluster {
         *self.nodes.lock().unwrap() = None;
     }
 
-    /// Where the sandbox `id` (not held here) lives.
+    /// Where the sandbox `id` (not held here) lives. A sandbox never moves to another node, so
+    /// its holder is remembered for [`OWNERS_TTL`]: forwarding a run costs no database round
+    /// trip in steady state (a sandbox deleted meanwhile answers 404 from its holder).
     pub async fn locate(&self, id: &str) -> Result<Placement, ControlError> {
-        let record = self
-            .store
-            .sandbox(id)
-            .await
-            .map_err(crate::registry::store_err)?;
-        let owner = record
-            .filter(|r| r.deleted_at.is_none())
-            .and_then(|r| r.node);
+        let cached = self
+            .owners
+            .lock()
+            .unwrap()
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < OWNERS_TTL)
+            .map(|(_, node)| node.clone());
+        let owner = match cached {
+            Some(owner) => Some(owner),
+            None => {
+                let record = self
+                    .store
+                    .sandbox(id)
+                    .await
+                    .map_err(crate::registry::store_err)?;
+                let owner = record
+                    .filter(|r| r.deleted_at.is_none())
+                    .and_then(|r| r.node);
+                if let Some(node) = &owner {
+                    let mut owners = self.owners.lock().unwrap();
+                    if owners.len() >= MAX_CACHED_OWNERS {
+                        owners.clear();
+                    }
+                    owners.insert(id.to_string(), (Instant::now(), node.clone()));
+                }
+                owner
+            }
+        };
         self.placement(owner.as_deref()).await
     }
 

@@ -11,6 +11,7 @@
 //! scripts/test runs) also when one of its own checks (`bench: N passed, N failed`) fails.
 
 mod baseline;
+mod cluster;
 mod latency;
 mod plots;
 mod report;
@@ -88,6 +89,10 @@ struct Args {
     /// Skip the containers figures (create, first run, cached install).
     #[arg(long)]
     no_containers: bool,
+    /// Skip the cluster figures (two nodes on a throw-away Postgres: forwarding cost,
+    /// database work per run and per create).
+    #[arg(long)]
+    no_cluster: bool,
     /// What the cached-install figure installs.
     #[arg(long, default_value = "six==1.16.0")]
     install: String,
@@ -225,6 +230,7 @@ async fn bench_servers(
     };
     let containers = warm_server(args, &mut report).await?;
     cold_server(args, containers, &mut report).await?;
+    cluster_figures(args, &mut report).await?;
     Ok(report)
 }
 
@@ -293,6 +299,29 @@ async fn warm_server(args: &Args, report: &mut Report) -> anyhow::Result<bool> {
         }
     }
     Ok(unavailable.is_none())
+}
+
+/// Two nodes on one throw-away Postgres: a run through the holding node and through another.
+async fn cluster_figures(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let why = if args.no_cluster {
+        Some("--no-cluster".to_string())
+    } else if !Path::new("/usr/lib/postgresql").is_dir() {
+        Some("no Postgres server binaries in /usr/lib/postgresql (scripts/setup)".to_string())
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        report.skipped.push(Skipped {
+            what: "cluster figures".into(),
+            why,
+        });
+        return Ok(());
+    }
+    progress("cluster: two nodes on a throw-away Postgres");
+    let figures = cluster::measure(&args.server, args.warmup, args.iterations).await?;
+    report.ours.extend(figures.series);
+    report.notes.extend(figures.notes);
+    Ok(())
 }
 
 /// On servers without a pool: cold creates, then the memory levels.

@@ -73,6 +73,15 @@ pub fn print(r: &Report) {
             false,
         );
     }
+    if let (Some(here), Some(there)) = (p50("cluster_run_holder"), p50("cluster_run_forwarded")) {
+        line(
+            "forwarding between nodes adds, p50 (ms) (issue 11)",
+            there - here,
+            1.0,
+            " ms",
+            false,
+        );
+    }
     let levels = &r.memory.levels;
     if let Some(l) = levels.iter().max_by_key(|l| l.sandboxes) {
         let name = format!("PSS per idle sandbox at {} (MiB)", l.sandboxes);

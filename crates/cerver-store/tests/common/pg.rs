@@ -94,6 +94,18 @@ impl PgCluster {
         self.as_postgres("createdb", &["-h", &socket, "-U", "postgres", name]);
     }
 
+    /// Runs one SQL statement on the `cerver` database; its output, unaligned, tuples only.
+    pub fn psql(&self, sql: &str) -> String {
+        let socket = path_str(self.dir.path()).to_owned();
+        let out = self.as_postgres(
+            "psql",
+            &[
+                "-h", &socket, "-U", "postgres", "-d", "cerver", "-At", "-c", sql,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
