@@ -34,8 +34,9 @@ pub const SECRET_HEADER: &str = "x-cerver-cluster-secret";
 pub const NODES_TTL: Duration = Duration::from_secs(1);
 /// How long a label → node lookup (port proxy) is remembered.
 const LABELS_TTL: Duration = Duration::from_secs(2);
-/// How long a sandbox → node lookup is remembered, and how many are (then the memory starts
-/// over: a client sending random ids must not grow it; unknown ids are not remembered).
+/// How long a sandbox → node lookup is remembered, and how many sandbox or label lookups are
+/// (then that memory starts over: a client sending random ids or labels must not grow it;
+/// unknown ids are not remembered).
 const OWNERS_TTL: Duration = Duration::from_secs(30);
 const MAX_CACHED_OWNERS: usize = 100_000;
 
@@ -290,8 +291,12 @@ impl Cluster {
                     .node_of_label(label)
                     .await
                     .map_err(crate::registry::store_err)?;
+                // Port hosts need no key: a flood of made-up labels must neither grow this
+                // memory without bound nor make every miss walk it.
                 let mut labels = self.labels.lock().unwrap();
-                labels.retain(|_, (at, _)| at.elapsed() < LABELS_TTL);
+                if labels.len() >= MAX_CACHED_OWNERS {
+                    labels.clear();
+                }
                 labels.insert(label.to_string(), (Instant::now(), owner.clone()));
                 owner
             }
