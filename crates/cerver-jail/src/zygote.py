@@ -5,19 +5,23 @@
 # with CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL only,
 # under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
 #
-# Per run:  zygote --fork--> leader (child subreaper: every orphan of the run comes back to it)
-#           leader --fork--> main (drops every privilege, stacks the run seccomp filter, runs code)
+# Leaders: zygote --fork--> leader (child subreaper: every orphan of a run comes back to it)
+# Per run:  leader --fork--> main (drops every privilege, stacks the run seccomp filter, runs code)
 # The leader reports the main process's status, then reaps whatever else the run started, and
 # lives as long as any of it does (processes a run leaves behind keep running). Killing a run
 # (timeout, client gone) = SIGUSR1 to the leader, which SIGKILLs every descendant until none is
-# left. All runs share the sandbox's pid namespace, so /proc, os.getpid() and signals between
-# runs (say, stopping a server a previous run started) behave as on any Linux host.
+# left, then exits. All runs share the sandbox's pid namespace, so /proc, os.getpid() and
+# signals between runs (say, stopping a server a previous run started) behave as on any host.
 #
-# Speed: the zygote keeps one such pair "armed" ahead of time (forked, filter installed, waiting
-# on a socket as root of the namespace with CAP_SETUID/CAP_SETGID only, so no user code can
-# signal it). A request hands the pair its descriptors; main switches to the sandbox user (which
-# clears its last capabilities) and runs; the zygote arms the next pair meanwhile. Only the
-# leader ever holds the status pipe, so user code cannot forge its own result.
+# Speed: a leader keeps its next main "armed" ahead of time (forked, filter installed, waiting
+# on its own socket as root of the namespace with CAP_SETUID/CAP_SETGID only, so no user code
+# can signal it). A request hands the leader its descriptors, which it passes to that main;
+# main switches to the sandbox user (which clears its last capabilities) and runs, while the
+# leader forks the next main. Leaders are reused: once nothing a run started is left, its
+# leader takes the next run, so a run costs one fork of a warm interpreter, not two (a fork
+# here costs ~1 ms of page faults: see BENCHMARKS.md). A leader never runs user code, and one
+# that was sent a kill is never reused. Only the leader ever holds the status pipe, so user
+# code cannot forge its own result.
 
 import ctypes
 import gc
@@ -27,6 +31,7 @@ import os
 import resource
 import signal
 import array
+import select
 import _socket  # the C module: `socket` builds large enums (~0.35 MiB per sandbox)
 import sys
 
@@ -87,6 +92,7 @@ CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is
 ZYGOTE_PID = os.getpid()
 
 runs = {}  # run id -> pid of its leader
+dead = set()  # pids reaped by `reap`, not yet forgotten by the loop
 
 
 def check(rc, what):
@@ -96,6 +102,8 @@ def check(rc, what):
 
 
 def reap(*_):
+    """SIGCHLD: reaps leaders (and a main whose leader failed before forking); the loop
+    forgets the dead ones (`forget_dead`), never this handler, which may run at any point."""
     while True:
         try:
             pid, _status = os.waitpid(-1, os.WNOHANG)
@@ -103,12 +111,7 @@ def reap(*_):
             break
         if pid == 0:
             break
-        for rid, leader in list(runs.items()):
-            if leader == pid:
-                del runs[rid]
-        for pair in [p for p in armed if p[0] == pid]:
-            pair[1].close()
-            armed.remove(pair)
+        dead.add(pid)
 
 
 def recv_fds(sock, size, maxfds):
@@ -132,15 +135,14 @@ def send(obj):
 # ---------------------------------------------------------------- the run's leader (pid 1)
 
 def recv_run(sock):
-    """The run's descriptors, as handed over by the zygote (each of leader and main receives
-    its own copy), and whether the leader must report main's pid first. Exits if the zygote
-    went away."""
+    """main: the run's descriptors, as handed over by its leader. Exits if the leader went
+    away."""
     msg, fds = recv_fds(sock, 16, RUN_FDS)
     if not msg or len(fds) != RUN_FDS:
         os._exit(0)
     for fd in fds:
         os.set_inheritable(fd, False)
-    return fds, msg == b"run+pid"
+    return fds
 
 
 def descendants(root):
@@ -168,7 +170,9 @@ def descendants(root):
 
 def kill_run(*_):
     """SIGUSR1 handler of the leader: SIGKILL the whole run, however it forked or detached
-    (orphans are reparented to the leader, a subreaper), until nothing is left, then exit."""
+    (orphans are reparented to the leader, a subreaper), until nothing is left, then exit. (The
+    zygote never hands another run to a leader it has signalled, so a kill that crosses the end
+    of its run, or lands on the next armed main, never reaches another run.)"""
     me = os.getpid()
     for _round in range(1000):
         pids = descendants(me)
@@ -190,6 +194,13 @@ def kill_run(*_):
 
 
 def leader(sock):
+    """A run's leader, reused run after run: a run costs one fork (its main), not two. The
+    zygote sends it each run's descriptors; it hands them to its armed main over that main's
+    own socket, and while the run goes on forks the next run's main (a background run: only
+    once it is over). Once nothing the run started is left, it says "ready" (before writing
+    the status, so that the zygote never forks another leader for the next request); if the
+    next main is not forked yet it first says "done", so the zygote waits for it. It never
+    runs user code itself."""
     try:
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -202,33 +213,96 @@ def leader(sock):
         # Die with the zygote: a restarted zygote would not know this run.
         check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
         check(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
-        main = os.fork()
-        if main == 0:
-            run_main(sock)
-        fds, report_pid = recv_run(sock)
-        sock.close()
-        status_fd = fds[4]
-        for fd in fds[:4] + fds[5:]:
-            os.close(fd)
-        if report_pid:
-            # A background run: the server learns the pid user code sees (os.getpid()).
-            _write_status(status_fd, {"pid": main})
+        # What no run may ever gain back, dropped once here rather than in every main (the
+        # bounding set is inherited; the leader keeps its effective capabilities).
+        cap = 0
+        while True:
+            if cap not in (CAP_SETUID, CAP_SETGID) and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+                break
+            cap += 1
+        spare = fork_main()
+        said_ready = True  # the first arming needs no word: the zygote forked us armed
+        while True:
+            if spare is None:
+                spare = fork_main()
+            if not said_ready:
+                sock.send(b"ready")
+            msg, fds = recv_fds(sock, 16, RUN_FDS)
+            if not msg or len(fds) != RUN_FDS:
+                os._exit(0)  # the zygote retired us, or went away
+            (main, to_main), spare = spare, None
+            send_fds(to_main, msg, fds)
+            to_main.close()
+            status_fd = fds[4]
+            for fd in fds[:4] + fds[5:]:
+                os.close(fd)
+            if msg == b"run+pid":
+                # A background run: the server learns the pid user code sees (os.getpid()).
+                _write_status(status_fd, {"pid": main})
+            else:
+                spare = fork_main()
+            spare, said_ready = lead_run(sock, main, status_fd, spare)
     except BaseException:
-        os._exit(1)
-    reported = False
+        pass
+    os._exit(1)
+
+
+def fork_main():
+    """Forks a main, armed: (pid, the leader's end of its socket)."""
+    ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            # Nothing of the leader's (the zygote's socket, a running run's status pipe).
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, 1 << 20)
+        except BaseException:
+            os._exit(1)
+        run_main(theirs)
+    theirs.close()
+    return pid, ours
+
+
+def lead_run(sock, main, status_fd, spare):
+    """Reports how main ended and returns once nothing the run started is left: (the spare
+    main if it is still alive, whether "ready" was said)."""
+    said_ready = False
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
         except ChildProcessError:
             break
-        if pid == main and not reported:
+        if spare is not None and pid == spare[0]:
+            spare[1].close()  # killed while armed (memory pressure): forked again later
+            spare = None
+        if pid == main:
+            over = _only_child(spare)
+            if over:
+                sock.send(b"ready" if spare is not None else b"done")
+                said_ready = spare is not None
             if os.WIFSIGNALED(status):
                 _write_status(status_fd, {"signal": os.WTERMSIG(status)})
             else:
                 _write_status(status_fd, {"exit_code": os.waitstatus_to_exitcode(status)})
             os.close(status_fd)
-            reported = True
-    os._exit(0)
+            main = None
+            if over:
+                return spare, said_ready
+        elif main is None and _only_child(spare):
+            break  # what the run left behind has ended too
+    sock.send(b"done")
+    return spare, False
+
+
+def _only_child(spare):
+    """Whether the leader has no child left but the spare main (orphans of a run are its
+    children too: it is their subreaper; reaping a process has already reparented its
+    children, so this is exact right after a reap)."""
+    me = os.getpid()
+    with open(f"/proc/{me}/task/{me}/children", "rb") as f:
+        children = f.read().split()
+    return all(spare is not None and int(c) == spare[0] for c in children)
 
 
 def _write_status(fd, obj):
@@ -246,11 +320,7 @@ def prepare_main():
     # Under memory pressure the kernel kills user code first, never the zygote or a leader.
     with open("/proc/self/oom_score_adj", "w") as f:
         f.write("1000")
-    cap = 0
-    while True:
-        if cap not in (CAP_SETUID, CAP_SETGID) and libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            break
-        cap += 1
+    # (The leader has already dropped every bounding capability but CAP_SETUID/CAP_SETGID.)
     # The sandbox user may use all but a few of the sandbox's processes, so that a fork bomb
     # can never starve the zygote and leaders (root of the namespace, counted separately).
     resource.setrlimit(resource.RLIMIT_NPROC, (USER_NPROC, USER_NPROC))
@@ -270,7 +340,7 @@ def run_main(sock):
     code = 1
     try:
         prepare_main()
-        (spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd, results_fd), _ = recv_run(sock)
+        (spec_fd, stdin_fd, stdout_fd, stderr_fd, status_fd, results_fd) = recv_run(sock)
         become_user()
         # Only the leader reports the status: user code must not be able to forge it.
         os.close(status_fd)
@@ -571,14 +641,20 @@ FILE_OPS = {"write_file": write_file, "read_file": read_file, "list_files": list
 
 # ---------------------------------------------------------------- the zygote loop
 
-# Armed pairs, each (leader pid, zygote's end of the socket to the pair). Two are kept so that
-# the next request finds one ready even while the zygote is still arming after the last one.
-ARMED = 1
-armed = []
+# Leaders: pid -> the zygote's end of the socket to it (and its main). A leader is "armed"
+# (its main waits for a run), running a run, or "returning" (its run is over: it forks a
+# fresh main and comes back armed). A run takes an armed one, else waits for a returning one;
+# only when every leader is busy with a run (concurrent runs) is another one forked. At most
+# IDLE_LEADERS armed ones are kept, so an idle sandbox holds one leader and one main.
+IDLE_LEADERS = 1
+leaders = {}
+armed = []  # pids, oldest first
+returning = set()
+doomed = set()  # leaders sent a kill: never given another run
 
 
 def arm():
-    """Forks a run's leader (and through it, main) ahead of any request."""
+    """Forks a leader (and through it, its first main) ahead of any request."""
     ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
@@ -588,7 +664,8 @@ def arm():
         finally:
             os._exit(1)
     theirs.close()
-    armed.append((pid, ours))
+    leaders[pid] = ours
+    armed.append(pid)
 
 
 def arm_patiently(deadline=2.0):
@@ -606,20 +683,86 @@ def arm_patiently(deadline=2.0):
             delay = min(delay * 2, 0.2)
 
 
+def retire(pid):
+    """Forgets a leader; closing our end makes a live one (and its armed main) exit."""
+    sock = leaders.pop(pid, None)
+    if sock is not None:
+        sock.close()
+    if pid in armed:
+        armed.remove(pid)
+    returning.discard(pid)
+    doomed.discard(pid)
+    for rid in [r for r, p in runs.items() if p == pid]:
+        del runs[rid]
+
+
+def forget_dead():
+    while dead:
+        retire(dead.pop())
+
+
+def from_leader(pid):
+    """Handles what a leader says: "done" (its run is over) or "ready" (armed again)."""
+    try:
+        msg = leaders[pid].recv(16, _socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return
+    except OSError:
+        msg = b""
+    if msg in (b"done", b"ready"):
+        # Its run is over: a kill for it must not reach the leader's next run.
+        for rid in [r for r, p in runs.items() if p == pid]:
+            del runs[rid]
+    if msg == b"done":
+        returning.add(pid)
+    elif msg == b"ready" and pid not in doomed and len(armed) < IDLE_LEADERS:
+        returning.discard(pid)
+        armed.append(pid)
+    else:  # gone, doomed, or one idle leader too many
+        retire(pid)
+
+
+def wait_for_leaders(timeout):
+    """Waits up to `timeout` s (None: forever) for the control socket or a busy leader."""
+    poller = select.poll()
+    poller.register(CTRL, select.POLLIN)
+    busy = [pid for pid in leaders if pid not in armed]
+    for pid in busy:
+        poller.register(leaders[pid], select.POLLIN)
+    ready = poller.poll(None if timeout is None else int(timeout * 1000))
+    fds = {fd for fd, _ in ready}
+    for pid in busy:
+        if pid in leaders and leaders[pid].fileno() in fds:
+            from_leader(pid)
+    return CTRL.fileno() in fds
+
+
+def take_armed():
+    """An armed leader: one ready, else a returning one (waited for), else a fresh one."""
+    forget_dead()
+    deadline = time.monotonic() + 0.5
+    while not armed and returning and time.monotonic() < deadline:
+        poller = select.poll()
+        for pid in returning:
+            poller.register(leaders[pid], select.POLLIN)
+        for fd, _ in poller.poll(int((deadline - time.monotonic()) * 1000) + 1):
+            for pid in [p for p in returning if leaders[p].fileno() == fd]:
+                from_leader(pid)
+        forget_dead()
+    if not armed:
+        arm_patiently()
+    return armed.pop(0)
+
+
 def start_run(rid, fds, report_pid=False):
     msg = b"run+pid" if report_pid else b"run"
     for _attempt in range(2):
-        if not armed:
-            arm_patiently()
-        pid, sock = armed.pop(0)
+        pid = take_armed()
         try:
-            # One copy for the leader, one for main: each takes one message (either one).
-            send_fds(sock, msg, fds)
-            send_fds(sock, msg, fds)
+            send_fds(leaders[pid], msg, fds)
         except OSError:
-            sock.close()
+            retire(pid)
             continue  # that pair died (e.g. killed under memory pressure): use a fresh one
-        sock.close()
         runs[rid] = pid
         return
     raise OSError("could not start a run process")
@@ -629,12 +772,19 @@ def serve():
     signal.signal(signal.SIGCHLD, reap)
     gc.collect()
     gc.freeze()  # the warm heap is shared copy-on-write; keep the collector off it
-    while len(armed) < ARMED:
-        arm()
+    arm()
     send({"op": "ready", "pid": os.getpid()})
     while True:
+        forget_dead()
+        try:
+            if not wait_for_leaders(None):
+                continue
+        except InterruptedError:
+            continue
         try:
             msg, fds = recv_fds(CTRL, MAX_MESSAGE, RUN_FDS)
+        except BlockingIOError:
+            continue
         except ConnectionResetError:
             return
         if not msg:
@@ -650,14 +800,14 @@ def serve():
                 for fd in fds:
                     os.close(fd)
                 fds = []
-                try:
-                    while len(armed) < ARMED:
-                        arm()
-                except OSError:
-                    pass  # at the process limit: arm on the next request instead
             elif op == "kill":
-                leader_pid = runs.get(int(req["id"]))
+                rid = int(req["id"])
+                leader_pid = runs.get(rid)
+                if leader_pid in leaders:
+                    from_leader(leader_pid)  # a "done" already sent: nothing left to kill
+                leader_pid = runs.pop(rid, None)
                 if leader_pid:
+                    doomed.add(leader_pid)
                     try:
                         os.kill(leader_pid, signal.SIGUSR1)
                     except ProcessLookupError:

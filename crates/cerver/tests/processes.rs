@@ -661,3 +661,70 @@ async fn followers_of_endless_processes_do_not_hold_up_shutdown() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(follower);
 }
+
+/// A run's leader (the parent of its main process, `os.getppid()` in user code) is reused by
+/// the next run once nothing of its run is left; one whose run was killed, or that still
+/// leads a background process, never takes another run; and none of this shows in results.
+#[tokio::test]
+async fn run_leaders_are_reused_only_when_their_run_is_over() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let ppid = "import os\nprint(os.getppid())";
+    let first = s.output(&id, ppid).await;
+    assert_eq!(
+        s.output(&id, ppid).await,
+        first,
+        "a finished run's leader is reused"
+    );
+    assert_eq!(s.output(&id, ppid).await, first);
+
+    // A run killed at its timeout: its leader exits, the next run gets another one.
+    let killed = s
+        .run_with(
+            &id,
+            json!({"code": "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(60)",
+                   "timeout": 1}),
+        )
+        .await;
+    assert_eq!(killed["status"], "timeout", "{killed}");
+    let killed_leader = killed["output"].as_str().unwrap().trim().to_string();
+    assert_eq!(killed_leader, first);
+    let second = s.output(&id, ppid).await;
+    assert_ne!(
+        second, killed_leader,
+        "a leader that was sent a kill is never reused"
+    );
+    let alive = format!("import os\nprint(os.path.exists('/proc/{killed_leader}'))");
+    assert_eq!(s.output(&id, &alive).await, "False");
+    assert_eq!(s.output(&id, ppid).await, second);
+
+    // A background process keeps its leader busy: foreground runs get another leader, then
+    // reuse that one; killing the process ends its leader too.
+    let code = "import os, time\nprint(os.getppid(), flush=True)\ntime.sleep(600)";
+    let pid = pid_of(&start(&s, &id, code).await);
+    let bg = wait_process(&s, &id, pid, 20, |p| p["output"] != "").await;
+    let bg_leader = bg["output"].as_str().unwrap().trim().to_string();
+    let third = s.output(&id, ppid).await;
+    assert_ne!(third, bg_leader);
+    assert_eq!(s.output(&id, ppid).await, third);
+    let (status, v) = s.delete(&format!("/sandbox/{id}/processes/{pid}")).await;
+    assert_eq!(status, 200, "{v}");
+    let alive = format!("import os\nprint(os.path.exists('/proc/{bg_leader}'))");
+    assert_eq!(s.output(&id, &alive).await, "False");
+
+    // A run whose orphan outlives it: the leader stays with the orphan until it ends.
+    let orphaning = "import os, subprocess, sys\n\
+                     subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(2)'], \
+                     start_new_session=True)\nprint(os.getppid())";
+    let orphans_leader = s.output(&id, orphaning).await;
+    let next = s.output(&id, ppid).await;
+    assert_ne!(next, orphans_leader, "busy with the orphan");
+    // Every status still comes from how each run ended.
+    let r = s.run(&id, "raise SystemExit(4)").await;
+    assert_eq!(
+        (r["status"].as_str(), r["exit_code"].as_i64()),
+        (Some("error"), Some(4)),
+        "{r}"
+    );
+    assert_eq!(s.run(&id, "print('fine')").await["status"], "ok");
+}
