@@ -647,6 +647,10 @@ FILE_OPS = {"write_file": write_file, "read_file": read_file, "list_files": list
 # only when every leader is busy with a run (concurrent runs) is another one forked. At most
 # IDLE_LEADERS armed ones are kept, so an idle sandbox holds one leader and one main.
 IDLE_LEADERS = 1
+# A sandbox without a run for this long gives its armed pair back (the leader's and main's
+# dirtied pages, page tables and kernel objects: ~1.2 MiB of host memory); its next run forks
+# a fresh pair first (a few ms, still far below an interpreter start).
+DISARM_AFTER = 30.0
 leaders = {}
 armed = []  # pids, oldest first
 returning = set()
@@ -774,10 +778,16 @@ def serve():
     gc.freeze()  # the warm heap is shared copy-on-write; keep the collector off it
     arm()
     send({"op": "ready", "pid": os.getpid()})
+    last_run = time.monotonic()
     while True:
         forget_dead()
+        idle_until = last_run + DISARM_AFTER
+        timeout = max(0.0, idle_until - time.monotonic()) if armed else None
         try:
-            if not wait_for_leaders(None):
+            if not wait_for_leaders(timeout):
+                if armed and time.monotonic() >= idle_until:
+                    for pid in list(armed):
+                        retire(pid)
                 continue
         except InterruptedError:
             continue
@@ -793,6 +803,7 @@ def serve():
             req = json.loads(msg)
             op = req.get("op")
             if op == "run" and len(fds) == RUN_FDS:
+                last_run = time.monotonic()
                 try:
                     start_run(int(req["id"]), fds, bool(req.get("report_pid")))
                 except OSError as e:

@@ -728,3 +728,51 @@ async fn run_leaders_are_reused_only_when_their_run_is_over() {
     );
     assert_eq!(s.run(&id, "print('fine')").await["status"], "ok");
 }
+
+/// The number of processes in each sandbox cgroup under `dir` (init, zygote, and leaders and
+/// their mains), the warm pool's sandboxes included.
+fn sandbox_processes(dir: &std::path::Path) -> Vec<usize> {
+    common::sandbox_cgroups(dir)
+        .iter()
+        .map(|cg| {
+            std::fs::read_to_string(dir.join(cg).join("cgroup.procs"))
+                .map(|procs| procs.lines().count())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// A sandbox without a run for 30 s gives its armed run pair back (host memory), and its
+/// next run works as ever, on a fresh pair.
+#[tokio::test]
+async fn an_idle_sandbox_gives_its_armed_pair_back() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let ppid = "import os\nprint(os.getppid())";
+    let before = s.output(&id, ppid).await;
+    let dir = s.cgroup_dir();
+    // init, zygote, a leader and its armed main, in every sandbox (ours and the pool's).
+    assert!(
+        sandbox_processes(&dir).contains(&4),
+        "{:?}",
+        sandbox_processes(&dir)
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = sandbox_processes(&dir);
+        if !counts.is_empty() && counts.iter().all(|&n| n == 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the armed pairs stayed: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = s.output(&id, ppid).await;
+    assert_ne!(after, before, "a fresh leader");
+    assert_eq!(s.output(&id, ppid).await, after);
+    let mut counts = sandbox_processes(&dir);
+    counts.sort();
+    assert_eq!(counts.last(), Some(&4), "{counts:?}");
+}
