@@ -647,9 +647,10 @@ FILE_OPS = {"write_file": write_file, "read_file": read_file, "list_files": list
 # only when every leader is busy with a run (concurrent runs) is another one forked. At most
 # IDLE_LEADERS armed ones are kept, so an idle sandbox holds one leader and one main.
 IDLE_LEADERS = 1
-# A sandbox without a run for this long gives its armed pair back (the leader's and main's
-# dirtied pages, page tables and kernel objects: ~1.2 MiB of host memory); its next run forks
-# a fresh pair first (a few ms, still far below an interpreter start).
+# A sandbox that has run code and then had no run for this long gives its armed pair back
+# (the leader's and main's dirtied pages, page tables and kernel objects: ~1.9 MiB of host
+# memory); its next run forks a fresh pair first (a few ms, still far below an interpreter
+# start). One that never ran (the warm pool's) keeps its pair: its first run stays fast.
 DISARM_AFTER = 30.0
 leaders = {}
 armed = []  # pids, oldest first
@@ -778,14 +779,16 @@ def serve():
     gc.freeze()  # the warm heap is shared copy-on-write; keep the collector off it
     arm()
     send({"op": "ready", "pid": os.getpid()})
-    last_run = time.monotonic()
+    last_run = None
     while True:
         forget_dead()
-        idle_until = last_run + DISARM_AFTER
-        timeout = max(0.0, idle_until - time.monotonic()) if armed else None
+        idle_until = None if last_run is None else last_run + DISARM_AFTER
+        timeout = None
+        if armed and idle_until is not None:
+            timeout = max(0.0, idle_until - time.monotonic())
         try:
             if not wait_for_leaders(timeout):
-                if armed and time.monotonic() >= idle_until:
+                if armed and idle_until is not None and time.monotonic() >= idle_until:
                     for pid in list(armed):
                         retire(pid)
                 continue
