@@ -5,6 +5,11 @@
 # with CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL only,
 # under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
 #
+# One program in four parts, marked by "# ----" rules (the run's leader, the run's main
+# process, file operations, the zygote loop): they share this module's globals, and the
+# precompiled bundle (zygote.rs) carries it as one unit beside display.py and context.py.
+# Moving the file operations into a fourth program of that bundle is the next split.
+#
 # Leaders: zygote --fork--> leader (child subreaper: every orphan of a run comes back to it)
 # Per run:  leader --fork--> main (drops every privilege, stacks the run seccomp filter, runs code)
 # The leader reports the main process's status, then reaps whatever else the run started, and
@@ -89,7 +94,6 @@ import _ast  # the C module: the notebook-cell split of run_code, without import
 
 CTRL = _socket.socket(fileno=CONTROL_FD)
 CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
-ZYGOTE_PID = os.getpid()
 
 runs = {}  # run id -> pid of its leader
 dead = set()  # pids reaped by `reap`, not yet forgotten by the loop
@@ -132,7 +136,7 @@ def send(obj):
     CTRL.send(json.dumps(obj).encode())
 
 
-# ---------------------------------------------------------------- the run's leader (pid 1)
+# ---------------------------------------------------------------- the run's leader
 
 def recv_run(sock):
     """main: the run's descriptors, as handed over by its leader. Exits if the leader went
@@ -727,19 +731,19 @@ def from_leader(pid):
         retire(pid)
 
 
-def wait_for_leaders(timeout):
-    """Waits up to `timeout` s (None: forever) for the control socket or a busy leader."""
+def hear_leaders(pids, timeout, ctrl=False):
+    """Waits up to `timeout` s (None: forever) for what the leaders `pids` say (handled here)
+    or, with `ctrl`, for the control socket; returns whether the control socket is readable."""
     poller = select.poll()
-    poller.register(CTRL, select.POLLIN)
-    busy = [pid for pid in leaders if pid not in armed]
-    for pid in busy:
+    if ctrl:
+        poller.register(CTRL, select.POLLIN)
+    for pid in pids:
         poller.register(leaders[pid], select.POLLIN)
-    ready = poller.poll(None if timeout is None else int(timeout * 1000))
-    fds = {fd for fd, _ in ready}
-    for pid in busy:
+    fds = {fd for fd, _ in poller.poll(None if timeout is None else int(timeout * 1000) + 1)}
+    for pid in pids:
         if pid in leaders and leaders[pid].fileno() in fds:
             from_leader(pid)
-    return CTRL.fileno() in fds
+    return ctrl and CTRL.fileno() in fds
 
 
 def take_armed():
@@ -747,12 +751,7 @@ def take_armed():
     forget_dead()
     deadline = time.monotonic() + 0.5
     while not armed and returning and time.monotonic() < deadline:
-        poller = select.poll()
-        for pid in returning:
-            poller.register(leaders[pid], select.POLLIN)
-        for fd, _ in poller.poll(int((deadline - time.monotonic()) * 1000) + 1):
-            for pid in [p for p in returning if leaders[p].fileno() == fd]:
-                from_leader(pid)
+        hear_leaders(list(returning), deadline - time.monotonic())
         forget_dead()
     if not armed:
         arm_patiently()
@@ -786,18 +785,14 @@ def serve():
         timeout = None
         if armed and idle_until is not None:
             timeout = max(0.0, idle_until - time.monotonic())
-        try:
-            if not wait_for_leaders(timeout):
-                if armed and idle_until is not None and time.monotonic() >= idle_until:
-                    for pid in list(armed):
-                        retire(pid)
-                continue
-        except InterruptedError:
+        busy = [pid for pid in leaders if pid not in armed]
+        if not hear_leaders(busy, timeout, ctrl=True):
+            if armed and idle_until is not None and time.monotonic() >= idle_until:
+                for pid in list(armed):
+                    retire(pid)
             continue
         try:
             msg, fds = recv_fds(CTRL, MAX_MESSAGE, RUN_FDS)
-        except BlockingIOError:
-            continue
         except ConnectionResetError:
             return
         if not msg:
