@@ -8,6 +8,8 @@
 //! - [`init`]: pid 1 inside the sandbox: builds the filesystem ([`rootfs`]), starts and restarts
 //!   the zygote, reaps orphans.
 //! - [`zygote`]: the warm Python interpreter (`zygote.py`) that forks one child per run.
+//! - [`template`]: the `cerver __template` process: one warm interpreter ([`embed`]) per server
+//!   that forks every helper, so each zygote is a copy-on-write fork of it.
 //! - [`disk`]: the workspace image on a loop device, mounted where only the sandbox sees it.
 //! - [`harden`], [`seccomp`], [`net`], [`cgroup`]: the policy pieces.
 //!
@@ -18,6 +20,8 @@
 pub mod cgroup;
 #[allow(unsafe_code)] // the loop-device ioctls (LOOP_CTL_GET_FREE, LOOP_CONFIGURE)
 pub mod disk;
+#[allow(unsafe_code)] // dlopen of libpython and calls into its C API
+pub mod embed;
 pub mod harden;
 #[allow(unsafe_code)] // clone(2) of the init with a callback; borrowing the inherited lifeline fd
 pub mod helper;
@@ -31,6 +35,8 @@ pub mod protocol;
 // mount_setattr(2) (recursive read-only binds), which neither nix nor libc wraps
 pub mod rootfs;
 pub mod seccomp;
+#[allow(unsafe_code)] // fork(2) of helpers, descriptors by number, pidfd_open/pidfd_send_signal
+pub mod template;
 #[allow(unsafe_code)] // fork(2) of the zygote, `_exit` in the child, close_range(2)
 pub mod zygote;
 

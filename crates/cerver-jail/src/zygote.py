@@ -1,7 +1,9 @@
 # The Cerver zygote: a warm interpreter that forks one child per run.
 #
-# Started by the sandbox init as `python3 -I -S -c <BOOTSTRAP> <settings-json>`, which loads this
-# program (precompiled, see zygote.rs) from a memfd, as root of the sandbox's user namespace
+# Started by the sandbox init either forked from the server's template interpreter (template.rs,
+# which ran this program with TEMPLATE set: everything is defined, and the fork calls main())
+# or as `python3 -I -S -c <BOOTSTRAP> <settings-json>`, which loads this program (precompiled,
+# see zygote.rs) from a memfd. Either way it runs as root of the sandbox's user namespace
 # with CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL only,
 # under Landlock, no_new_privs and the zygote seccomp filter. Protocol: see protocol.rs.
 #
@@ -53,11 +55,9 @@ site.setquit()
 site.setcopyright()
 site.sethelper()
 
-SETTINGS = json.loads(sys.argv[1])
-WORKSPACE = SETTINGS["workspace"]
-VENV = SETTINGS["venv"]
-UID = SETTINGS["uid"]
-USER_NPROC = SETTINGS["user_nproc"]
+# Set by configure() from the zygote's settings (zygote.rs), when the zygote starts.
+WORKSPACE = VENV = UID = USER_NPROC = RUN_PROG = CTRL = None
+_RUN_FILTER = b""
 CONTROL_FD = 3
 RUN_FDS = 6  # spec, stdin, stdout, stderr, status, results
 MAX_MESSAGE = 4096
@@ -77,12 +77,6 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-# The stricter filter user code gets on top of the zygote's, when the policy has one (the
-# zygote is already under its own filter, which every descendant inherits).
-_RUN_FILTER = bytes.fromhex(SETTINGS["run_filter"] or "")
-_RUN_FILTER_BUF = ctypes.create_string_buffer(_RUN_FILTER, len(_RUN_FILTER))
-RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.c_void_p))
-
 # Rich results (display.py), as the module `cerver_display`: defined once here, used per run.
 display = types.ModuleType("cerver_display")
 exec(CODE[1], display.__dict__)  # CODE: set by the bootstrap (zygote.rs)
@@ -91,9 +85,6 @@ sys.modules["cerver_display"] = display
 context = types.ModuleType("cerver_context")
 exec(CODE[2], context.__dict__)
 import _ast  # the C module: the notebook-cell split of run_code, without importing `ast`
-
-CTRL = _socket.socket(fileno=CONTROL_FD)
-CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
 
 runs = {}  # run id -> pid of its leader
 dead = set()  # pids reaped by `reap`, not yet forgotten by the loop
@@ -394,6 +385,23 @@ def set_stdio():
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(
         io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
         write_through=True)
+
+
+def configure(settings):
+    """The zygote's own settings (JSON from zygote.rs), and its control socket."""
+    global WORKSPACE, VENV, UID, USER_NPROC, RUN_PROG, CTRL, _RUN_FILTER, _RUN_FILTER_BUF
+    settings = json.loads(settings)
+    WORKSPACE = settings["workspace"]
+    VENV = settings["venv"]
+    UID = settings["uid"]
+    USER_NPROC = settings["user_nproc"]
+    # The stricter filter user code gets on top of the zygote's, when the policy has one (the
+    # zygote is already under its own filter, which every descendant inherits).
+    _RUN_FILTER = bytes.fromhex(settings["run_filter"] or "")
+    _RUN_FILTER_BUF = ctypes.create_string_buffer(_RUN_FILTER, len(_RUN_FILTER))
+    RUN_PROG = SockFprog(len(_RUN_FILTER) // 8, ctypes.cast(_RUN_FILTER_BUF, ctypes.c_void_p))
+    CTRL = _socket.socket(fileno=CONTROL_FD)
+    CTRL.setblocking(True)  # the server created the pair non-blocking; that flag is shared
 
 
 def enter_venv():
@@ -831,6 +839,15 @@ def serve():
                     pass
 
 
-enter_venv()
-serve()
-sys.exit(0)
+def main(settings):
+    configure(settings)
+    enter_venv()
+    serve()
+    sys.exit(0)
+
+
+# Exec'd (zygote.rs's BOOTSTRAP), the settings are the command's argument. In the template
+# interpreter (template.rs) this program only defines everything: each zygote forked from it
+# calls main() with its own settings.
+if not globals().get("TEMPLATE"):
+    main(sys.argv[1])

@@ -120,7 +120,7 @@ fn program(compiled: Option<&[u8]>, sources: &[&str; 3]) -> Vec<u8> {
 }
 
 /// Environment of the zygote itself; each run gets its own environment from the runtime.
-fn zygote_env() -> [String; 3] {
+pub fn zygote_env() -> [String; 3] {
     use crate::layout::{HOME, LANG, PATH};
     [
         format!("PATH={PATH}"),
@@ -133,9 +133,9 @@ fn cstring(s: &str) -> Result<CString, JailError> {
     CString::new(s).map_err(|_| JailError::Setup("NUL byte in zygote argument".into()))
 }
 
-/// Forks and execs the zygote; returns its pid.
-pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
-    let settings = serde_json::json!({
+/// The zygote's settings (`configure()` in zygote.py), as JSON.
+fn settings(cfg: &JailConfig) -> String {
+    serde_json::json!({
         // Stacking an identical filter would only slow every syscall down.
         "run_filter": (crate::seccomp::RUN_FILTER != crate::seccomp::ZYGOTE_FILTER)
             .then(|| hex(crate::seccomp::RUN_FILTER)),
@@ -144,7 +144,17 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
         "uid": SANDBOX_UID,
         "user_nproc": cfg.limits.pids.saturating_sub(ROOT_PROCESS_RESERVE).max(1),
     })
-    .to_string();
+    .to_string()
+}
+
+/// Starts the zygote; returns its pid. In a process forked from the template interpreter
+/// ([`crate::template`]) the zygote is a fork that runs the inherited, warm interpreter;
+/// otherwise it is a fork that execs `python3` with [`BOOTSTRAP`]. Both harden the same way.
+pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
+    if let Some(python) = crate::embed::get() {
+        return spawn_forked(cfg, python);
+    }
+    let settings = settings(cfg);
     let argv = [
         cfg.python.as_str(),
         "-I",
@@ -175,6 +185,38 @@ pub fn spawn(cfg: &JailConfig) -> Result<Pid, JailError> {
             eprintln!("zygote: {err}");
             // SAFETY: leave the forked child without running the parent's destructors.
             unsafe { libc::_exit(127) }
+        }
+        Err(e) => Err(JailError::Setup(format!("fork zygote: {e}"))),
+    }
+}
+
+/// The zygote as a fork of the template's interpreter: hardened like [`exec`]'s, then it makes
+/// the interpreter its own and calls the program's `main` with its settings (hex-encoded into
+/// the one line of code it runs, so nothing in them can be read as code).
+fn spawn_forked(cfg: &JailConfig, python: &'static crate::embed::Python) -> Result<Pid, JailError> {
+    let code = format!(
+        "import sys\nsys.argv = ['-c']\nmain(bytes.fromhex('{}').decode())\n",
+        hex(settings(cfg).as_bytes())
+    );
+    // SAFETY: the init is single-threaded; the child only makes syscalls, then runs Python
+    // in the interpreter it inherited (see `embed::Python::after_fork_child`), then exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => Ok(child),
+        Ok(ForkResult::Child) => {
+            let mut status = 127;
+            match harden(cfg, None) {
+                Ok(()) => {
+                    python.after_fork_child();
+                    // main() ends the process (sys.exit); an exception was printed.
+                    if let Err(e) = python.run(&code) {
+                        eprintln!("zygote: {e}");
+                        status = 1;
+                    }
+                }
+                Err(e) => eprintln!("zygote: {e}"),
+            }
+            // SAFETY: leave the forked child without running the parent's destructors.
+            unsafe { libc::_exit(status) }
         }
         Err(e) => Err(JailError::Setup(format!("fork zygote: {e}"))),
     }
@@ -229,34 +271,54 @@ fn exec(
     argv: &[CString],
     env: &[CString],
 ) -> JailError {
-    let step = || -> Result<(), JailError> {
-        SigSet::empty()
-            .thread_set_mask()
-            .map_err(|e| JailError::Setup(format!("signal mask: {e}")))?;
-        nix::unistd::setsid().map_err(|e| JailError::Setup(format!("setsid: {e}")))?;
-        place_program(code)?;
-        crate::harden::rlimits(&cfg.limits)?;
-        crate::harden::capabilities()?;
-        crate::harden::no_new_privs()?;
-        crate::harden::landlock()?;
-        // Only stdio, the control socket and the program cross into the interpreter (which
-        // closes the program's memfd before it runs it).
-        // SAFETY: close_range on descriptors above ZYGOTE_PROGRAM_FD (the init's PROGRAM_FD
-        // among them), none of which we use again.
-        if unsafe { libc::close_range(ZYGOTE_PROGRAM_FD as u32 + 1, u32::MAX, 0) } != 0 {
-            return Err(JailError::Setup("close_range failed".into()));
-        }
-        crate::seccomp::install_zygote_filters()
-            .map_err(|e| JailError::Setup(format!("seccomp: {e}")))?;
-        Ok(())
-    };
-    if let Err(e) = step() {
+    if let Err(e) = harden(cfg, Some(code)) {
         return e;
     }
     match nix::unistd::execve(python, argv, env) {
         Err(e) => JailError::Setup(format!("exec {}: {e}", cfg.python)),
         Ok(never) => match never {},
     }
+}
+
+/// Everything a zygote does before its interpreter runs, in order (each step needs privileges
+/// the next one removes). `program`: put the program's memfd where [`BOOTSTRAP`] reads it (an
+/// exec'd zygote); a forked one already holds its program and keeps no descriptor but stdio
+/// and the control socket.
+fn harden(cfg: &JailConfig, program: Option<BorrowedFd<'_>>) -> Result<(), JailError> {
+    SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| JailError::Setup(format!("signal mask: {e}")))?;
+    nix::unistd::setsid().map_err(|e| JailError::Setup(format!("setsid: {e}")))?;
+    if let Some(code) = program {
+        place_program(code)?;
+    }
+    crate::harden::rlimits(&cfg.limits)?;
+    crate::harden::capabilities()?;
+    crate::harden::no_new_privs()?;
+    if program.is_none() {
+        // What an exec would have done: the init's switch to root of the namespace made it
+        // non-dumpable, and a forked process keeps that (an exec'd one is dumpable again).
+        // Non-dumpable, its /proc files would belong to the (unmapped) host root of the
+        // template's memory, and it could not write its own oom_score_adj.
+        nix::sys::prctl::set_dumpable(true)
+            .map_err(|e| JailError::Setup(format!("dumpable: {e}")))?;
+    }
+    crate::harden::landlock()?;
+    // Only stdio, the control socket and (exec'd) the program cross into the interpreter
+    // (which closes the program's memfd before it runs it).
+    let keep = if program.is_some() {
+        ZYGOTE_PROGRAM_FD
+    } else {
+        CONTROL_FD
+    };
+    // SAFETY: close_range on descriptors above `keep` (the init's PROGRAM_FD among them), none
+    // of which we use again.
+    if unsafe { libc::close_range(keep as u32 + 1, u32::MAX, 0) } != 0 {
+        return Err(JailError::Setup("close_range failed".into()));
+    }
+    crate::seccomp::install_zygote_filters()
+        .map_err(|e| JailError::Setup(format!("seccomp: {e}")))?;
+    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -33,6 +33,9 @@ pub struct RuntimeConfig {
     pub rootfs: PathBuf,
     /// Interpreter path inside the sandbox.
     pub python: String,
+    /// Fork every sandbox's helper (and so its zygote) from one warm template interpreter
+    /// (`template`), when the host allows; otherwise each zygote execs `python`.
+    pub template_interpreter: bool,
     /// Warm sandboxes kept ready per engine (0 disables the pool).
     pub pool_size: usize,
     /// First host uid of the ranges that sandbox user namespaces map to.
@@ -101,6 +104,7 @@ impl RuntimeConfig {
             helper,
             rootfs: PathBuf::from("/"),
             python: "/usr/bin/python3".into(),
+            template_interpreter: true,
             pool_size: 2,
             uid_base: 1 << 20,
             uid_lock_dir: PathBuf::from("/run/cerver/uid-ranges"),

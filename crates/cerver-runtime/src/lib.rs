@@ -25,6 +25,7 @@ pub mod results;
 pub mod run;
 pub mod sandbox;
 pub mod selection;
+pub mod template;
 mod uids;
 pub mod wheelhouse;
 
@@ -121,6 +122,8 @@ pub struct Runtime {
     /// The zygote's programs, compiled once by the sandboxes' interpreter when that works, in
     /// one sealed memfd that every helper gets (`cerver_jail::zygote::program_memfd`).
     zygote_program: Arc<std::os::fd::OwnedFd>,
+    /// The template interpreter that forks every helper, when this host has one.
+    template: Option<Arc<template::Template>>,
 }
 
 impl Runtime {
@@ -190,6 +193,9 @@ impl Runtime {
         let zygote_program = cerver_jail::zygote::program_memfd(compiled.as_deref())
             .map(Arc::new)
             .map_err(|e| RuntimeError::Create(e.to_string()))?;
+        let template = template::Template::start(&cfg, &zygote_program)
+            .await
+            .map(Arc::new);
         let rt = Arc::new(Runtime {
             cfg,
             cgroup_parent,
@@ -199,6 +205,7 @@ impl Runtime {
             fetch_lock: tokio::sync::Mutex::new(()),
             disks,
             zygote_program,
+            template,
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -280,11 +287,13 @@ impl Runtime {
             Engine::Workers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
                 zygote_program: Some(self.zygote_program.clone()),
+                template: self.template.clone(),
                 ..Default::default()
             },
             Engine::Containers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
                 zygote_program: Some(self.zygote_program.clone()),
+                template: self.template.clone(),
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"

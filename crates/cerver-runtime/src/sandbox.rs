@@ -2,7 +2,7 @@
 //! to its zygote, and the lifeline whose closing tears it down.
 
 use std::io::IoSlice;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,51 @@ pub(crate) struct Setup {
     /// The zygote's program (`cerver_jail::zygote::program_memfd`), given to the helper on
     /// `PROGRAM_FD`; a sandbox cannot start without it.
     pub zygote_program: Option<Arc<OwnedFd>>,
+    /// The template interpreter that forks helpers, when the server has one.
+    pub template: Option<Arc<crate::template::Template>>,
+}
+
+/// A helper process: exec'd by us (our child), or forked by the template (a pidfd of it).
+enum Helper {
+    Exec(tokio::process::Child),
+    Forked(tokio::io::unix::AsyncFd<OwnedFd>),
+}
+
+impl Helper {
+    /// Waits for the helper to exit; kills it first when `kill` fires.
+    async fn wait(self, kill: tokio::sync::oneshot::Receiver<()>) {
+        match self {
+            Helper::Exec(mut child) => {
+                let status = tokio::select! {
+                    s = child.wait() => s,
+                    _ = kill => { let _ = child.start_kill(); child.wait().await }
+                };
+                tracing::debug!(?status, "sandbox helper exited");
+            }
+            // A pidfd polls readable once the process has exited (the template reaps it).
+            Helper::Forked(pidfd) => {
+                tokio::select! {
+                    _ = pidfd.readable() => {}
+                    _ = kill => {
+                        if let Err(e) = cerver_jail::template::kill(pidfd.get_ref().as_fd()) {
+                            tracing::warn!("kill helper: {e}");
+                        }
+                        let _ = pidfd.readable().await;
+                    }
+                }
+                tracing::debug!("sandbox helper exited");
+            }
+        }
+    }
+}
+
+/// What starting a helper gives: our end of its control socket, the write end of its
+/// lifeline, the process and its stderr.
+struct Started {
+    control: UnixSeqpacket,
+    lifeline: OwnedFd,
+    helper: Helper,
+    log: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
 }
 
 impl Sandbox {
@@ -149,55 +194,33 @@ impl Sandbox {
             packages: setup.packages,
             disk: image,
         };
-        let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
-        let (life_read, life_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io("lifeline")(e.into()))?;
-
-        let mut cmd = tokio::process::Command::new(&cfg.helper);
-        // The sandbox's init is a clone of the helper, and its command line is readable inside
-        // the sandbox: no host path there, and the configuration goes through stdin.
-        cmd.arg0("cerver-sandbox")
-            .arg("__jail")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
         let program = setup
             .zygote_program
             .as_ref()
-            .ok_or_else(|| RuntimeError::Internal("no zygote program".into()))?
-            .try_clone()
-            .map_err(io("zygote program"))?;
-        cmd.fd_mappings(vec![
-            FdMapping {
-                parent_fd: OwnedFd::from(theirs),
-                child_fd: CONTROL_FD,
-            },
-            FdMapping {
-                parent_fd: life_read,
-                child_fd: LIFELINE_FD,
-            },
-            FdMapping {
-                parent_fd: program,
-                child_fd: PROGRAM_FD,
-            },
-        ])
-        .map_err(|_| RuntimeError::Create("fd mapping collision".into()))?;
-        let mut child = cmd.spawn().map_err(io("spawn helper"))?;
-        drop(cmd); // closes our copies of the helper's ends
-        if let Some(mut stdin) = child.stdin.take() {
-            let config = serde_json::to_vec(&jail).expect("JailConfig serializes");
-            tokio::io::AsyncWriteExt::write_all(&mut stdin, &config)
-                .await
-                .map_err(io("write helper configuration"))?;
+            .ok_or_else(|| RuntimeError::Internal("no zygote program".into()))?;
+        let mut started = None;
+        if let Some(template) = setup.template.as_ref().filter(|t| t.is_alive()) {
+            match fork_helper(template, &jail).await {
+                Ok(s) => started = Some(s),
+                Err(e) => {
+                    tracing::warn!(sandbox.label = %label, "template: {e}; exec'ing the helper")
+                }
+            }
         }
-
-        let stderr = child.stderr.take();
+        let started = match started {
+            Some(s) => s,
+            None => exec_helper(cfg, &jail, program).await?,
+        };
+        let Started {
+            control,
+            lifeline: life_write,
+            helper,
+            log: stderr,
+        } = started;
         let log_label = label.clone();
         let last_error = Arc::new(Mutex::new(String::new()));
         let last_error_w = last_error.clone();
         tokio::spawn(async move {
-            let Some(stderr) = stderr else { return };
             let mut lines = BufReader::new(stderr).lines();
             let mut logged = 0;
             while let Ok(Some(mut line)) = lines.next_line().await {
@@ -212,13 +235,8 @@ impl Sandbox {
 
         let (exited_tx, exited) = watch::channel(false);
         let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
-        let wait_label = label.clone();
         tokio::spawn(async move {
-            let status = tokio::select! {
-                s = child.wait() => s,
-                _ = kill_rx => { let _ = child.start_kill(); child.wait().await }
-            };
-            tracing::debug!(sandbox.label = %wait_label, ?status, "sandbox helper exited");
+            helper.wait(kill_rx).await;
             let _ = exited_tx.send(true);
         });
 
@@ -433,6 +451,89 @@ impl Drop for Sandbox {
         // Without an explicit destroy, closing the lifeline still makes the helper tear down.
         self.lifeline.lock().unwrap().take();
     }
+}
+
+/// Starts the sandbox's helper as `cerver __jail`, configuration on its stdin.
+async fn exec_helper(
+    cfg: &RuntimeConfig,
+    jail: &JailConfig,
+    program: &OwnedFd,
+) -> Result<Started, RuntimeError> {
+    let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
+    let (life_read, life_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("lifeline")(e.into()))?;
+    let mut cmd = tokio::process::Command::new(&cfg.helper);
+    // The sandbox's init is a clone of the helper, and its command line is readable inside
+    // the sandbox: no host path there, and the configuration goes through stdin.
+    cmd.arg0("cerver-sandbox")
+        .arg("__jail")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let program = program.try_clone().map_err(io("zygote program"))?;
+    cmd.fd_mappings(vec![
+        FdMapping {
+            parent_fd: OwnedFd::from(theirs),
+            child_fd: CONTROL_FD,
+        },
+        FdMapping {
+            parent_fd: life_read,
+            child_fd: LIFELINE_FD,
+        },
+        FdMapping {
+            parent_fd: program,
+            child_fd: PROGRAM_FD,
+        },
+    ])
+    .map_err(|_| RuntimeError::Create("fd mapping collision".into()))?;
+    let mut child = cmd.spawn().map_err(io("spawn helper"))?;
+    drop(cmd); // closes our copies of the helper's ends
+    if let Some(mut stdin) = child.stdin.take() {
+        let config = serde_json::to_vec(jail).expect("JailConfig serializes");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, &config)
+            .await
+            .map_err(io("write helper configuration"))?;
+    }
+    let log: Box<dyn tokio::io::AsyncRead + Unpin + Send> = match child.stderr.take() {
+        Some(stderr) => Box::new(stderr),
+        None => Box::new(tokio::io::empty()),
+    };
+    Ok(Started {
+        control,
+        lifeline: life_write,
+        helper: Helper::Exec(child),
+        log,
+    })
+}
+
+/// Has the template fork the sandbox's helper (see `crate::template`).
+async fn fork_helper(
+    template: &crate::template::Template,
+    jail: &JailConfig,
+) -> Result<Started, String> {
+    let (control, theirs) = UnixSeqpacket::pair().map_err(|e| format!("control socket: {e}"))?;
+    let (life_read, life_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("lifeline: {e}"))?;
+    let (log_read, log_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("log pipe: {e}"))?;
+    let pidfd = template
+        .fork_helper(jail, [OwnedFd::from(theirs), life_read, log_write])
+        .await?;
+    let log = tokio::net::unix::pipe::Receiver::from_owned_fd(log_read)
+        .map_err(|e| format!("log pipe: {e}"))?;
+    // Deprecated because a registered `T` could hand out and close its descriptor; an OwnedFd
+    // owned by the AsyncFd is neither replaced nor closed while registered (the safe case the
+    // replacement, an `unsafe fn`, would need us to promise in a crate without `unsafe`).
+    #[allow(deprecated)]
+    let pidfd = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)
+        .map_err(|e| format!("pidfd: {e}"))?;
+    Ok(Started {
+        control,
+        lifeline: life_write,
+        helper: Helper::Forked(pidfd),
+        log: Box::new(log),
+    })
 }
 
 pub(crate) fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {

@@ -44,6 +44,10 @@ enum Command {
     /// sandbox configuration as JSON to its stdin: argv would be visible inside the sandbox).
     #[command(name = "__jail", hide = true)]
     Jail,
+    /// Internal: the template interpreter that forks every sandbox's helper (spawned by the
+    /// server, configuration as JSON on stdin).
+    #[command(name = "__template", hide = true)]
+    Template,
 }
 
 #[derive(clap::Args)]
@@ -67,6 +71,13 @@ fn main() -> anyhow::Result<()> {
                 .context("read jail configuration")?;
             let cfg = serde_json::from_str(&config).context("invalid jail configuration")?;
             std::process::exit(cerver_jail::helper::main(cfg));
+        }
+        Command::Template => {
+            let mut config = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().take(1 << 16), &mut config)
+                .context("read template configuration")?;
+            let cfg = serde_json::from_str(&config).context("invalid template configuration")?;
+            std::process::exit(cerver_jail::template::main(cfg));
         }
         Command::Admin(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -28,6 +28,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut rt_cfg = cerver_runtime::RuntimeConfig::new(data_dir.clone(), helper);
     rt_cfg.rootfs = settings.rootfs.clone();
     rt_cfg.pool_size = settings.pool_size;
+    rt_cfg.template_interpreter = settings.template_interpreter;
     rt_cfg.wheel_fetch_timeout = Duration::from_secs(settings.wheel_fetch_timeout_secs.max(1));
     rt_cfg.max_wheelhouse_bytes = settings.wheel_cache_mb.saturating_mul(1 << 20);
     rt_cfg.max_wheel_fetch_bytes = settings.wheel_fetch_mb.saturating_mul(1 << 20);

@@ -27,6 +27,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub rootfs: PathBuf,
+    /// Fork sandboxes from one warm template interpreter (when the host has libpython).
+    pub template_interpreter: bool,
     pub pool_size: usize,
     pub max_sandboxes: usize,
     pub max_proxied_connections: usize,
@@ -115,6 +117,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             rootfs: PathBuf::from("/"),
+            template_interpreter: runtime.template_interpreter,
             pool_size: 2,
             max_sandboxes: control.max_sandboxes,
             max_proxied_connections: control.max_proxy_connections_total,
@@ -424,10 +427,11 @@ const WORKER_KEYS: [Key; 9] = limit_keys!("workers", "WORKERS");
 const CONTAINER_KEYS: [Key; 9] = limit_keys!("containers", "CONTAINERS");
 
 #[rustfmt::skip]
-const GENERAL_KEYS: [Key; 52] = [
+const GENERAL_KEYS: [Key; 53] = [
     key("listen", "CERVER_LISTEN", "listen", Kind::Str),
     key("data_dir", "CERVER_DATA_DIR", "data-dir", Kind::Str),
     key("rootfs", "CERVER_ROOTFS", "rootfs", Kind::Str),
+    key("template_interpreter", "CERVER_TEMPLATE_INTERPRETER", "template-interpreter", Kind::Bool),
     key("pool_size", "CERVER_POOL_SIZE", "pool-size", Kind::Int),
     key("max_sandboxes", "CERVER_MAX_SANDBOXES", "max-sandboxes", Kind::Int),
     key("max_proxied_connections", "CERVER_MAX_PROXIED_CONNECTIONS", "max-proxied-connections", Kind::Int),
