@@ -1,4 +1,5 @@
-//! `cerver __template`: one warm interpreter per server that every sandbox's zygote is a fork of.
+//! `cerver __template`: one warm interpreter per server that every workers sandbox's zygote is
+//! a fork of (containers sandboxes exec theirs: see ARCHITECTURE.md on the hash secret).
 //!
 //! The runtime starts this process once (when the sandboxes' interpreter can be loaded as a
 //! library, see [`crate::embed`]). It loads `libpython`, runs the zygote program with `TEMPLATE`

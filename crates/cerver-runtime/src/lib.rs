@@ -293,7 +293,10 @@ impl Runtime {
             Engine::Containers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
                 zygote_program: Some(self.zygote_program.clone()),
-                template: self.template.clone(),
+                // Not forked from the template: every fork of it has the same hash secret,
+                // and a containers sandbox serves the network, where another tenant who can
+                // compute its string hashes could send it colliding keys (ARCHITECTURE.md).
+                template: None,
                 egress: Some(self.egress.clone().map_err(|reason| {
                     RuntimeError::Unavailable(format!(
                         "the containers engine is unavailable on this host: {reason}"

@@ -1,6 +1,6 @@
 //! The host side of the template interpreter (`cerver __template`, see
-//! `cerver_jail::template`): started once per server, it forks every sandbox's helper, so that
-//! every zygote is a copy-on-write fork of one warm interpreter.
+//! `cerver_jail::template`): started once per server, it forks every workers sandbox's helper,
+//! so that their zygotes are copy-on-write forks of one warm interpreter.
 //!
 //! Used when the sandboxes' interpreter is the host's own (`rootfs` is `/`) and is also
 //! installed as a shared library (Debian: `libpython3.X`); otherwise, or when the template has

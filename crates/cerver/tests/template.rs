@@ -42,18 +42,34 @@ fn template_of(server: u32) -> Option<u32> {
         })
 }
 
-/// Every process of every sandbox cgroup under `dir`.
-fn sandbox_pids(dir: &Path) -> Vec<u32> {
+/// The processes of each sandbox cgroup under `dir`, and whether it is a containers sandbox
+/// (one with an `eth0`).
+fn sandboxes(dir: &Path) -> Vec<(bool, Vec<u32>)> {
     common::sandbox_cgroups(dir)
         .iter()
         .filter_map(|cg| std::fs::read_to_string(dir.join(cg).join("cgroup.procs")).ok())
-        .flat_map(|procs| {
-            procs
-                .lines()
-                .filter_map(|l| l.parse().ok())
-                .collect::<Vec<u32>>()
+        .map(|procs| {
+            let pids: Vec<u32> = procs.lines().filter_map(|l| l.parse().ok()).collect();
+            let networked = pids.iter().any(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/net/dev"))
+                    .is_ok_and(|d| d.contains("eth0:"))
+            });
+            (networked, pids)
         })
         .collect()
+}
+
+/// Every process of every workers sandbox under `dir`.
+fn sandbox_pids(dir: &Path) -> Vec<u32> {
+    sandboxes(dir)
+        .into_iter()
+        .filter(|(networked, _)| !networked)
+        .flat_map(|(_, pids)| pids)
+        .collect()
+}
+
+fn is_python(pid: u32) -> bool {
+    exe(pid).to_string_lossy().contains("python3")
 }
 
 /// What a run sees of its interpreter and its privileges, the same with and without the
@@ -81,17 +97,32 @@ async fn check_self_view(s: &Server, id: &str) {
     assert!(out.starts_with(SELF_VIEW_EXPECTED), "{out}");
 }
 
-/// With the template (the default, on a host with libpython), each sandbox's helper is a fork
-/// of it, and the init and zygote (and so every run) run the server binary's image with the
-/// interpreter it loaded, never an exec'd python3; runs see what they always saw, and each
-/// sandbox's `random` is reseeded after the fork.
+/// With the template (the default, on a host with libpython), each workers sandbox's helper
+/// is a fork of it, and the init and zygote (and so every run) run the server binary's image
+/// with the interpreter it loaded, never an exec'd python3; runs see what they always saw, and
+/// each sandbox's `random` is reseeded after the fork. A containers sandbox execs its own
+/// interpreter (its own hash secret: it serves the network).
 #[tokio::test]
-async fn sandboxes_are_forks_of_one_template_interpreter() {
+async fn workers_sandboxes_are_forks_of_one_template_interpreter() {
     let s = Server::start();
     let template = template_of(s.pid()).expect("the server runs a template interpreter");
     let server_exe = exe(s.pid());
     let a = s.sandbox().await;
     let b = s.sandbox().await;
+    let c = s
+        .sandbox_with(serde_json::json!({"engine": "containers"}))
+        .await;
+    let hash = "print(hash('cerver'))";
+    assert_eq!(s.output(&a, hash).await, s.output(&b, hash).await);
+    assert_ne!(s.output(&a, hash).await, s.output(&c, hash).await);
+    let containers: Vec<_> = sandboxes(&s.cgroup_dir())
+        .into_iter()
+        .filter(|(networked, _)| *networked)
+        .collect();
+    assert!(!containers.is_empty());
+    for (_, pids) in containers {
+        assert!(pids.iter().any(|&p| is_python(p)), "{pids:?}");
+    }
     check_self_view(&s, &a).await;
     let draw = "import random\nprint(random.getrandbits(64))";
     assert_ne!(
@@ -129,11 +160,7 @@ async fn without_the_template_each_zygote_execs_python() {
     check_self_view(&s, &id).await;
     assert!(template_of(s.pid()).is_none());
     let pids = sandbox_pids(&s.cgroup_dir());
-    assert!(
-        pids.iter()
-            .any(|&p| exe(p).to_string_lossy().contains("python3")),
-        "an exec'd zygote"
-    );
+    assert!(pids.iter().any(|&p| is_python(p)), "an exec'd zygote");
 }
 
 /// A template that dies takes no sandbox with it: the live ones go on running, and new ones
@@ -162,7 +189,7 @@ async fn sandboxes_outlive_the_template_and_new_ones_start_without_it() {
     }
     let execd = sandbox_pids(&s.cgroup_dir())
         .iter()
-        .filter(|&&p| exe(p).to_string_lossy().contains("python3"))
+        .filter(|&&p| is_python(p))
         .count();
     assert!(execd > 0, "sandboxes built since exec their interpreter");
     assert_eq!(s.output(&before, "print('still here')").await, "still here");
