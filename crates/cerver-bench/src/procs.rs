@@ -39,21 +39,26 @@ fn parents() -> HashMap<u32, u32> {
     map
 }
 
-/// Whether `pid` is a `cerver __jail` helper (its argv[1] is `__jail`).
-fn is_jail_helper(pid: u32) -> bool {
+/// Whether `pid`'s argv[1] is `arg` (`__jail`: an exec'd helper; `__template`: the template
+/// interpreter, and the helpers it forked, which keep its command line).
+fn has_arg(pid: u32, arg: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|b| *b == 0).nth(1) == Some(b"__jail".as_slice()))
+        .map(|c| c.split(|b| *b == 0).nth(1) == Some(arg.as_bytes()))
         .unwrap_or(false)
 }
 
-/// The processes of a server's sandboxes: its `__jail` helper children and all their
-/// descendants.
+/// The processes of a server's sandboxes: its `__jail` helper children, the helpers its
+/// template interpreter forked, all their descendants, and the template itself (whose pages
+/// the sandboxes share: a per-level difference of PSS sums then counts what each added
+/// sandbox costs, its share of the template included).
 #[derive(Debug, Default)]
 pub struct JailTrees {
-    /// Number of `__jail` helpers (one per sandbox, pooled or live).
+    /// Number of helpers (one per sandbox, pooled or live).
     pub helpers: usize,
-    /// Every pid in the helper trees, helpers included.
+    /// Every pid in the helper trees, helpers and the template included.
     pub pids: Vec<u32>,
+    /// The template interpreter, when the server has one.
+    pub template: Option<u32>,
 }
 
 pub fn jail_trees(server_pid: u32) -> JailTrees {
@@ -62,11 +67,20 @@ pub fn jail_trees(server_pid: u32) -> JailTrees {
     for (&pid, &ppid) in &parents {
         children.entry(ppid).or_default().push(pid);
     }
-    let helpers: Vec<u32> = children
-        .get(&server_pid)
-        .map(|c| c.iter().copied().filter(|&p| is_jail_helper(p)).collect())
-        .unwrap_or_default();
-    let mut pids = Vec::new();
+    let direct = children.get(&server_pid).cloned().unwrap_or_default();
+    let template = direct.iter().copied().find(|&p| has_arg(p, "__template"));
+    let mut helpers: Vec<u32> = direct
+        .iter()
+        .copied()
+        .filter(|&p| has_arg(p, "__jail"))
+        .collect();
+    helpers.extend(
+        template
+            .and_then(|t| children.get(&t))
+            .into_iter()
+            .flatten(),
+    );
+    let mut pids: Vec<u32> = template.into_iter().collect();
     let mut stack = helpers.clone();
     while let Some(pid) = stack.pop() {
         pids.push(pid);
@@ -77,6 +91,7 @@ pub fn jail_trees(server_pid: u32) -> JailTrees {
     JailTrees {
         helpers: helpers.len(),
         pids,
+        template,
     }
 }
 

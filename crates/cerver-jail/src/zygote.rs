@@ -302,6 +302,10 @@ fn harden(cfg: &JailConfig, program: Option<BorrowedFd<'_>>) -> Result<(), JailE
         // template's memory, and it could not write its own oom_score_adj.
         nix::sys::prctl::set_dumpable(true)
             .map_err(|e| JailError::Setup(format!("dumpable: {e}")))?;
+        // And the process name an exec would give (`ps`, psutil's name()): the interpreter's.
+        let name = cfg.python.rsplit('/').next().unwrap_or("python3");
+        nix::sys::prctl::set_name(&cstring(name)?)
+            .map_err(|e| JailError::Setup(format!("process name: {e}")))?;
     }
     crate::harden::landlock()?;
     // Only stdio, the control socket and (exec'd) the program cross into the interpreter

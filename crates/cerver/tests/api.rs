@@ -451,8 +451,10 @@ async fn the_zygote_runs_the_precompiled_program() {
     // The runtime compiles the zygote's program once per server; a zygote that compiles it
     // itself (a broken hand-over falls back to that silently) keeps more anonymous memory in
     // every sandbox. Measured with CPython 3.11: 4,848 KiB precompiled, 5,612 KiB compiling
-    // from the memfd, 7,528 KiB as the whole program on the command line (before).
-    let s = Server::start();
+    // from the memfd, 7,528 KiB as the whole program on the command line (before). This is
+    // the exec'd zygote's program: a zygote forked from the template interpreter loaded it in
+    // the template (tests/template.rs).
+    let s = Server::start_with(&["--template-interpreter", "false"]);
     let id = s.sandbox().await;
     let code = "import os\n\
         def field(pid, name):\n    \

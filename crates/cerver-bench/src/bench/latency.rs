@@ -222,6 +222,37 @@ pub async fn cold_creates(
     })
 }
 
+/// Cold workers creates on `template` (the default server) and `exec` (one started with
+/// `--template-interpreter false`), alternating, each create deleted untimed.
+pub async fn cold_creates_interleaved(
+    template: &Server,
+    exec: &Server,
+    iterations: usize,
+    gap: Duration,
+) -> anyhow::Result<(Series, Series)> {
+    let mut samples = [Vec::new(), Vec::new()];
+    for i in 0..1 + iterations {
+        for (server, samples) in [template, exec].into_iter().zip(samples.iter_mut()) {
+            let start = Instant::now();
+            let (id, _) = server.create_with(Some("workers")).await?;
+            if i > 0 {
+                since(start, samples);
+            }
+            server.delete(&id).await?;
+            tokio::time::sleep(gap).await;
+        }
+    }
+    let [with, without] = samples;
+    Ok((
+        Series::new("create_cold", "create, cold (--pool-size 0)", with),
+        Series::new(
+            "create_cold_exec",
+            "  same, without the template interpreter",
+            without,
+        ),
+    ))
+}
+
 /// Whether the server creates containers sandboxes; the reason when it does not.
 pub async fn containers_unavailable(server: &Server) -> Option<String> {
     match server.create_with(Some("containers")).await {

@@ -342,9 +342,25 @@ async fn cold_server(args: &Args, containers: bool, report: &mut Report) -> anyh
         "cold",
         &["--max-sandboxes", &max_sandboxes],
     )?;
-    progress("ours: cold creates");
-    let cold_creates = latency::cold_creates(&cold, args.cold_iterations, gap, "workers");
-    report.ours.push(cold_creates.await?);
+    // The same server without the template interpreter (each sandbox execs its helper and its
+    // python3): its cold creates interleaved with the first's, so that load hits both alike.
+    let cold_exec = Server::start_with(
+        &args.server,
+        0,
+        "cold-exec",
+        &[
+            "--max-sandboxes",
+            &max_sandboxes,
+            "--template-interpreter",
+            "false",
+        ],
+    )?;
+    progress("ours: cold creates (with and without the template interpreter, interleaved)");
+    let (with, without) =
+        latency::cold_creates_interleaved(&cold, &cold_exec, args.cold_iterations, gap).await?;
+    report.ours.push(with);
+    report.ours.push(without);
+    drop(cold_exec);
     if containers {
         let cold_creates = latency::cold_creates(&cold, args.cold_iterations, gap, "containers");
         report.ours.push(cold_creates.await?);

@@ -279,6 +279,7 @@ mod tests {
             processes: 5 * sandboxes,
             server_rss: 20.0,
             server_pss: 15.0,
+            template_rss: Some(25.0),
             create: summary.clone(),
             run: summary.clone(),
         };

@@ -109,6 +109,7 @@ impl Report {
                    "pss_anon_mib_per_sandbox": l.pss_anon, "cgroup_mib_per_sandbox": l.cgroup,
                    "mem_available_drop_mib_per_sandbox": l.mem_available, "processes": l.processes,
                    "server_rss_mib": l.server_rss, "server_pss_mib": l.server_pss,
+                   "template_rss_mib": l.template_rss,
                    "create_ms": summary_json(&l.create), "run_ms": summary_json(&l.run)})
             })
             .collect();
@@ -221,6 +222,11 @@ impl Report {
                 l.create.p99,
                 l.run.p50,
                 l.run.p99
+            );
+        }
+        if let Some(rss) = self.memory.levels.iter().find_map(|l| l.template_rss) {
+            println!(
+                "  (PSS counts each sandbox's share of the template interpreter, whose RSS is {rss:.1} MiB once per server)"
             );
         }
         if let (Some(first), Some(last)) = (self.memory.levels.first(), self.memory.levels.last())

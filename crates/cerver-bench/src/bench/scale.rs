@@ -83,6 +83,8 @@ pub struct Level {
     /// The server's own RSS and PSS, MiB.
     pub server_rss: f64,
     pub server_pss: f64,
+    /// The template interpreter's RSS, MiB (once per server; none without one).
+    pub template_rss: Option<f64>,
     /// Cold create (+ delete untimed) and warm run with this many sandboxes alive.
     pub create: Summary,
     pub run: Summary,
@@ -222,6 +224,7 @@ async fn measure(
 ) -> anyhow::Result<Level> {
     let after = snapshot(server, cgroup_dir)?;
     let own = procs::pss_sum(&[server.pid()]);
+    let template = procs::jail_trees(server.pid()).template;
     let per = |b: u64, a: u64| (a as f64 - b as f64) / level as f64 / MIB;
     let (mut create, mut run) = (Vec::new(), Vec::new());
     for _ in 0..probes {
@@ -248,6 +251,7 @@ async fn measure(
         processes: after.pss.read,
         server_rss: procs::rss_bytes(server.pid()) as f64 / MIB,
         server_pss: own.pss as f64 / MIB,
+        template_rss: template.map(|t| procs::rss_bytes(t) as f64 / MIB),
         create: Summary::of(&create).context("no probes")?,
         run: Summary::of(&run).context("no probes")?,
     })
