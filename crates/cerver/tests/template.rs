@@ -194,3 +194,53 @@ async fn sandboxes_outlive_the_template_and_new_ones_start_without_it() {
     assert!(execd > 0, "sandboxes built since exec their interpreter");
     assert_eq!(s.output(&before, "print('still here')").await, "still here");
 }
+
+/// A forked zygote that dies is restarted by its init as before, and the new one is again a
+/// fork of the template's interpreter (the init holds it untouched): runs go on.
+#[tokio::test]
+async fn a_forked_zygote_is_restarted_from_the_inherited_interpreter() {
+    let s = Server::start();
+    let id = s.sandbox().await;
+    let getpid = "import os\nprint(os.getppid())";
+    s.output(&id, getpid).await;
+    let dir = s.cgroup_dir();
+    let zygotes = || -> Vec<u32> {
+        sandboxes(&dir)
+            .into_iter()
+            .filter(|(networked, _)| !networked)
+            .flat_map(|(_, pids)| {
+                let init = pids
+                    .iter()
+                    .copied()
+                    .find(|&p| ppid(p).is_some_and(|pp| !pids.contains(&pp)));
+                pids.iter()
+                    .copied()
+                    .filter(|&p| init.is_some() && ppid(p) == init)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let before = zygotes();
+    assert!(!before.is_empty());
+    for z in &before {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*z as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.run(&id, "print(6 * 7)").await;
+        if r["output"] == "42" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no run after the restart: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = zygotes();
+    assert!(!after.is_empty() && after.iter().all(|z| !before.contains(z)));
+    for z in after {
+        assert_eq!(exe(z), exe(s.pid()), "zygote {z}");
+    }
+}
