@@ -253,6 +253,49 @@ pub async fn cold_creates_interleaved(
     ))
 }
 
+/// A CPU-bound run: ~20 ms of pure-Python arithmetic on this machine kind, where the
+/// interpreter's own speed shows (the template interpreter is the shared-library build of
+/// CPython, Debian's `python3` binary a static one with more optimization).
+pub const CPU_BOUND: &str = "print(sum(i * i for i in range(200000)))";
+const CPU_BOUND_OUTPUT: &str = "2666646666700000";
+
+/// [`REALISTIC_SCRIPT`] and [`CPU_BOUND`] in one sandbox of `template` and one of `exec`,
+/// alternating: four series (with the template, then without).
+pub async fn template_or_exec_runs(
+    template: &Server,
+    exec: &Server,
+    iterations: usize,
+) -> anyhow::Result<Vec<Series>> {
+    let (a, _) = template.create_with(Some("workers")).await?;
+    let (b, _) = exec.create_with(Some("workers")).await?;
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for i in 0..2 + iterations {
+        for (k, (code, expect)) in [
+            (REALISTIC_SCRIPT, REALISTIC_OUTPUT),
+            (CPU_BOUND, CPU_BOUND_OUTPUT),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let with = template.run(&a, code, expect).await?;
+            let without = exec.run(&b, code, expect).await?;
+            if i >= 2 {
+                samples[k].push(with);
+                samples[2 + k].push(without);
+            }
+        }
+    }
+    template.delete(&a).await?;
+    exec.delete(&b).await?;
+    let [script, cpu, script_exec, cpu_exec] = samples;
+    Ok(vec![
+        Series::new("template_script", "50-line script, template (A/B)", script),
+        Series::new("exec_script", "  same, exec'd python3", script_exec),
+        Series::new("template_cpu", "CPU-bound loop, template (A/B)", cpu),
+        Series::new("exec_cpu", "  same, exec'd python3", cpu_exec),
+    ])
+}
+
 /// Whether the server creates containers sandboxes; the reason when it does not.
 pub async fn containers_unavailable(server: &Server) -> Option<String> {
     match server.create_with(Some("containers")).await {

@@ -360,6 +360,9 @@ async fn cold_server(args: &Args, containers: bool, report: &mut Report) -> anyh
         latency::cold_creates_interleaved(&cold, &cold_exec, args.cold_iterations, gap).await?;
     report.ours.push(with);
     report.ours.push(without);
+    progress("ours: runs with and without the template interpreter (interleaved)");
+    let runs = latency::template_or_exec_runs(&cold, &cold_exec, args.heavy_iterations).await?;
+    report.ours.extend(runs);
     drop(cold_exec);
     if containers {
         let cold_creates = latency::cold_creates(&cold, args.cold_iterations, gap, "containers");
