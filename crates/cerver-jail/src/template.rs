@@ -132,8 +132,10 @@ fn run(cfg: &TemplateConfig) -> Result<(), JailError> {
         if fds[0].revents().is_none_or(|r| r.is_empty()) {
             continue;
         }
-        let Some((len, received)) = receive(&mut buf)? else {
-            return Ok(()); // the runtime closed the socket: the server is stopping
+        let (len, received) = match receive(&mut buf)? {
+            Received::Request(len, fds) => (len, fds),
+            Received::Nothing => continue,
+            Received::End => return Ok(()), // the runtime closed the socket: the server stops
         };
         let reply = if received.len() != REQUEST_FDS || len == buf.len() {
             Reply::Failed {
@@ -196,8 +198,17 @@ fn reap() {
     }
 }
 
-/// One request: its length and descriptors, or `None` at the end of the stream.
-fn receive(buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, JailError> {
+/// What one read of the socket gave.
+enum Received {
+    /// A request: its length in the buffer, and its descriptors.
+    Request(usize, Vec<OwnedFd>),
+    /// Nothing after all (interrupted): no reply is owed.
+    Nothing,
+    /// The end of the stream.
+    End,
+}
+
+fn receive(buf: &mut [u8]) -> Result<Received, JailError> {
     let mut space = nix::cmsg_space!([RawFd; REQUEST_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = match recvmsg::<()>(
@@ -207,7 +218,7 @@ fn receive(buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, JailError> {
         MsgFlags::MSG_CMSG_CLOEXEC,
     ) {
         Ok(msg) => msg,
-        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return Ok(Some((0, vec![]))),
+        Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => return Ok(Received::Nothing),
         Err(e) => return Err(setup("receive")(e)),
     };
     let mut fds = Vec::new();
@@ -222,9 +233,9 @@ fn receive(buf: &mut [u8]) -> Result<Option<(usize, Vec<OwnedFd>)>, JailError> {
     }
     let len = msg.bytes;
     if len == 0 && fds.is_empty() {
-        return Ok(None);
+        return Ok(Received::End);
     }
-    Ok(Some((len, fds)))
+    Ok(Received::Request(len, fds))
 }
 
 fn send_reply(reply: &Reply, pidfd: Option<&OwnedFd>) -> Result<(), JailError> {
