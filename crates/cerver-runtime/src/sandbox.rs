@@ -453,6 +453,21 @@ impl Drop for Sandbox {
     }
 }
 
+/// `cerver <subcommand>` (`__jail`, `__template`) as the runtime starts it: a sandbox's init is a
+/// clone of the helper (exec'd, or forked from the template), and its command line is readable
+/// inside the sandbox, so it names no host path and the configuration goes through stdin; no
+/// environment; stderr piped to the server's log.
+pub(crate) fn internal_command(helper: &std::path::Path, sub: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(helper);
+    cmd.arg0("cerver-sandbox")
+        .arg(sub)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
 /// Starts the sandbox's helper as `cerver __jail`, configuration on its stdin.
 async fn exec_helper(
     cfg: &RuntimeConfig,
@@ -462,15 +477,7 @@ async fn exec_helper(
     let (control, theirs) = UnixSeqpacket::pair().map_err(io("control socket"))?;
     let (life_read, life_write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("lifeline")(e.into()))?;
-    let mut cmd = tokio::process::Command::new(&cfg.helper);
-    // The sandbox's init is a clone of the helper, and its command line is readable inside
-    // the sandbox: no host path there, and the configuration goes through stdin.
-    cmd.arg0("cerver-sandbox")
-        .arg("__jail")
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut cmd = internal_command(&cfg.helper, "__jail");
     let program = program.try_clone().map_err(io("zygote program"))?;
     cmd.fd_mappings(vec![
         FdMapping {

@@ -64,16 +64,10 @@ impl Template {
         let libpython = libpython(&cfg.python).await?;
         let (ours, theirs) = UnixSeqpacket::pair().map_err(|e| format!("socket: {e}"))?;
         let program = program.try_clone().map_err(|e| format!("program: {e}"))?;
-        let mut cmd = tokio::process::Command::new(&cfg.helper);
-        // Every sandbox init is a (cloned) fork of this process: its command line is what a
-        // sandbox sees as /proc/1/cmdline, so it names no host path.
-        cmd.arg0("cerver-sandbox")
-            .arg("__template")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        // Every workers sandbox's init is a (cloned) fork of this process: /proc/1/cmdline
+        // there is its command line.
+        let mut cmd = crate::sandbox::internal_command(&cfg.helper, "__template");
+        cmd.kill_on_drop(true);
         cmd.fd_mappings(vec![
             FdMapping {
                 parent_fd: OwnedFd::from(theirs),

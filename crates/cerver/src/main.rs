@@ -66,17 +66,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Jail => {
-            let mut config = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().take(1 << 20), &mut config)
-                .context("read jail configuration")?;
-            let cfg = serde_json::from_str(&config).context("invalid jail configuration")?;
+            let cfg = stdin_config("jail", 1 << 20)?;
             std::process::exit(cerver_jail::helper::main(cfg));
         }
         Command::Template => {
-            let mut config = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin().take(1 << 16), &mut config)
-                .context("read template configuration")?;
-            let cfg = serde_json::from_str(&config).context("invalid template configuration")?;
+            let cfg = stdin_config("template", 1 << 16)?;
             std::process::exit(cerver_jail::template::main(cfg));
         }
         Command::Admin(args) => tokio::runtime::Builder::new_current_thread()
@@ -96,6 +90,14 @@ fn main() -> anyhow::Result<()> {
                 .block_on(serve::serve(settings))
         }
     }
+}
+
+/// The JSON configuration an internal subcommand reads from its stdin (at most `limit` bytes).
+fn stdin_config<T: serde::de::DeserializeOwned>(what: &str, limit: u64) -> anyhow::Result<T> {
+    let mut config = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().take(limit), &mut config)
+        .with_context(|| format!("read {what} configuration"))?;
+    serde_json::from_str(&config).with_context(|| format!("invalid {what} configuration"))
 }
 
 fn init_logging(format: settings::LogFormat) {
