@@ -83,6 +83,9 @@ pub enum RuntimeError {
     ContextDead,
 }
 
+/// Least time between two restarts of a template interpreter that died.
+const TEMPLATE_RESTART_GAP: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Caps the memory of all of this server's sandboxes together (their parent cgroup).
 async fn cap_sandboxes(parent: &str, bytes: Option<u64>) -> Result<(), RuntimeError> {
     use cerver_jail::cgroup;
@@ -122,8 +125,11 @@ pub struct Runtime {
     /// The zygote's programs, compiled once by the sandboxes' interpreter when that works, in
     /// one sealed memfd that every helper gets (`cerver_jail::zygote::program_memfd`).
     zygote_program: Arc<std::os::fd::OwnedFd>,
-    /// The template interpreter that forks every helper, when this host has one.
-    template: Option<Arc<template::Template>>,
+    /// The template interpreter that forks workers helpers, when this host has one (`None`:
+    /// it could not start, and is not tried again).
+    template: Mutex<Option<Arc<template::Template>>>,
+    /// When a dead template was last restarted.
+    template_restarted: Mutex<Option<std::time::Instant>>,
 }
 
 impl Runtime {
@@ -205,7 +211,8 @@ impl Runtime {
             fetch_lock: tokio::sync::Mutex::new(()),
             disks,
             zygote_program,
-            template,
+            template: Mutex::new(template),
+            template_restarted: Mutex::new(None),
         });
         if rt.cfg.pool_size > 0 {
             for pool in &rt.pools {
@@ -274,6 +281,26 @@ impl Runtime {
             .unwrap_or(0)
     }
 
+    /// The live template interpreter; one that died is started again, at most every
+    /// [`TEMPLATE_RESTART_GAP`] (until then, and if that fails, helpers are exec'd).
+    async fn template(&self) -> Option<Arc<template::Template>> {
+        let current = self.template.lock().unwrap().clone()?;
+        if current.is_alive() {
+            return Some(current);
+        }
+        {
+            let mut last = self.template_restarted.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < TEMPLATE_RESTART_GAP) {
+                return None;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let fresh = template::Template::start(&self.cfg, &self.zygote_program).await?;
+        let fresh = Arc::new(fresh);
+        *self.template.lock().unwrap() = Some(fresh.clone());
+        Some(fresh)
+    }
+
     async fn spawn(&self, engine: Engine) -> Result<Sandbox, RuntimeError> {
         self.spawn_with(engine, None).await
     }
@@ -287,7 +314,7 @@ impl Runtime {
             Engine::Workers => sandbox::Setup {
                 disks: Some(self.disks.clone()),
                 zygote_program: Some(self.zygote_program.clone()),
-                template: self.template.clone(),
+                template: self.template().await,
                 ..Default::default()
             },
             Engine::Containers => sandbox::Setup {

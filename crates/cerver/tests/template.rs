@@ -163,10 +163,11 @@ async fn without_the_template_each_zygote_execs_python() {
     assert!(pids.iter().any(|&p| is_python(p)), "an exec'd zygote");
 }
 
-/// A template that dies takes no sandbox with it: the live ones go on running, and new ones
-/// start their own interpreter.
+/// A template that dies takes no sandbox with it: the live ones go on running, the sandbox
+/// being built when its death shows starts its own interpreter, and the next create starts
+/// a new template.
 #[tokio::test]
-async fn sandboxes_outlive_the_template_and_new_ones_start_without_it() {
+async fn sandboxes_outlive_the_template_which_is_started_again() {
     let s = Server::start();
     let before = s.sandbox().await;
     let template = template_of(s.pid()).expect("a template");
@@ -191,8 +192,20 @@ async fn sandboxes_outlive_the_template_and_new_ones_start_without_it() {
         .iter()
         .filter(|&&p| is_python(p))
         .count();
-    assert!(execd > 0, "sandboxes built since exec their interpreter");
+    assert!(
+        execd > 0,
+        "a sandbox built as the death showed execs its interpreter"
+    );
     assert_eq!(s.output(&before, "print('still here')").await, "still here");
+    let again = template_of(s.pid()).expect("a new template");
+    assert_ne!(again, template);
+    let id = s.sandbox().await;
+    check_self_view(&s, &id).await;
+    let forked = sandbox_pids(&s.cgroup_dir())
+        .iter()
+        .filter(|&&p| ppid(p).and_then(ppid) == Some(again))
+        .count();
+    assert!(forked > 0, "sandboxes forked by the new template");
 }
 
 /// A forked zygote that dies is restarted by its init as before, and the new one is again a
