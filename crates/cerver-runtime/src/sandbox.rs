@@ -22,6 +22,7 @@ use tokio_seqpacket::ancillary::AncillaryMessageWriter;
 use crate::RuntimeError;
 use crate::config::{Engine, RuntimeConfig};
 use crate::disk::Disks;
+use crate::template::ForkFailure;
 use crate::uids::UidRange;
 
 /// Most helper stderr lines logged per sandbox (the helper and zygote are trusted, but a
@@ -70,7 +71,7 @@ impl std::fmt::Debug for Sandbox {
 }
 
 /// What an engine adds to the base sandbox.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Setup {
     pub egress: Option<crate::network::EgressPlan>,
     pub packages: Option<cerver_jail::protocol::Packages>,
@@ -136,31 +137,50 @@ impl Sandbox {
         setup: Setup,
         revive: Option<&str>,
     ) -> Result<Sandbox, RuntimeError> {
-        let label = match revive {
-            Some(label) => label.to_string(),
-            None => format!("sb-{:016x}", rand::random::<u64>()),
-        };
-        let image = match (&setup.disks, revive) {
-            (Some(disks), Some(_)) => Some(disks.adopt(&label)?),
-            (Some(disks), None) => Some(
-                disks
-                    .create(&label, cfg.limits(engine).workspace_bytes)
-                    .await?,
-            ),
-            (None, _) => None,
-        };
-        let disks = setup.disks.clone();
-        let built = Self::build(cfg, cgroup_parent, engine, setup, label.clone(), image).await;
-        if built.is_err()
-            && let Some(disks) = disks
-        {
-            // A fresh image goes; a revived one holds the user's files: the caller decides.
-            match revive {
-                None => disks.remove(&label).await,
-                Some(_) => disks.release(&label),
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let label = match revive {
+                Some(label) => label.to_string(),
+                None => format!("sb-{:016x}", rand::random::<u64>()),
+            };
+            let image = match (&setup.disks, revive) {
+                (Some(disks), Some(_)) => Some(disks.adopt(&label)?),
+                (Some(disks), None) => Some(
+                    disks
+                        .create(&label, cfg.limits(engine).workspace_bytes)
+                        .await?,
+                ),
+                (None, _) => None,
+            };
+            let disks = setup.disks.clone();
+            let mut retry = false;
+            let built = Self::build(
+                cfg,
+                cgroup_parent,
+                engine,
+                setup.clone(),
+                label.clone(),
+                image,
+                &mut retry,
+            )
+            .await;
+            if built.is_err()
+                && let Some(disks) = disks
+            {
+                // A fresh image goes; a revived one holds the user's files: the caller decides.
+                match revive {
+                    None => disks.remove(&label).await,
+                    Some(_) => disks.release(&label),
+                }
             }
+            // The template broke mid-request: its helper may hold that label, so once more
+            // under another (a revived sandbox's label is fixed: the caller retries later).
+            if retry && revive.is_none() && attempts < 2 {
+                continue;
+            }
+            return built;
         }
-        built
     }
 
     async fn build(
@@ -170,6 +190,7 @@ impl Sandbox {
         setup: Setup,
         label: String,
         image: Option<std::path::PathBuf>,
+        retry: &mut bool,
     ) -> Result<Sandbox, RuntimeError> {
         let uids = crate::uids::claim(&cfg.uid_lock_dir, cfg.uid_base)
             .map_err(|e| RuntimeError::Create(format!("uid range: {e}")))?;
@@ -202,8 +223,14 @@ impl Sandbox {
         if let Some(template) = setup.template.as_ref().filter(|t| t.is_alive()) {
             match fork_helper(template, &jail).await {
                 Ok(s) => started = Some(s),
-                Err(e) => {
+                Err(ForkFailure::NotForked(e)) => {
                     tracing::warn!(sandbox.label = %label, "template: {e}; exec'ing the helper")
+                }
+                // Not under this label: the template's helper may be building it (`spawn`
+                // tries once more under a new label).
+                Err(ForkFailure::MaybeForked(e)) => {
+                    *retry = true;
+                    return Err(RuntimeError::Create(format!("template interpreter: {e}")));
                 }
             }
         }
@@ -518,23 +545,28 @@ async fn exec_helper(
 async fn fork_helper(
     template: &crate::template::Template,
     jail: &JailConfig,
-) -> Result<Started, String> {
-    let (control, theirs) = UnixSeqpacket::pair().map_err(|e| format!("control socket: {e}"))?;
+) -> Result<Started, ForkFailure> {
+    let not =
+        |what: &'static str| move |e: nix::Error| ForkFailure::NotForked(format!("{what}: {e}"));
+    let (control, theirs) = UnixSeqpacket::pair()
+        .map_err(|e| ForkFailure::NotForked(format!("control socket: {e}")))?;
     let (life_read, life_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("lifeline: {e}"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(not("lifeline"))?;
     let (log_read, log_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("log pipe: {e}"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(not("log pipe"))?;
     let pidfd = template
         .fork_helper(jail, [OwnedFd::from(theirs), life_read, log_write])
         .await?;
+    // From here the helper exists: a failure ends it (its lifeline closes as we return).
+    let maybe = |what: &str, e: std::io::Error| ForkFailure::MaybeForked(format!("{what}: {e}"));
     let log = tokio::net::unix::pipe::Receiver::from_owned_fd(log_read)
-        .map_err(|e| format!("log pipe: {e}"))?;
+        .map_err(|e| maybe("log pipe", e))?;
     // Deprecated because a registered `T` could hand out and close its descriptor; an OwnedFd
     // owned by the AsyncFd is neither replaced nor closed while registered (the safe case the
     // replacement, an `unsafe fn`, would need us to promise in a crate without `unsafe`).
     #[allow(deprecated)]
     let pidfd = tokio::io::unix::AsyncFd::with_interest(pidfd, tokio::io::Interest::READABLE)
-        .map_err(|e| format!("pidfd: {e}"))?;
+        .map_err(|e| maybe("pidfd", e))?;
     Ok(Started {
         control,
         lifeline: life_write,

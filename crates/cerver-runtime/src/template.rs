@@ -129,28 +129,36 @@ impl Template {
         &self,
         jail: &JailConfig,
         fds: [OwnedFd; 3],
-    ) -> Result<OwnedFd, String> {
+    ) -> Result<OwnedFd, ForkFailure> {
         let socket = self.socket.lock().await;
         if !self.is_alive() {
-            return Err("the template interpreter is gone".into());
+            return Err(ForkFailure::NotForked(
+                "the template interpreter is gone".into(),
+            ));
         }
         let result = tokio::time::timeout(FORK_TIMEOUT, exchange(&socket, jail, &fds)).await;
         drop(fds);
-        match result {
-            Ok(Ok(Ok(pidfd))) => Ok(pidfd),
-            Ok(Ok(Err(refused))) => Err(refused),
-            Ok(Err(broken)) => {
-                self.alive.store(false, Ordering::SeqCst);
-                tracing::error!("template interpreter: {broken}; helpers are exec'd from now on");
-                Err(broken)
-            }
-            Err(_) => {
-                self.alive.store(false, Ordering::SeqCst);
-                tracing::error!("template interpreter stuck; helpers are exec'd from now on");
-                Err("the template interpreter did not answer".into())
-            }
-        }
+        let broken = match result {
+            Ok(Ok(Ok(pidfd))) => return Ok(pidfd),
+            Ok(Ok(Err(refused))) => return Err(ForkFailure::NotForked(refused)),
+            Ok(Err(broken)) => broken,
+            Err(_) => ForkFailure::MaybeForked("the template interpreter did not answer".into()),
+        };
+        self.alive.store(false, Ordering::SeqCst);
+        let (ForkFailure::NotForked(why) | ForkFailure::MaybeForked(why)) = &broken;
+        tracing::error!("template interpreter: {why}; helpers are exec'd until it is restarted");
+        Err(broken)
     }
+}
+
+/// Why the template gave no helper.
+#[derive(Debug)]
+pub enum ForkFailure {
+    /// Nothing was forked for this request: the sandbox may start its helper otherwise.
+    NotForked(String),
+    /// The template broke after it got the request: a helper may have been forked and be
+    /// building this sandbox (its label, image and cgroup), so another helper must not.
+    MaybeForked(String),
 }
 
 /// One request and its reply: `Ok(Err(..))` is the template refusing this request,
@@ -159,25 +167,28 @@ async fn exchange(
     socket: &UnixSeqpacket,
     jail: &JailConfig,
     fds: &[OwnedFd; 3],
-) -> Result<Result<OwnedFd, String>, String> {
+) -> Result<Result<OwnedFd, String>, ForkFailure> {
     let msg = serde_json::to_vec(jail).expect("JailConfig serializes");
     let mut space = [0u8; 128];
     let mut anc = AncillaryMessageWriter::new(&mut space);
     let refs: Vec<&OwnedFd> = fds.iter().collect();
-    anc.add_fds(&refs)
-        .map_err(|_| "ancillary buffer too small".to_string())?;
+    if anc.add_fds(&refs).is_err() {
+        return Ok(Err("ancillary buffer too small".into()));
+    }
+    // Unsent, the request forked nothing; once sent, any failure may follow a fork.
+    let maybe = |what: String| ForkFailure::MaybeForked(what);
     socket
         .send_vectored_with_ancillary(&[IoSlice::new(&msg)], &mut anc)
         .await
-        .map_err(|e| format!("send: {e}"))?;
+        .map_err(|e| ForkFailure::NotForked(format!("send: {e}")))?;
     let mut buf = [0u8; 4096];
     let mut space = [0u8; 128];
     let (n, anc) = socket
         .recv_vectored_with_ancillary(&mut [IoSliceMut::new(&mut buf)], &mut space)
         .await
-        .map_err(|e| format!("receive: {e}"))?;
+        .map_err(|e| maybe(format!("receive: {e}")))?;
     if n == 0 {
-        return Err("it exited".into());
+        return Err(maybe("it exited".into()));
     }
     let mut pidfd = None;
     for message in anc.into_messages() {
@@ -188,9 +199,9 @@ async fn exchange(
     match serde_json::from_slice::<Reply>(&buf[..n]) {
         Ok(Reply::Forked { .. }) => pidfd
             .map(Ok)
-            .ok_or_else(|| "a reply without its pidfd".to_string()),
+            .ok_or_else(|| maybe("a reply without its pidfd".into())),
         Ok(Reply::Failed { error }) => Ok(Err(error)),
-        Err(e) => Err(format!("unreadable reply: {e}")),
+        Err(e) => Err(maybe(format!("unreadable reply: {e}"))),
     }
 }
 
