@@ -1,5 +1,9 @@
 //! Background processes (`"background": true`, `/sandbox/{id}/processes...`), end to end
 //! against the real binary.
+//!
+//! One file past 600 lines on purpose: each test walks one process lifecycle (start, output,
+//! signals, kill, listing, limits) through the same few helpers; split by lifecycle step, every
+//! part would repeat them. Run leaders' tests, which only use processes, are in run_leaders.rs.
 
 mod common;
 
